@@ -1,0 +1,135 @@
+"""Hands committed runs to the broker (an outbox) and notices runs whose worker went silent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from backend.db import Database
+from backend.events import EventHub
+from backend.models import Run, utcnow
+from backend.runs import service as runs
+from backend.workers.endpoints import online_workers
+from prunescope.config import Settings
+from worker.celery_app import TRAIN_TASK, make_celery, queue_for
+
+log = logging.getLogger("prunescope.dispatch")
+
+
+class Dispatcher:
+    """A background thread: queue undispatched runs, requeue or fail silent ones. Safe to run `tick` directly."""
+
+    def __init__(self, db: Database, settings: Settings, hub: EventHub) -> None:
+        self.db, self.settings, self.hub = db, settings, hub
+        self.celery = make_celery(settings.resolved_redis_url)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.broker_ok: bool | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="prunescope-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # the loop must outlive a database hiccup; the next tick retries
+                log.exception("dispatcher tick failed")
+            self._wake.wait(self.settings.dispatch_interval)
+
+    def tick(self) -> None:
+        self.reap_silent_runs()
+        self.requeue_lost_messages()
+        self.dispatch_pending()
+
+    def dispatch_pending(self) -> int:
+        """Send every committed, unsent queued run to its queue; stop at the first broker error."""
+        with self.db.session() as session:
+            pending = list(session.execute(
+                select(Run.id, Run.device).where(Run.status == "queued", Run.dispatched.is_(False))
+                .order_by(Run.id).limit(200)))
+            gpu_online = any("gpu" in w.queues for w in online_workers(session, self.settings.heartbeat_timeout))
+        sent = 0
+        for run_id, device in pending:
+            queue = queue_for(device, gpu_online)
+            try:
+                self.celery.send_task(TRAIN_TASK, args=[run_id], queue=queue, retry=False)
+            except Exception as exc:  # broker down: the run stays committed and is sent on a later tick
+                if self.broker_ok is not False:
+                    log.warning("broker unreachable, %d run(s) wait: %s", len(pending) - sent, exc)
+                self.broker_ok = False
+                return sent
+            self.broker_ok = True
+            with self.db.writing() as session:
+                run = session.get(Run, run_id)
+                if run is not None and run.status == "queued":
+                    run.dispatched, run.queue, run.dispatched_at = True, queue, utcnow()
+            sent += 1
+        return sent
+
+    def reap_silent_runs(self) -> None:
+        """A running run whose worker stopped sending heartbeats is requeued, or fails after max_attempts."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout)
+        with self.db.writing() as session:
+            silent = list(session.scalars(select(Run).where(Run.status == "running", Run.last_heartbeat_at < cutoff)))
+            for run in silent:
+                lost = f"worker {run.worker} sent no heartbeat for {self.settings.heartbeat_timeout:g} s"
+                if run.cancel_requested:
+                    runs.set_status(session, run, "cancelled", reason=f"cancelled; {lost}")
+                elif run.attempts >= self.settings.max_attempts:
+                    runs.set_status(session, run, "failed", error=f"{lost}; gave up after {run.attempts} attempts")
+                else:
+                    run.dispatched, run.worker = False, None
+                    runs.set_status(session, run, "queued", reason=f"{lost}; requeued to resume from its checkpoint")
+        for run in silent:
+            self.hub.notify(run.id)
+        if silent:
+            self.wake()
+
+    def requeue_lost_messages(self) -> None:
+        """Runs sent long ago but never started, while their queue is empty, were lost by the broker (restart)."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.redispatch_seconds)
+        with self.db.session() as session:
+            stale = list(session.execute(select(Run.id, Run.queue).where(
+                Run.status == "queued", Run.dispatched.is_(True), Run.dispatched_at < cutoff)))
+        if not stale:
+            return
+        empty = {queue for queue in {q for _, q in stale} if queue and self._queue_length(queue) == 0}
+        lost = [run_id for run_id, queue in stale if queue in empty]
+        if lost:
+            with self.db.writing() as session:
+                for run in session.scalars(select(Run).where(Run.id.in_(lost))):
+                    run.dispatched = False
+            log.warning("runs %s were lost by the broker; sending them again", lost)
+
+    def _queue_length(self, queue: str) -> int | None:
+        try:
+            with self.celery.connection_for_write() as conn:
+                client: Any = conn.default_channel.client
+                return int(client.llen(queue))
+        except Exception:
+            return None
+
+    def broker_answers(self) -> bool:
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            return True
+        except Exception:
+            return False

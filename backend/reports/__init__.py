@@ -1,0 +1,1 @@
+"""Worker reports: the token-protected endpoints through which workers start, record and finish runs."""

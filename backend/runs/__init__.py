@@ -1,0 +1,1 @@
+"""Runs: submission, listing, status, cancel, and what they recorded."""

@@ -1,0 +1,149 @@
+"""REST endpoints of runs: submit, list, show, cancel, epochs, and the live event stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
+
+from backend.db import Database
+from backend.deps import ApiWrite, DatabaseDep, HubDep, SessionDep
+from backend.events import events_after
+from backend.models import FINISHED, RUN_STATUSES
+from backend.runconfig import RunConfig
+from backend.runs import repository, service
+from backend.runs.schemas import EpochList, EpochRecord, RunDetail, RunList
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+SORT_PATTERN = "^-?(" + "|".join(repository.SORTABLE) + ")$"
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No run with this id"}}
+
+
+def _run_or_404(session: SessionDep, run_id: int) -> repository.Run:
+    run = repository.get_run(session, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
+    return run
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunDetail, dependencies=[ApiWrite],
+             responses={422: {"description": "The config is invalid; `detail` names each bad field"},
+                        413: {"description": "Body too large"}})
+def submit_run(config: RunConfig, db: DatabaseDep, request: Request) -> RunDetail:
+    """Submit a run: it is committed as `queued` first, then handed to the queue."""
+    with db.writing() as session:
+        run = service.create_run(session, config)
+        detail = service.to_detail(run)
+    request.app.state.dispatcher.wake()
+    return detail
+
+
+@router.get("", response_model=RunList)
+def list_runs(
+    session: SessionDep,
+    status_: Annotated[list[Literal[RUN_STATUSES]] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Text in the name or strategy")] = None,
+    sort: Annotated[str, Query(pattern=SORT_PATTERN, description="A column, `-` first for descending")] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RunList:
+    """Runs, newest first by default, with filters and pagination."""
+    runs, total = repository.list_runs(session, statuses=status_ or (), tag=tag, text=q, sort=sort,
+                                       limit=limit, offset=offset)
+    return RunList(items=[service.to_summary(r) for r in runs], total=total)
+
+
+@router.get("/{run_id}", response_model=RunDetail, responses=NOT_FOUND)
+def get_run(run_id: int, session: SessionDep) -> RunDetail:
+    """A run's config, status, timestamps, progress, summary and error."""
+    return service.to_detail(_run_or_404(session, run_id))
+
+
+@router.post("/{run_id}/cancel", response_model=RunDetail, dependencies=[ApiWrite],
+             responses={**NOT_FOUND, 409: {"description": "The run has already finished"}})
+def cancel_run(run_id: int, db: DatabaseDep, hub: HubDep) -> RunDetail:
+    """Cancel a queued run at once, or ask a running run's worker to stop (within seconds)."""
+    with db.writing() as session:
+        run = _run_or_404(session, run_id)
+        try:
+            service.cancel_run(session, run)
+        except service.RunStateError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        detail = service.to_detail(run)
+    hub.notify(run_id)
+    return detail
+
+
+@router.get("/{run_id}/epochs", response_model=EpochList, responses=NOT_FOUND)
+def list_epochs(run_id: int, session: SessionDep) -> EpochList:
+    """Every recorded epoch with its per-layer stats, at full fidelity."""
+    _run_or_404(session, run_id)
+    return EpochList(run_id=run_id, items=[epoch_record(e) for e in repository.list_epochs(session, run_id)])
+
+
+def epoch_record(row: repository.Epoch) -> EpochRecord:
+    return EpochRecord(
+        epoch=row.epoch, train_loss=row.train_loss, train_acc=row.train_acc, test_loss=row.test_loss,
+        test_acc=row.test_acc, lr=row.lr, sparsity=row.sparsity, target_sparsity=row.target_sparsity,
+        nonzero=row.nonzero, total=row.total, epoch_seconds=row.epoch_seconds, samples_per_s=row.samples_per_s,
+        layers=row.layers,
+    )
+
+
+def _load_events(db: Database, run_id: int, after: int) -> tuple[list[tuple[int, str, str]], bool]:
+    with db.session() as session:
+        rows = events_after(session, run_id, after)
+        run = repository.get_run(session, run_id)
+        finished = run is None or run.status in FINISHED
+        return [(e.id, e.kind, json.dumps(e.data)) for e in rows], finished
+
+
+@router.get("/{run_id}/events", responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {}},
+            "description": "`epoch` and `status` events; ids resume with `Last-Event-ID`"}})
+async def stream_events(
+    run_id: int, request: Request, db: DatabaseDep, hub: HubDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Resume after this event id (like Last-Event-ID)")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events of a run; the stream ends once the run has finished and everything is sent."""
+    def exists() -> bool:
+        with db.session() as session:
+            return repository.get_run(session, run_id) is not None
+
+    if not await run_in_threadpool(exists):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
+    start = after or 0
+    if last_event_id and last_event_id.strip().isdigit():
+        start = int(last_event_id.strip())
+
+    async def stream() -> AsyncIterator[bytes]:
+        last = start
+        idle = 0.0
+        yield format_sse_event(retry=1000, comment="prunescope live stream")
+        with hub.subscribe(run_id) as sub:
+            while True:
+                sub.clear()
+                events, finished = await run_in_threadpool(_load_events, db, run_id, last)
+                for event_id, kind, data in events:
+                    last = event_id
+                    yield format_sse_event(data_str=data, event=kind, id=str(event_id))
+                if events:
+                    idle = 0.0
+                    continue
+                if finished or await request.is_disconnected():
+                    return
+                await sub.wait(timeout=1.0)
+                idle += 1.0
+                if idle >= 15.0:
+                    idle = 0.0
+                    yield KEEPALIVE_COMMENT
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

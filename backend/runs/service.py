@@ -1,0 +1,92 @@
+"""What happens to runs: submission, status changes, cancel; each change also lands in the run's event stream."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend.events import record_event
+from backend.models import FINISHED, Run, utcnow
+from backend.runconfig import RunConfig
+from backend.runs.schemas import RunDetail, RunSummary
+
+
+class RunStateError(Exception):
+    """The run is in a state that does not allow the request (HTTP 409)."""
+
+
+def create_run(session: Session, config: RunConfig, *, sweep_id: int | None = None) -> Run:
+    """Store a validated config as a queued run (the caller commits; the dispatcher queues it)."""
+    run = Run(
+        name=config.name, tags=list(config.tags), config=config.model_dump(mode="json"),
+        strategy=config.strategy(), preset=config.preset, device=config.device,
+        model_name=config.model.name, dataset_name=config.dataset.name,
+        epochs_total=config.training.epochs, status="queued", notes="", sweep_id=sweep_id,
+        created_at=utcnow(),
+    )
+    session.add(run)
+    session.flush()
+    record_event(session, run.id, "status", status_payload(run))
+    return run
+
+
+def status_payload(run: Run, reason: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"status": run.status, "epochs_done": run.epochs_done,
+                               "epochs_total": run.epochs_total, "worker": run.worker, "error": run.error}
+    if reason:
+        payload["reason"] = reason
+    return payload
+
+
+def set_status(session: Session, run: Run, status: str, *, reason: str | None = None, error: str | None = None) -> None:
+    """Move a run to `status`, stamping times and recording a `status` event."""
+    run.status = status
+    now = utcnow()
+    if status == "running" and run.started_at is None:
+        run.started_at = now
+    if status in FINISHED:
+        run.finished_at = now
+    if error is not None:
+        run.error = error
+    record_event(session, run.id, "status", status_payload(run, reason))
+
+
+def cancel_run(session: Session, run: Run) -> None:
+    """A queued run is cancelled at once; a running one is asked to stop (its worker finishes it)."""
+    if run.status in FINISHED:
+        raise RunStateError(f"run {run.id} is already {run.status}")
+    if run.status == "queued":
+        set_status(session, run, "cancelled", reason="cancelled before it started")
+    else:
+        run.cancel_requested = True
+        record_event(session, run.id, "status", status_payload(run, "cancel requested"))
+
+
+def eta_seconds(run: Run, now: datetime | None = None) -> float | None:
+    if run.status != "running" or not run.started_at or run.epochs_done <= 0:
+        return None
+    elapsed = ((now or datetime.now(UTC)) - run.started_at).total_seconds()
+    return max(0.0, elapsed / run.epochs_done * (run.epochs_total - run.epochs_done))
+
+
+def to_summary(run: Run) -> RunSummary:
+    return RunSummary(**_summary_fields(run))
+
+
+def to_detail(run: Run) -> RunDetail:
+    return RunDetail(**_summary_fields(run), config=run.config, notes=run.notes, summary=run.summary)
+
+
+def _summary_fields(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id, "name": run.name, "tags": run.tags, "status": run.status, "strategy": run.strategy,
+        "preset": run.preset, "device": run.device, "queue": run.queue, "model": run.model_name,
+        "dataset": run.dataset_name, "created_at": run.created_at, "started_at": run.started_at,
+        "finished_at": run.finished_at, "epochs_total": run.epochs_total, "epochs_done": run.epochs_done,
+        "progress": run.epochs_done / run.epochs_total if run.epochs_total else 0.0,
+        "eta_seconds": eta_seconds(run), "sparsity": run.sparsity, "test_acc": run.test_acc,
+        "best_test_acc": run.best_test_acc, "worker": run.worker, "attempts": run.attempts,
+        "cancel_requested": run.cancel_requested, "error": run.error, "sweep_id": run.sweep_id,
+    }

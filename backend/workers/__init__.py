@@ -1,0 +1,1 @@
+"""Workers: who is online, on which queues and devices, training what."""
