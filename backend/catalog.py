@@ -29,7 +29,7 @@ def options() -> dict[str, Any]:
 @router.get("/presets")
 def presets() -> dict[str, Any]:
     """Named configs that fill the form: Han 2015, DNS, GMP, SET, RigL, DPF, one-shot, dense."""
-    from prunescope.presets import PRESET_DESCRIPTIONS, load_presets
+    from prunescope.presets import DESCRIPTIONS, load_presets
 
-    return {"items": [{"name": name, "description": PRESET_DESCRIPTIONS.get(name, ""), "config": config}
+    return {"items": [{"name": name, "description": DESCRIPTIONS.get(name, ""), "config": config}
                       for name, config in load_presets().items()]}

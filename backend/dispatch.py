@@ -30,6 +30,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.broker_ok: bool | None = None
+        self.started_at = utcnow()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="prunescope-dispatcher", daemon=True)
@@ -85,7 +86,10 @@ class Dispatcher:
 
     def reap_silent_runs(self) -> None:
         """A running run whose worker stopped sending heartbeats is requeued, or fails after max_attempts."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout)
+        timeout = timedelta(seconds=self.settings.heartbeat_timeout)
+        if utcnow() - self.started_at < timeout:
+            return  # heartbeats sent while this API was down went nowhere: give workers one timeout to reach it
+        cutoff = utcnow() - timeout
         with self.db.writing() as session:
             silent = list(session.scalars(select(Run).where(Run.status == "running", Run.last_heartbeat_at < cutoff)))
             for run in silent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -120,6 +121,17 @@ class MaskEncoder:
         return out
 
 
+def finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: a diverged loss is reported as null rather than refused."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def resolve_device(requested: str, identity: WorkerIdentity) -> str:
     if requested == "cuda" and identity.device != "cuda":
         raise RuntimeError(f"run asks for device 'cuda' but worker {identity.name} has no CUDA device")
@@ -160,11 +172,12 @@ def execute_run(run_id: int, settings: Settings, identity: WorkerIdentity, state
 
     def on_epoch(record: dict[str, Any]) -> None:
         layer_masks = record.pop("masks", {}) or {}
-        body = {**record, "worker": identity.name, "masks": encoder.encode(record["epoch"], layer_masks)}
+        body = {**finite(record), "worker": identity.name, "masks": encoder.encode(record["epoch"], layer_masks)}
         reporter.send(f"{base}/epochs", body, on_reply=on_reply)
         if checkpoint.exists():
-            # The API keeps the checkpoint for resuming elsewhere; it is sent after its epoch's report, so the
-            # API never holds a checkpoint ahead of its recorded epochs.
+            # The engine writes epoch N's checkpoint after this callback, so the file holds epoch N-1: the
+            # API gets it after epoch N's report and never holds a checkpoint ahead of its recorded epochs.
+            # A run resumed elsewhere re-runs (and re-reports, idempotently) at most one epoch.
             spool = workdir / f"upload-checkpoint-{record['epoch']}.pt"
             shutil.copyfile(checkpoint, spool)
             reporter.upload(f"{base}/artifacts/checkpoint.pt", spool, latest_only=True)
