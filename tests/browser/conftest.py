@@ -1,0 +1,229 @@
+"""A real API on a free port, a fake worker that reports through the worker endpoints, and headless Chromium pages."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from backend.app import create_app
+from prunescope import masks as maskcodec
+from prunescope import services
+from prunescope.config import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+WORKER_TOKEN = "t"
+LENET = (("fc1.weight", (300, 784)), ("fc2.weight", (100, 300)), ("fc3.weight", (10, 100)))
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API with the dashboard, served by uvicorn in a thread (no dispatcher: the tests play the worker)."""
+    home = tmp_path_factory.mktemp("browser-home")
+    settings = Settings(home=home, worker_token=WORKER_TOKEN, redis_url="redis://127.0.0.1:1/0")
+    port = services.free_port()
+    config = uvicorn.Config(create_app(settings, start_dispatcher=False), host="127.0.0.1", port=port,
+                            log_level="warning", timeout_graceful_shutdown=1, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="browser-test-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test API did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def mask_with_sparsity(shape: tuple[int, int], sparsity: float, seed: int) -> np.ndarray:
+    """A mask whose kept weights favour the centre of a 28×28 input, like MNIST's pruned first layer."""
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    score = rng.random(shape)
+    if cols == 784:
+        yy, xx = np.divmod(np.arange(cols), 28)
+        centre = np.exp(-(((yy - 13.5) ** 2 + (xx - 13.5) ** 2) / 60.0))
+        score = score * 0.35 + centre[None, :]
+    keep = max(1, round(rows * cols * (1 - sparsity)))
+    threshold = np.partition(score.ravel(), -keep)[-keep]
+    return np.asarray(score >= threshold)
+
+
+@dataclass
+class FakeWorker:
+    """Plays a worker through the worker endpoints: start, one report per epoch, finish."""
+
+    base_url: str
+    client: httpx.Client = field(init=False)
+    name: str = "w1"
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+        self.auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+
+    def submit(self, name: str = "browser-run", epochs: int = 5, **overrides: Any) -> int:
+        config: dict[str, Any] = {"name": name, "tags": ["browser"], "dataset": {"name": "digits"},
+                                  "training": {"epochs": epochs},
+                                  "pruning": {"target_sparsity": 0.9, "recovery": {"kind": "splice"},
+                                              "schedule": {"kind": "cubic", "start_epoch": 1}}}
+        config.update(overrides)
+        response = self.client.post("/api/runs", json=config)
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def start(self, run_id: int) -> None:
+        response = self.client.post(f"/api/worker/runs/{run_id}/start", json={"worker": self.name}, headers=self.auth)
+        assert response.status_code == 200 and response.json()["proceed"], response.text
+
+    def epoch(self, run_id: int, epoch: int, total: int, layers: tuple[tuple[str, tuple[int, int]], ...] = LENET,
+              with_masks: bool = False) -> dict[str, Any]:
+        record = epoch_record(epoch, total, layers)
+        masks = {}
+        if with_masks:
+            for i, (name, shape) in enumerate(layers):
+                sparsity = next(l["sparsity"] for l in record["layers"] if l["name"] == name)
+                masks[name] = maskcodec.encode(mask_with_sparsity(shape, sparsity, seed=epoch * 31 + i)).to_json()
+        response = self.client.post(f"/api/worker/runs/{run_id}/epochs",
+                                    json={**record, "worker": self.name, "masks": masks}, headers=self.auth)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def finish(self, run_id: int, status: str = "completed", summary: dict[str, Any] | None = None,
+               error: str | None = None) -> None:
+        body: dict[str, Any] = {"worker": self.name, "status": status, "summary": summary}
+        if error is not None:
+            body["error"] = error
+        response = self.client.post(f"/api/worker/runs/{run_id}/finish", json=body, headers=self.auth)
+        assert response.status_code == 204, response.text
+
+    def heartbeat(self, run_id: int | None = None) -> None:
+        response = self.client.post("/api/worker/heartbeat", headers=self.auth, json={
+            "worker": self.name, "hostname": "gpu-box-1", "queues": ["gpu", "cpu"], "device": "cuda",
+            "device_name": "NVIDIA H100", "gpu_memory_mb": 81559, "run_id": run_id})
+        assert response.status_code == 200, response.text
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        return dict(self.client.get(f"/api/runs/{run_id}").json())
+
+    def complete(self, run_id: int, epochs: int, accuracy: float = 0.95, with_masks: bool = False,
+                 layers: tuple[tuple[str, tuple[int, int]], ...] = LENET) -> None:
+        self.start(run_id)
+        for e in range(1, epochs + 1):
+            self.epoch(run_id, e, epochs, layers=layers, with_masks=with_masks)
+        final = epoch_record(epochs, epochs, layers)
+        self.finish(run_id, summary={"final_sparsity": final["sparsity"], "final_test_acc": accuracy,
+                                     "best_test_acc": accuracy})
+
+
+def epoch_record(epoch: int, total: int, layers: tuple[tuple[str, tuple[int, int]], ...] = LENET) -> dict[str, Any]:
+    """Plausible numbers for one epoch: cubic sparsity schedule, improving accuracy, churn that settles."""
+    progress = min(1.0, epoch / max(1, int(total * 0.75)))
+    target = 0.9 * (1 - (1 - progress) ** 3)
+    stats = []
+    nonzero = total_weights = 0
+    for i, (name, shape) in enumerate(layers):
+        size = math.prod(shape)
+        sparsity = min(0.99, target * (1.0 - 0.08 * i))
+        pruned = int(size * 0.9 * 3 * (1 - progress) ** 2 / max(1, total * 0.75)) + 3 * (i + 1)
+        stats.append({"name": name, "shape": list(shape), "sparsity": round(sparsity, 4), "pruned": pruned,
+                      "regrown": pruned // (3 + i), "threshold": round(0.01 + 0.05 * target, 5)})
+        nonzero += round(size * (1 - sparsity))
+        total_weights += size
+    acc = 0.7 + 0.27 * (1 - math.exp(-epoch / 4))
+    return {
+        "epoch": epoch, "train_loss": round(1.2 * math.exp(-epoch / 5) + 0.05, 4), "train_acc": round(min(1, acc + 0.02), 4),
+        "test_loss": round(1.1 * math.exp(-epoch / 6) + 0.08, 4), "test_acc": round(acc, 4), "lr": 0.05,
+        "sparsity": round(1 - nonzero / total_weights, 4), "target_sparsity": round(target, 4), "nonzero": nonzero,
+        "total": total_weights, "epoch_seconds": 2.5, "samples_per_s": 24000.0, "layers": stats,
+    }
+
+
+@pytest.fixture(scope="session")
+def worker(base_url: str) -> Iterator[FakeWorker]:
+    fake = FakeWorker(base_url)
+    yield fake
+    fake.client.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (`make browser`) to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+class PageWatch:
+    """Console errors, uncaught exceptions and dialogs of one page; some failed requests are expected."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.expected: list[str] = []
+
+    def expect_failed_request(self, url_part: str) -> None:
+        self.expected.append(url_part)
+
+    def on_console(self, message: Any) -> None:
+        if message.type != "error":
+            return
+        url = (message.location or {}).get("url", "")
+        if message.text.startswith("Failed to load resource") and any(part in url for part in self.expected):
+            return
+        self.errors.append(f"{message.text} ({url})")
+
+
+@pytest.fixture
+def watch() -> PageWatch:
+    return PageWatch()
+
+
+@pytest.fixture
+def page(chromium: Any, base_url: str, watch: PageWatch) -> Iterator[Any]:
+    """A 1280×800 page on the test API; the test fails on any console error, page error or dialog."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url)
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    pg.on("console", watch.on_console)
+    pg.on("pageerror", lambda error: watch.errors.append(f"uncaught: {error}"))
+
+    def on_dialog(dialog: Any) -> None:
+        watch.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    pg.on("dialog", on_dialog)
+    yield pg
+    context.close()
+    assert not watch.dialogs, f"dialogs opened: {watch.dialogs}"
+    assert not watch.errors, f"console errors: {watch.errors}"
+
+
+def screenshot(page: Any, name: str, full_page: bool = True) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def chart_points(page: Any, chart_id: str, trace: int = 0) -> int:
+    """How many x values a Plotly chart's trace holds (-1 before it is drawn)."""
+    return int(page.evaluate(
+        "([id, i]) => { const el = document.getElementById(id); return el && el.data && el.data[i] ? el.data[i].x.length : -1 }",
+        [chart_id, trace]))

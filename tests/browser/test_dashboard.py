@@ -1,0 +1,311 @@
+"""The dashboard in headless Chromium against a real API; the tests play the worker through its endpoints."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import SCREENSHOTS, FakeWorker, PageWatch, chart_points, screenshot
+
+pytestmark = pytest.mark.browser
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def wait_points(page: Any, chart_id: str, count: int, trace: int = 0) -> None:
+    page.wait_for_function(
+        "([id, i, n]) => { const el = document.getElementById(id); return el && el.data && el.data[i] && el.data[i].x.length === n }",
+        arg=[chart_id, trace, count])
+
+
+def test_submitting_the_form_queues_the_run_and_opens_its_page(page: Any, worker: FakeWorker) -> None:
+    page.goto("/runs/new")
+    page.get_by_label("Preset").select_option("gmp")
+    page.get_by_label("Name", exact=True).fill("form-submitted-run")
+    page.get_by_label("Epochs").fill("4")
+    page.get_by_label("Schedule end epoch").fill("3")
+    screenshot(page, "new-run")
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    page.get_by_role("heading", name="form-submitted-run").wait_for()
+    assert page.locator(".run-title .badge").inner_text() == "queued"
+    run = worker.run(run_id)
+    assert run["status"] == "queued"
+    assert run["config"]["preset"] == "gmp"
+    assert run["config"]["training"]["epochs"] == 4
+    assert run["config"]["pruning"]["schedule"]["end_epoch"] == 3
+
+
+def test_fields_appear_only_where_they_apply(page: Any) -> None:
+    page.goto("/runs/new")
+    page.get_by_label("Preset").select_option("dense")
+    assert page.get_by_label("Criterion").is_hidden()
+    page.get_by_label("Prune this network").check()
+    assert page.get_by_label("Criterion").is_visible()
+    recovery = page.get_by_label("Recovery", exact=True)
+    recovery.select_option("splice")
+    assert page.get_by_label("Splice margin").is_visible()
+    assert page.get_by_label("Drop fraction").is_hidden()
+    recovery.select_option("gradient")
+    assert page.get_by_label("Splice margin").is_hidden()
+    assert page.get_by_label("Drop fraction").is_visible()
+    assert page.get_by_label("n (kept)").is_hidden()
+    page.get_by_label("Granularity").select_option("n:m")
+    assert page.get_by_label("n (kept)").is_visible()
+    assert page.get_by_label("Target sparsity").is_hidden()
+    assert page.get_by_label("Hidden layer widths").is_hidden()
+    page.get_by_label("Model", exact=True).select_option("mlp")
+    assert page.get_by_label("Hidden layer widths").is_visible()
+
+
+def test_bad_values_show_their_messages_next_to_the_fields(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    watch.expect_failed_request("/api/runs")
+    before = worker.client.get("/api/runs").json()["total"]
+    page.goto("/runs/new")
+    page.get_by_label("Preset").select_option("dns")
+    page.get_by_label("Learning rate").fill("-1")
+    page.get_by_role("button", name="Start run").click()
+    error = page.locator("#f-training-lr-error")
+    error.wait_for()
+    page.wait_for_function("document.getElementById('f-training-lr-error').textContent.length > 0")
+    assert "greater than 0" in error.inner_text()
+    assert page.get_by_label("Learning rate").get_attribute("aria-invalid") == "true"
+    # A cross-field rule lands at the pruning section.
+    page.get_by_label("Learning rate").fill("0.05")
+    page.get_by_label("Criterion").select_option("activation")
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_function("document.getElementById('section-pruning-error').textContent.includes('activation')")
+    assert page.locator("#f-training-lr-error").inner_text() == ""
+    screenshot(page, "new-run-errors")
+    assert page.url.endswith("/runs/new")
+    assert worker.client.get("/api/runs").json()["total"] == before
+
+
+def test_run_page_gains_points_live_and_keeps_the_zoom(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("live-run", epochs=6)
+    worker.start(run_id)
+    worker.epoch(run_id, 1, 6, with_masks=True)
+    page.goto(f"/runs/{run_id}")
+    wait_points(page, "chart-loss", 1)
+    page.evaluate("window.__sameDocument = true")
+    page.evaluate("Plotly.relayout('chart-sparsity', {'xaxis.range': [0.5, 2.5]})")
+    for epoch in (2, 3):
+        worker.epoch(run_id, epoch, 6, with_masks=True)
+        wait_points(page, "chart-loss", epoch)
+    wait_points(page, "chart-sparsity", 3)
+    assert page.evaluate("window.__sameDocument") is True  # no reload
+    assert page.evaluate("document.getElementById('chart-sparsity').layout.xaxis.range") == [0.5, 2.5]
+    assert page.evaluate("document.getElementById('chart-layer-heatmap').data[0].z[0].length") == 3
+    assert page.locator(".run-header .progress .label").inner_text().startswith("epoch 3/6")
+    page.locator("#mask-caption").filter(has_text="epoch 3").wait_for()
+    worker.epoch(run_id, 4, 6)
+    worker.finish(run_id, summary={"final_sparsity": 0.5, "final_test_acc": 0.93, "best_test_acc": 0.93})
+    page.locator(".run-title .badge", has_text="completed").wait_for()
+    wait_points(page, "chart-loss", 4)
+
+
+def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("mask-run", epochs=8)
+    worker.complete(run_id, 8, with_masks=True)
+    page.goto(f"/runs/{run_id}")
+    page.locator("#mask-caption").filter(has_text="epoch 8").wait_for()
+    page.locator("#connectivity-caption").filter(has_text="epoch 8").wait_for()
+    last = page.evaluate("document.getElementById('chart-mask').data[0].z")
+    slider = page.get_by_label("Epoch", exact=True)
+    slider.focus()
+    page.keyboard.press("Home")
+    page.locator("#mask-caption").filter(has_text="epoch 1 ").wait_for()
+    first = page.evaluate("document.getElementById('chart-mask').data[0].z")
+    assert first != last
+    assert page.locator("#epoch-label").inner_text() == "epoch 1 / 8"
+    assert "Layers at epoch 1" in page.locator("#layer-table caption").inner_text()
+    page.keyboard.press("ArrowRight")
+    page.locator("#mask-caption").filter(has_text="epoch 2 ").wait_for()
+    page.locator("#connectivity-caption").filter(has_text="epoch 2 ").wait_for()
+    page.get_by_label("Layer", exact=True).select_option("fc2.weight")
+    page.locator("#mask-caption").filter(has_text="fc2.weight · epoch 2 ").wait_for()
+    page.get_by_role("button", name="Play epochs").click()
+    page.locator("#mask-caption").filter(has_text="epoch 4 ").wait_for()
+    page.get_by_label("Layer", exact=True).select_option("fc1.weight")
+    page.locator("#mask-caption").filter(has_text="fc1.weight · epoch 8 ").wait_for(timeout=15_000)
+    screenshot(page, "run")
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.wait_for_timeout(300)
+    screenshot(page, "run-narrow")
+
+
+def test_cancel_button_stops_a_running_run(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("cancel-me", epochs=10)
+    worker.start(run_id)
+    worker.epoch(run_id, 1, 10)
+    page.goto(f"/runs/{run_id}")
+    wait_points(page, "chart-loss", 1)
+    page.get_by_role("button", name="Cancel run").click()
+    page.get_by_role("button", name="Cancel requested…").wait_for()
+    assert worker.run(run_id)["cancel_requested"] is True
+    ack = worker.epoch(run_id, 2, 10)
+    assert ack["cancel"] is True
+    worker.finish(run_id, status="cancelled")
+    page.locator(".run-title .badge", has_text="cancelled").wait_for()
+    assert page.get_by_role("button", name=re.compile("Cancel")).is_hidden()
+
+
+def test_cancel_of_a_queued_run_is_immediate(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("cancel-queued", epochs=3)
+    page.goto(f"/runs/{run_id}")
+    page.get_by_role("button", name="Cancel run").click()
+    page.locator(".run-title .badge", has_text="cancelled").wait_for()
+    assert worker.run(run_id)["status"] == "cancelled"
+
+
+def test_compare_two_runs_from_the_runs_list(page: Any, worker: FakeWorker) -> None:
+    a = worker.submit("compare-a", epochs=5, tags=["cmp"])
+    b = worker.submit("compare-b", epochs=5, tags=["cmp"])
+    worker.complete(a, 5, accuracy=0.96)
+    worker.complete(b, 5, accuracy=0.91)
+    page.goto("/?tag=cmp")
+    page.get_by_role("checkbox", name=f"Select run {a} to compare").check()
+    page.get_by_role("checkbox", name=f"Select run {b} to compare").check()
+    page.get_by_role("button", name="Compare selected (2)").click()
+    page.wait_for_url(re.compile(rf"/compare\?ids={a},{b}$"))
+    page.wait_for_function("document.getElementById('compare-test_acc')?.data?.length === 2")
+    assert chart_points(page, "compare-test_acc", 1) == 5
+    page.wait_for_function("document.getElementById('chart-pareto')?.data?.length >= 2")
+    names = page.locator("#compare-table td.name").all_inner_texts()
+    assert names == [f"#{a} compare-a", f"#{b} compare-b"]
+    screenshot(page, "compare")
+
+
+def test_runs_list_filters_sorts_pages_and_moves_live(page: Any, worker: FakeWorker) -> None:
+    ids = [worker.submit(f"page-{i:02d}", epochs=4, tags=["paging"]) for i in range(27)]
+    page.goto("/?tag=paging")
+    page.locator("#runs-table tbody tr").nth(24).wait_for()
+    assert page.locator("#runs-table tbody tr").count() == 25
+    assert page.locator(".pager").inner_text().startswith("1–25 of 27")
+    page.get_by_role("button", name="Next").click()
+    page.locator(".pager", has_text="26–27 of 27").wait_for()
+    page.get_by_role("button", name="Name").click()  # ascending by name, back to the first page
+    page.locator(".pager", has_text="1–25 of 27").wait_for()
+    assert page.locator("#runs-table td.name").first.inner_text() == "page-00"
+    assert "sort=name" in page.url
+    page.get_by_label("Search").fill("page-1")
+    page.locator(".pager", has_text="1–10 of 10").wait_for()
+    page.get_by_label("Search").fill("page-05")
+    page.locator(".pager", has_text="1–1 of 1").wait_for()
+    row = page.locator(f"tr[data-run-id='{ids[5]}']")
+    assert row.locator(".progress .label").inner_text() == "epoch 0/4"
+    worker.start(ids[5])
+    worker.epoch(ids[5], 1, 4)
+    row.locator(".progress .label", has_text="epoch 1/4").wait_for(timeout=8000)  # polled every 2 s
+    row.locator(".badge", has_text="running").wait_for()
+    page.get_by_label("Status").select_option("completed")
+    page.get_by_text("No runs match these filters.").wait_for()
+    assert "status=completed" in page.url
+
+
+def test_a_hostile_run_name_is_shown_as_text_everywhere(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    watch.expect_failed_request("/connectivity")  # its first layer is not over an image: 404, and the chart hides
+    layers = ((f"{XSS}.weight", (20, 30)), ("<b>bold</b>", (10, 20)))
+    run_id = worker.submit(XSS, epochs=3, tags=[XSS])
+    worker.complete(run_id, 3, layers=layers, with_masks=True)
+    other = worker.submit("plain", epochs=3)
+    worker.complete(other, 3)
+    page.goto(f"/?q={XSS[:4]}")
+    page.get_by_role("link", name=XSS).wait_for()
+    page.get_by_role("link", name=XSS).click()
+    page.get_by_role("heading", name=XSS).wait_for()
+    page.locator("#mask-caption").filter(has_text=f"{XSS}.weight · epoch 3").wait_for()
+    page.wait_for_function("document.getElementById('chart-layer-lines')?.data?.length === 2")
+    page.wait_for_function("window.performance.getEntriesByType('resource').some(e => e.name.includes('/connectivity'))")
+    assert page.locator("#connectivity-card").is_hidden()
+    legend = page.locator("#chart-layer-lines .legendtext").all_text_contents()
+    assert f"{XSS}.weight" in legend and "<b>bold</b>" in legend
+    assert page.locator("#layer-table td.name").first.inner_text() == f"{XSS}.weight"
+    page.goto(f"/compare?ids={run_id},{other}")
+    page.wait_for_function("document.getElementById('compare-test_acc')?.data?.length === 2")
+    assert page.locator("#compare-test_acc .legendtext").first.text_content() == f"#{run_id} {XSS}"
+    page.goto(f"/runs/new?clone={run_id}")
+    assert page.get_by_label("Name", exact=True).input_value() == XSS
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("b").count() == 0
+
+
+def test_clone_prefills_the_form_from_the_run(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("clone-source", epochs=7, training={"epochs": 7, "lr": 0.02},
+                           pruning={"target_sparsity": 0.8, "recovery": {"kind": "gradient", "drop_fraction": 0.2}})
+    page.goto(f"/runs/{run_id}")
+    page.get_by_role("link", name="Clone this run").click()
+    page.wait_for_url(re.compile(rf"/runs/new\?clone={run_id}$"))
+    assert page.get_by_label("Name", exact=True).input_value() == "clone-source"
+    assert page.get_by_label("Epochs").input_value() == "7"
+    assert page.get_by_label("Learning rate").input_value() == "0.02"
+    assert page.get_by_label("Target sparsity").input_value() == "0.8"
+    assert page.get_by_label("Drop fraction").input_value() == "0.2"
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    clone = worker.run(int(page.url.rsplit("/", 1)[1]))
+    assert clone["config"]["pruning"] == worker.run(run_id)["config"]["pruning"]
+
+
+def test_workers_page_lists_online_workers(page: Any, worker: FakeWorker) -> None:
+    worker.heartbeat()
+    page.goto("/workers")
+    row = page.locator("#workers-table tbody tr", has_text="gpu-box-1")
+    row.wait_for()
+    assert "NVIDIA H100" in row.inner_text()
+    screenshot(page, "workers")
+
+
+def test_runs_page_in_both_themes_and_narrow(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("theme-run", epochs=4)
+    worker.start(run_id)
+    worker.epoch(run_id, 1, 4)
+    page.goto("/")
+    page.locator(f"tr[data-run-id='{run_id}']").wait_for()
+    screenshot(page, "runs-light", full_page=False)
+    page.get_by_role("button", name="Switch to dark theme").click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    screenshot(page, "runs-dark", full_page=False)
+    page.goto(f"/runs/{run_id}")  # the choice survives navigation and reloads
+    wait_points(page, "chart-loss", 1)
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    screenshot(page, "run-dark")
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.goto("/")
+    page.locator(f"tr[data-run-id='{run_id}']").wait_for()
+    screenshot(page, "runs-narrow", full_page=False)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 420, f"the page scrolls sideways at 420 px ({width} px wide)"
+    page.get_by_role("button", name="Switch to light theme").click()
+
+
+def test_a_large_run_page_is_interactive_within_a_second(page: Any, worker: FakeWorker) -> None:
+    layers = tuple((f"block{i}.conv.weight", (64, 64)) for i in range(20))
+    run_id = worker.submit("large-run", epochs=200)
+    worker.start(run_id)
+    for epoch in range(1, 201):
+        worker.epoch(run_id, epoch, 200, layers=layers)
+    worker.finish(run_id, summary={"final_sparsity": 0.9, "final_test_acc": 0.9, "best_test_acc": 0.9})
+    page.goto("/?q=large-run")  # arrive from the runs list, as a user would: the static files are loaded
+    link = page.get_by_role("link", name="large-run").first
+    link.wait_for()
+    timings = []
+    for _ in range(2):
+        start = time.perf_counter()
+        link.click()
+        page.wait_for_function("document.getElementById('chart-churn')?.data?.length === 40", polling="raf")
+        page.get_by_label("Epoch", exact=True).focus()
+        page.keyboard.press("Home")
+        page.locator("#layer-table caption", has_text="Layers at epoch 1").wait_for()
+        timings.append(time.perf_counter() - start)
+        page.go_back()
+        link.wait_for()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS.parent / "large-run-timings.txt").write_text(" ".join(f"{t:.3f}" for t in timings) + "\n")
+    # The target is 1 s (first visit ≈ 0.9 s, later ≈ 0.5 s on 2 shared cores); the bound leaves room for a busy CI
+    # machine while still catching a regression like per-bar churn charts (≈ 2.3 s).
+    assert min(timings) < 1.0, f"200 epochs × 20 layers: drawn and scrubbable after {timings} s"
