@@ -53,6 +53,8 @@ class UTCDateTime(DateTime):
 
 class Run(Base):
     __tablename__ = "runs"
+    # The Pareto view and the list's model/dataset filters select completed runs of one model and dataset.
+    __table_args__ = (Index("ix_runs_model_name_dataset_name", "model_name", "dataset_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -60,7 +62,7 @@ class Run(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    strategy: Mapped[str] = mapped_column(String(100), default="dense")
+    strategy: Mapped[str] = mapped_column(String(100), default="dense", index=True)
     preset: Mapped[str | None] = mapped_column(String(64), nullable=True)
     device: Mapped[str] = mapped_column(String(8), default="auto")
     queue: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -85,6 +87,18 @@ class Run(Base):
     test_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_test_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
     sweep_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+
+
+class Sweep(Base):
+    """A grid of runs created together from one base config; its runs point back by `sweep_id`."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base: Mapped[dict[str, Any]] = mapped_column(JSON)
+    grid: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class Epoch(Base):

@@ -11,13 +11,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 
+from backend.artifacts import delete_run_artifacts
 from backend.db import Database
-from backend.deps import ApiWrite, DatabaseDep, HubDep, SessionDep
+from backend.deps import ApiWrite, DatabaseDep, HubDep, SessionDep, SettingsDep
 from backend.events import events_after
 from backend.models import FINISHED, RUN_STATUSES
 from backend.runconfig import RunConfig
 from backend.runs import repository, service
-from backend.runs.schemas import EpochList, EpochRecord, RunDetail, RunList
+from backend.runs.schemas import MAX_ID, EpochList, RunDetail, RunId, RunList, RunPatch
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 SORT_PATTERN = "^-?(" + "|".join(repository.SORTABLE) + ")$"
@@ -50,25 +51,62 @@ def list_runs(
     status_: Annotated[list[Literal[RUN_STATUSES]] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
     tag: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the name or strategy")] = None,
+    preset: Annotated[str | None, Query(max_length=64, description="The preset a run started from")] = None,
+    strategy: Annotated[str | None, Query(max_length=100, description="e.g. `magnitude/unstructured+splice`")] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda"] | None, Query()] = None,
+    model: Annotated[str | None, Query(max_length=32)] = None,
+    dataset: Annotated[str | None, Query(max_length=32)] = None,
+    sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    min_sparsity: Annotated[float | None, Query(ge=0, le=1, description="Newest/final sparsity ≥ this")] = None,
+    max_sparsity: Annotated[float | None, Query(ge=0, le=1)] = None,
+    min_acc: Annotated[float | None, Query(ge=0, le=1, description="Newest/final test accuracy ≥ this")] = None,
+    max_acc: Annotated[float | None, Query(ge=0, le=1)] = None,
     sort: Annotated[str, Query(pattern=SORT_PATTERN, description="A column, `-` first for descending")] = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> RunList:
-    """Runs, newest first by default, with filters and pagination."""
-    runs, total = repository.list_runs(session, statuses=status_ or (), tag=tag, text=q, sort=sort,
-                                       limit=limit, offset=offset)
+    """Runs, newest first by default, with filters (all combined with AND) and pagination."""
+    filters = repository.RunFilters(
+        statuses=status_ or (), tag=tag, text=q, preset=preset, strategy=strategy, device=device, model=model,
+        dataset=dataset, sweep_id=sweep_id, min_sparsity=min_sparsity, max_sparsity=max_sparsity,
+        min_acc=min_acc, max_acc=max_acc)
+    runs, total = repository.list_runs(session, filters, sort=sort, limit=limit, offset=offset)
     return RunList(items=[service.to_summary(r) for r in runs], total=total)
 
 
 @router.get("/{run_id}", response_model=RunDetail, responses=NOT_FOUND)
-def get_run(run_id: int, session: SessionDep) -> RunDetail:
+def get_run(run_id: RunId, session: SessionDep) -> RunDetail:
     """A run's config, status, timestamps, progress, summary and error."""
     return service.to_detail(_run_or_404(session, run_id))
 
 
+@router.patch("/{run_id}", response_model=RunDetail, dependencies=[ApiWrite],
+              responses={**NOT_FOUND, 422: {"description": "A field is invalid or null; `detail` names it"}})
+def patch_run(run_id: RunId, patch: RunPatch, db: DatabaseDep) -> RunDetail:
+    """Rename a run, or change its tags or notes; fields left out keep their values."""
+    with db.writing() as session:
+        run = _run_or_404(session, run_id)
+        service.update_run(run, patch)
+        return service.to_detail(run)
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[ApiWrite],
+               responses={**NOT_FOUND, 409: {"description": "The run is queued or running: cancel it first"}})
+def delete_run(run_id: RunId, db: DatabaseDep, settings: SettingsDep) -> None:
+    """Delete a finished run with its epochs, mask snapshots, events and artifact files."""
+    with db.writing() as session:
+        run = _run_or_404(session, run_id)
+        try:
+            service.delete_run(session, run)
+        except service.RunStateError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    # Files go after the commit: a failed delete must not leave a run whose model is gone.
+    delete_run_artifacts(settings.resolved_artifact_dir, run_id)
+
+
 @router.post("/{run_id}/cancel", response_model=RunDetail, dependencies=[ApiWrite],
              responses={**NOT_FOUND, 409: {"description": "The run has already finished"}})
-def cancel_run(run_id: int, db: DatabaseDep, hub: HubDep) -> RunDetail:
+def cancel_run(run_id: RunId, db: DatabaseDep, hub: HubDep) -> RunDetail:
     """Cancel a queued run at once, or ask a running run's worker to stop (within seconds)."""
     with db.writing() as session:
         run = _run_or_404(session, run_id)
@@ -82,19 +120,10 @@ def cancel_run(run_id: int, db: DatabaseDep, hub: HubDep) -> RunDetail:
 
 
 @router.get("/{run_id}/epochs", response_model=EpochList, responses=NOT_FOUND)
-def list_epochs(run_id: int, session: SessionDep) -> EpochList:
+def list_epochs(run_id: RunId, session: SessionDep) -> EpochList:
     """Every recorded epoch with its per-layer stats, at full fidelity."""
     _run_or_404(session, run_id)
-    return EpochList(run_id=run_id, items=[epoch_record(e) for e in repository.list_epochs(session, run_id)])
-
-
-def epoch_record(row: repository.Epoch) -> EpochRecord:
-    return EpochRecord(
-        epoch=row.epoch, train_loss=row.train_loss, train_acc=row.train_acc, test_loss=row.test_loss,
-        test_acc=row.test_acc, lr=row.lr, sparsity=row.sparsity, target_sparsity=row.target_sparsity,
-        nonzero=row.nonzero, total=row.total, epoch_seconds=row.epoch_seconds, samples_per_s=row.samples_per_s,
-        layers=row.layers,
-    )
+    return EpochList(run_id=run_id, items=[service.epoch_record(e) for e in repository.list_epochs(session, run_id)])
 
 
 def _load_events(db: Database, run_id: int, after: int) -> tuple[list[tuple[int, str, str]], bool]:
@@ -108,9 +137,9 @@ def _load_events(db: Database, run_id: int, after: int) -> tuple[list[tuple[int,
 @router.get("/{run_id}/events", responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {}},
             "description": "`epoch` and `status` events; ids resume with `Last-Event-ID`"}})
 async def stream_events(
-    run_id: int, request: Request, db: DatabaseDep, hub: HubDep,
+    run_id: RunId, request: Request, db: DatabaseDep, hub: HubDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Resume after this event id (like Last-Event-ID)")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Resume after this event id")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events of a run; the stream ends once the run has finished and everything is sent."""
     def exists() -> bool:
@@ -121,7 +150,7 @@ async def stream_events(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
     start = after or 0
     if last_event_id and last_event_id.strip().isdigit():
-        start = int(last_event_id.strip())
+        start = min(int(last_event_id.strip()), MAX_ID)
 
     async def stream() -> AsyncIterator[bytes]:
         last = start

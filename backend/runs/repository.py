@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import Text, cast, func, or_, select
+from sqlalchemy import Select, Text, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from backend.models import Epoch, Run
@@ -22,13 +23,42 @@ def get_run(session: Session, run_id: int) -> Run | None:
     return session.get(Run, run_id)
 
 
-def list_runs(
-    session: Session, *, statuses: Sequence[str] = (), tag: str | None = None, text: str | None = None,
-    sort: str = "-created_at", limit: int = 50, offset: int = 0,
-) -> tuple[list[Run], int]:
-    query = select(Run)
-    if statuses:
-        query = query.where(Run.status.in_(statuses))
+@dataclass(frozen=True)
+class RunFilters:
+    """What the runs list can be narrowed by; `None` leaves a filter off. Ranges are inclusive."""
+
+    statuses: Sequence[str] = ()
+    tag: str | None = None
+    text: str | None = None
+    preset: str | None = None
+    strategy: str | None = None
+    device: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    sweep_id: int | None = None
+    min_sparsity: float | None = None
+    max_sparsity: float | None = None
+    min_acc: float | None = None
+    max_acc: float | None = None
+
+
+def _filtered(query: Select[Run], f: RunFilters) -> Select[Run]:
+    if f.statuses:
+        query = query.where(Run.status.in_(f.statuses))
+    for column, value in ((Run.preset, f.preset), (Run.strategy, f.strategy), (Run.device, f.device),
+                          (Run.model_name, f.model), (Run.dataset_name, f.dataset), (Run.sweep_id, f.sweep_id)):
+        if value is not None:
+            query = query.where(column == value)
+    # Ranges apply to the newest (final, once finished) sparsity and test accuracy; runs without one drop out.
+    if f.min_sparsity is not None:
+        query = query.where(Run.sparsity >= f.min_sparsity)
+    if f.max_sparsity is not None:
+        query = query.where(Run.sparsity <= f.max_sparsity)
+    if f.min_acc is not None:
+        query = query.where(Run.test_acc >= f.min_acc)
+    if f.max_acc is not None:
+        query = query.where(Run.test_acc <= f.max_acc)
+    text, tag = f.text, f.tag
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(or_(Run.name.ilike(pattern, escape="\\"), Run.strategy.ilike(pattern, escape="\\")))
@@ -36,6 +66,14 @@ def list_runs(
         # JSON list membership, the same on SQLite and PostgreSQL: match the quoted element in its text form.
         quoted = '"' + tag.replace("\\", "\\\\").replace('"', '\\"') + '"'
         query = query.where(cast(Run.tags, Text).contains(quoted, autoescape=True))
+    return query
+
+
+def list_runs(
+    session: Session, filters: RunFilters = RunFilters(), *, sort: str = "-created_at", limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Run], int]:
+    query = _filtered(select(Run), filters)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     descending = sort.startswith("-")
     column = SORTABLE[sort.lstrip("-")]
@@ -50,3 +88,8 @@ def list_epochs(session: Session, run_id: int) -> list[Epoch]:
 
 def get_epoch(session: Session, run_id: int, epoch: int) -> Epoch | None:
     return session.scalar(select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch == epoch))
+
+
+def delete_run(session: Session, run_id: int) -> None:
+    """Delete a run; its epochs, mask snapshots and events go with it by the foreign keys' ON DELETE CASCADE."""
+    session.execute(delete(Run).where(Run.id == run_id))

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Ids are 32-bit INTEGER columns on PostgreSQL; a larger id in a URL is a clear 422, not a database error.
+MAX_ID = 2**31 - 1
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="A run's id")]
 
 
 class RunSummary(BaseModel):
@@ -44,6 +49,25 @@ class RunDetail(RunSummary):
     config: dict[str, Any]
     notes: str
     summary: dict[str, Any] | None
+
+
+class RunPatch(BaseModel):
+    """The editable metadata of a run; fields left out stay as they are. The stored config is not changed."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"name": "lenet300-dns-98", "tags": ["mnist", "keep"], "notes": "best so far"}]})
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(default=None, max_length=32)
+    notes: str | None = Field(default=None, max_length=20000)
+
+    @field_validator("name", "tags", "notes", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Leaving a field out keeps it; an explicit null would erase a required column.
+        if value is None:
+            raise ValueError("cannot be null; leave the field out to keep it")
+        return value
 
 
 class RunList(BaseModel):

@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.events import record_event
-from backend.models import FINISHED, Run, utcnow
+from backend.models import FINISHED, Epoch, Run, utcnow
 from backend.runconfig import RunConfig
-from backend.runs.schemas import RunDetail, RunSummary
+from backend.runs import repository
+from backend.runs.schemas import EpochRecord, RunDetail, RunPatch, RunSummary
 
 
 class RunStateError(Exception):
@@ -62,6 +63,32 @@ def cancel_run(session: Session, run: Run) -> None:
     else:
         run.cancel_requested = True
         record_event(session, run.id, "status", status_payload(run, "cancel requested"))
+
+
+def epoch_record(row: Epoch) -> EpochRecord:
+    return EpochRecord(
+        epoch=row.epoch, train_loss=row.train_loss, train_acc=row.train_acc, test_loss=row.test_loss,
+        test_acc=row.test_acc, lr=row.lr, sparsity=row.sparsity, target_sparsity=row.target_sparsity,
+        nonzero=row.nonzero, total=row.total, epoch_seconds=row.epoch_seconds, samples_per_s=row.samples_per_s,
+        layers=row.layers,
+    )
+
+
+def update_run(run: Run, patch: RunPatch) -> None:
+    """Apply the fields a PATCH names (the schema refuses explicit nulls)."""
+    if patch.name is not None:
+        run.name = patch.name
+    if patch.tags is not None:
+        run.tags = list(patch.tags)
+    if patch.notes is not None:
+        run.notes = patch.notes
+
+
+def delete_run(session: Session, run: Run) -> None:
+    """Delete a finished run and everything it recorded (the caller removes its artifact files after commit)."""
+    if run.status not in FINISHED:
+        raise RunStateError(f"run {run.id} is {run.status}: cancel it first")
+    repository.delete_run(session, run.id)
 
 
 def eta_seconds(run: Run, now: datetime | None = None) -> float | None:

@@ -1,0 +1,127 @@
+"""Results endpoints: chart series, comparison, Pareto front, exports and the pruned-model download."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import FileResponse, Response
+
+from backend.artifacts import artifact_path
+from backend.deps import SessionDep, SettingsDep
+from backend.models import Run
+from backend.results import service
+from backend.results.repository import SERIES_NAMES
+from backend.results.schemas import Comparison, Metrics, Pareto, RunExport
+from backend.runs.schemas import RunId
+
+router = APIRouter(prefix="/api", tags=["results"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No run with this id"}}
+BAD_NAMES: dict[int | str, dict[str, Any]] = {422: {"description": "An unknown series name or a bad parameter"}}
+NAMES_HELP = f"Comma-separated series; default all of: {', '.join(SERIES_NAMES)}"
+NamesQuery = Annotated[str | None, Query(max_length=1000, description=NAMES_HELP, examples=["test_acc,sparsity"])]
+MaxPointsQuery = Annotated[int, Query(ge=2, le=100_000, description="Points per series at most; extremes kept")]
+CSV_DESCRIPTION = (
+    "`csv`: long format, one row per epoch and layer, the epoch's scalars repeated on each of its layers' rows "
+    "(columns `run_id, epoch, train_loss, …, samples_per_s, layer, layer_shape, layer_sparsity, layer_pruned, "
+    "layer_regrown, layer_threshold`; an epoch without layer stats has one row with empty layer columns): "
+    "`pandas.read_csv(url)`. `json`: `{\"run\": RunDetail, \"epochs\": [EpochRecord…]}`: "
+    "`pandas.DataFrame(doc[\"epochs\"])`. `npz`: every layer's boolean mask at `epoch` (default the newest), "
+    "keyed by layer name: `numpy.load(file)`."
+)
+
+
+def _run_or_404(session: SessionDep, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
+    return run
+
+
+def _names(names: str | None) -> tuple[str, ...]:
+    try:
+        return service.parse_names(names)
+    except service.UnknownSeries as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            [{"loc": ["query", "names"], "msg": str(exc), "type": "value_error"}]) from exc
+
+
+@router.get("/runs/{run_id}/metrics", response_model=Metrics, responses={**NOT_FOUND, **BAD_NAMES})
+def run_metrics(
+    run_id: RunId, session: SessionDep, names: NamesQuery = None, max_points: MaxPointsQuery = 1000,
+) -> Metrics:
+    """Chart series of a run from its epochs, each downsampled to `max_points` keeping every bucket's min and max."""
+    selected = _names(names)
+    return service.metrics(session, _run_or_404(session, run_id), selected, max_points)
+
+
+@router.get("/compare", response_model=Comparison, responses={404: {"description": "A run id does not exist"},
+                                                             **BAD_NAMES})
+def compare_runs(
+    session: SessionDep,
+    ids: Annotated[str, Query(pattern=r"^\s*\d{1,10}\s*(,\s*\d{1,10}\s*){0,49}$",
+                              description="Comma-separated run ids, 1 to 50", examples=["1,2,3"])],
+    names: NamesQuery = None, max_points: MaxPointsQuery = 1000,
+) -> Comparison:
+    """The same series of several runs side by side, in the order of `ids`."""
+    selected = _names(names)
+    run_ids = list(dict.fromkeys(int(i) for i in ids.split(",")))
+    try:
+        return service.compare(session, run_ids, selected, max_points)
+    except service.MissingRuns as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.get("/pareto", response_model=Pareto)
+def pareto_front(
+    session: SessionDep,
+    model: Annotated[str | None, Query(max_length=32, description="Only runs of this model")] = None,
+    dataset: Annotated[str | None, Query(max_length=32, description="Only runs on this dataset")] = None,
+) -> Pareto:
+    """Completed runs as (final sparsity, final test accuracy); `front` holds those no other run beats on both."""
+    return service.pareto(session, model=model, dataset=dataset)
+
+
+# response_model documents the JSON form; the endpoint returns a Response, so nothing is validated twice.
+@router.get("/runs/{run_id}/export", description=CSV_DESCRIPTION, response_model=RunExport, responses={
+    **NOT_FOUND,
+    200: {"description": "The export, as a download",
+          "content": {"text/csv": {"example": "run_id,epoch,train_loss,...,layer,layer_shape,layer_sparsity\n"},
+                      "application/octet-stream": {}}},
+})
+def export_run(
+    run_id: RunId, session: SessionDep,
+    format: Annotated[Literal["csv", "json", "npz"], Query(description="csv, json, or npz (masks)")] = "json",
+    epoch: Annotated[int | None, Query(ge=1, le=1000, description="npz only: the epoch (default the newest)")] = None,
+) -> Response:
+    """Everything a run recorded, for pandas (csv, json), or its masks (npz)."""
+    run = _run_or_404(session, run_id)
+    filename = f"prunescope-run-{run_id}.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if format == "csv":
+        return Response(service.export_csv(session, run), media_type="text/csv; charset=utf-8", headers=headers)
+    if format == "json":
+        body = service.export_json(session, run).model_dump_json()
+        return Response(body, media_type="application/json", headers=headers)
+    try:
+        data, chosen = service.export_masks_npz(session, run, epoch)
+    except service.NoMasks as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    headers["Content-Disposition"] = f'attachment; filename="prunescope-run-{run_id}-masks-epoch{chosen}.npz"'
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/runs/{run_id}/model", response_class=FileResponse, responses={
+    200: {"description": "The pruned model (`torch.load(path, weights_only=True)`)",
+          "content": {"application/octet-stream": {}}},
+    404: {"description": "No such run, or it has no pruned model (yet)"},
+})
+def download_model(run_id: RunId, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """The pruned model file a completed run uploaded: masked state_dict, masks and config."""
+    run = _run_or_404(session, run_id)
+    path = artifact_path(settings.resolved_artifact_dir, run_id, "model.pt")
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"run {run_id} ({run.status}) has no pruned model: it is uploaded when a run completes")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"prunescope-run-{run_id}-model.pt")

@@ -1,0 +1,41 @@
+"""Queries behind chart series, comparisons and the Pareto front."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.models import Epoch, MaskSnapshot, Run
+
+# The scalar columns of an epoch, in the order charts list them.
+SERIES_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
+                "nonzero", "total", "epoch_seconds", "samples_per_s")
+INTEGER_SERIES = frozenset({"nonzero", "total"})
+
+
+def epoch_columns(session: Session, run_id: int, names: Sequence[str]) -> list[tuple[Any, ...]]:
+    """(epoch, *values) rows of one run in epoch order, only the named columns (no per-layer JSON)."""
+    columns = [getattr(Epoch, name) for name in names]
+    return [tuple(row) for row in session.execute(
+        select(Epoch.epoch, *columns).where(Epoch.run_id == run_id).order_by(Epoch.epoch))]
+
+
+def runs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Run]:
+    return {run.id: run for run in session.scalars(select(Run).where(Run.id.in_(ids)))}
+
+
+def pareto_candidates(session: Session, *, model: str | None, dataset: str | None) -> list[Run]:
+    """Completed runs with a final sparsity and accuracy, optionally of one model and dataset."""
+    query = select(Run).where(Run.status == "completed", Run.sparsity.is_not(None), Run.test_acc.is_not(None))
+    if model:
+        query = query.where(Run.model_name == model)
+    if dataset:
+        query = query.where(Run.dataset_name == dataset)
+    return list(session.scalars(query.order_by(Run.id)))
+
+
+def newest_mask_epoch(session: Session, run_id: int) -> int | None:
+    return session.scalar(select(func.max(MaskSnapshot.epoch)).where(MaskSnapshot.run_id == run_id))

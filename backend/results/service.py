@@ -1,0 +1,144 @@
+"""Chart series, comparisons, the Pareto front and exports, built from the epochs a run recorded."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from backend.models import Run
+from backend.results import repository
+from backend.results.downsample import downsample
+from backend.results.schemas import CompareRun, Comparison, Metrics, Pareto, ParetoPoint, RunExport, Series
+from backend.runs import repository as runs_repository
+from backend.runs import service as runs_service
+from backend.runs.schemas import MAX_ID
+
+CSV_SCALARS = ("epoch", *repository.SERIES_NAMES)
+CSV_LAYER_COLUMNS = ("layer", "layer_shape", "layer_sparsity", "layer_pruned", "layer_regrown", "layer_threshold")
+CSV_COLUMNS = ("run_id", *CSV_SCALARS, *CSV_LAYER_COLUMNS)
+
+
+class UnknownSeries(ValueError):
+    """A requested series name is not a recorded epoch column (HTTP 422)."""
+
+
+def parse_names(names: str | None) -> tuple[str, ...]:
+    """A comma-separated subset of the series names; empty or missing means all of them."""
+    if not names or not names.strip():
+        return repository.SERIES_NAMES
+    requested = tuple(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+    unknown = [n for n in requested if n not in repository.SERIES_NAMES]
+    if unknown:
+        raise UnknownSeries(f"unknown series {', '.join(map(repr, unknown))}; "
+                            f"choose from {', '.join(repository.SERIES_NAMES)}")
+    return requested or repository.SERIES_NAMES
+
+
+def run_series(session: Session, run_id: int, names: Sequence[str], max_points: int) -> tuple[dict[str, Series], int]:
+    """Each named series of a run, downsampled; and how many epochs were recorded."""
+    rows = repository.epoch_columns(session, run_id, names)
+    if not rows:
+        return {name: Series(x=[], y=[]) for name in names}, 0
+    table = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+    epochs = table[:, 0]
+    out: dict[str, Series] = {}
+    for i, name in enumerate(names, start=1):
+        xs, ys = downsample(epochs, table[:, i], max_points)
+        values = ys.astype(np.int64).tolist() if name in repository.INTEGER_SERIES else ys.tolist()
+        out[name] = Series(x=xs.astype(np.int64).tolist(), y=values)
+    return out, len(rows)
+
+
+def metrics(session: Session, run: Run, names: Sequence[str], max_points: int) -> Metrics:
+    series, recorded = run_series(session, run.id, names, max_points)
+    return Metrics(run_id=run.id, epochs_total=run.epochs_total, epochs_recorded=recorded, series=series)
+
+
+class MissingRuns(LookupError):
+    """Some requested run ids do not exist (HTTP 404)."""
+
+
+def compare(session: Session, ids: Sequence[int], names: Sequence[str], max_points: int) -> Comparison:
+    """The named series of several runs, in the order the ids were given."""
+    runs = repository.runs_by_id(session, [i for i in ids if i <= MAX_ID])
+    missing = [i for i in ids if i not in runs]
+    if missing:
+        raise MissingRuns(f"no run with id {', '.join(map(str, missing))}")
+    out = []
+    for run_id in ids:
+        run = runs[run_id]
+        series, _ = run_series(session, run_id, names, max_points)
+        out.append(CompareRun(id=run.id, name=run.name, status=run.status, strategy=run.strategy, series=series))
+    return Comparison(runs=out)
+
+
+def pareto(session: Session, *, model: str | None, dataset: str | None) -> Pareto:
+    """Completed runs as (final sparsity, final test accuracy) points; the front maximises both."""
+    runs = repository.pareto_candidates(session, model=model, dataset=dataset)
+    points = [ParetoPoint(id=r.id, name=r.name, strategy=r.strategy, sparsity=float(r.sparsity or 0.0),
+                          accuracy=float(r.test_acc or 0.0), on_front=False) for r in runs]
+    # Sweep from the sparsest down: a point is on the front when no sparser-or-equal point is as accurate,
+    # except exact duplicates of a front point, which dominate nothing and are kept too.
+    best: tuple[float, float] | None = None
+    for point in sorted(points, key=lambda p: (-p.sparsity, -p.accuracy)):
+        if best is None or point.accuracy > best[1] or (point.sparsity, point.accuracy) == best:
+            point.on_front = True
+            if best is None or point.accuracy > best[1]:
+                best = (point.sparsity, point.accuracy)
+    front = [p.id for p in sorted((p for p in points if p.on_front), key=lambda p: (p.sparsity, p.id))]
+    return Pareto(points=points, front=front)
+
+
+def export_json(session: Session, run: Run) -> RunExport:
+    epochs = runs_repository.list_epochs(session, run.id)
+    return RunExport(run=runs_service.to_detail(run), epochs=[runs_service.epoch_record(e) for e in epochs])
+
+
+def export_csv(session: Session, run: Run) -> str:
+    """Long format: one row per epoch and layer, the epoch's scalars repeated on each of its layers' rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in runs_repository.list_epochs(session, run.id):
+        record = runs_service.epoch_record(row)
+        scalars = [run.id, *(_cell(getattr(record, name)) for name in CSV_SCALARS)]
+        if not record.layers:
+            writer.writerow([*scalars, *([""] * len(CSV_LAYER_COLUMNS))])
+        for layer in record.layers:
+            writer.writerow([*scalars, layer.name, "x".join(map(str, layer.shape)), layer.sparsity, layer.pruned,
+                             layer.regrown, _cell(layer.threshold)])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+class NoMasks(LookupError):
+    """The run has no mask snapshot at the requested epoch (HTTP 404)."""
+
+
+def export_masks_npz(session: Session, run: Run, epoch: int | None) -> tuple[bytes, int]:
+    """Every layer's boolean mask at `epoch` (default: the newest with snapshots) as an .npz archive."""
+    from backend.masks import service as masks  # written alongside; imported here so results load without it
+
+    newest = repository.newest_mask_epoch(session, run.id)
+    if newest is None:
+        raise NoMasks(f"run {run.id} has no mask snapshots")
+    chosen = newest if epoch is None else epoch
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        for layer in masks.layer_names(session, run.id):
+            arrays[layer] = masks.mask_at(session, run.id, layer, chosen)
+    except masks.MaskNotFound as exc:
+        raise NoMasks(str(exc)) from exc
+    if not arrays:
+        raise NoMasks(f"run {run.id} has no mask snapshots at epoch {chosen}")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue(), chosen

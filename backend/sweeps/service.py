@@ -1,0 +1,126 @@
+"""Sweeps: expand a grid over a base config, validate every combination, store them as runs together."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from backend.models import Run, Sweep, utcnow
+from backend.runconfig import RunConfig
+from backend.runs import service as runs_service
+from backend.sweeps import repository
+from backend.sweeps.schemas import MAX_COMBINATIONS, SweepCreate, SweepDetail, SweepSummary
+
+MAX_ERRORS = 50
+
+
+class SweepInvalid(ValueError):
+    """The grid is too large or a combination is not a valid run config (HTTP 422); `errors` say where."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(e["msg"] for e in errors))
+        self.errors = errors
+
+
+def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every assignment of one value to each path, the last path varying fastest."""
+    paths = list(grid)
+    return [dict(zip(paths, values, strict=True)) for values in itertools.product(*(grid[p] for p in paths))]
+
+
+def set_path(config: dict[str, Any], path: str, value: Any) -> None:
+    """Set a dotted path in a config, creating objects on the way (a null block such as `pruning` becomes {})."""
+    *parents, leaf = path.split(".")
+    node = config
+    for i, key in enumerate(parents):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(parents[: i + 1])
+            raise ValueError(f"{where} is {json.dumps(child)}, not an object, so {path} cannot be set")
+        node = child
+    node[leaf] = value
+
+
+def label(combination: dict[str, Any]) -> str:
+    return ", ".join(f"{path}={json.dumps(value)}" for path, value in combination.items())
+
+
+def expand(body: SweepCreate) -> list[tuple[dict[str, Any], RunConfig]]:
+    """Each combination with its validated config; raises SweepInvalid naming every bad combination and field."""
+    count = math.prod(len(values) for values in body.grid.values())
+    if count > MAX_COMBINATIONS:
+        raise SweepInvalid([{"loc": ["body", "grid"], "type": "too_many_combinations",
+                             "msg": f"the grid has {count} combinations; at most {MAX_COMBINATIONS} are allowed"}])
+    out: list[tuple[dict[str, Any], RunConfig]] = []
+    errors: list[dict[str, Any]] = []
+    for index, combination in enumerate(combinations(body.grid), start=1):
+        where = f"combination {index} ({label(combination)})"
+        config = copy.deepcopy(body.base)
+        try:
+            for path, value in combination.items():
+                set_path(config, path, value)
+            if "name" not in combination:
+                config["name"] = _run_name(body.name, combination)
+            out.append((combination, RunConfig.model_validate(config)))
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False, include_input=False):
+                field = ".".join(str(p) for p in error["loc"]) or "config"
+                errors.append({"loc": ["body", "grid", *error["loc"]], "type": error["type"],
+                               "msg": f"{where}: {field}: {error['msg']}", "combination": combination})
+        except ValueError as exc:
+            errors.append({"loc": ["body", "grid"], "type": "value_error", "msg": f"{where}: {exc}",
+                           "combination": combination})
+        if len(errors) >= MAX_ERRORS:
+            break
+    if errors:
+        raise SweepInvalid(errors[:MAX_ERRORS])
+    return out
+
+
+def _run_name(sweep_name: str, combination: dict[str, Any]) -> str:
+    short = " ".join(f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}" for path, value in combination.items())
+    return f"{sweep_name} [{short}]"[:200]
+
+
+def create_sweep(session: Session, body: SweepCreate) -> Sweep:
+    """Validate every combination first, then store the sweep and its runs (the caller commits once)."""
+    configs = expand(body)
+    sweep = Sweep(name=body.name, base=body.base, grid=body.grid, created_at=utcnow())
+    session.add(sweep)
+    session.flush()
+    for _combination, config in configs:
+        runs_service.create_run(session, config, sweep_id=sweep.id)
+    return sweep
+
+
+def _summary_fields(sweep: Sweep, stats: dict[str, Any]) -> dict[str, Any]:
+    counts: dict[str, int] = stats["counts"]
+    return {"id": sweep.id, "name": sweep.name, "created_at": sweep.created_at, "runs_total": sum(counts.values()),
+            "status_counts": counts, "progress": stats["done"] / stats["total"] if stats["total"] else 0.0}
+
+
+def summaries(session: Session, sweeps: list[Sweep]) -> list[SweepSummary]:
+    stats = repository.run_stats(session, [s.id for s in sweeps])
+    return [SweepSummary(**_summary_fields(s, stats[s.id])) for s in sweeps]
+
+
+def best_run(runs: list[Run]) -> Run | None:
+    """The completed run with the highest final test accuracy; the sparser one on a tie."""
+    finished = [r for r in runs if r.status == "completed" and r.test_acc is not None]
+    return max(finished, key=lambda r: (r.test_acc or 0.0, r.sparsity or 0.0, -r.id), default=None)
+
+
+def detail(session: Session, sweep: Sweep) -> SweepDetail:
+    runs = repository.sweep_runs(session, sweep.id)
+    stats = repository.run_stats(session, [sweep.id])[sweep.id]
+    best = best_run(runs)
+    return SweepDetail(**_summary_fields(sweep, stats), base=sweep.base, grid=sweep.grid,
+                       best_run_id=best.id if best else None, runs=[runs_service.to_summary(r) for r in runs])

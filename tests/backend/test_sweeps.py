@@ -1,0 +1,102 @@
+"""Sweeps: a grid of runs validated and stored together, listed, and followed to their best run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.backend.conftest import WORKER, digits_config
+
+BASE = digits_config(name="base", training={"epochs": 4, "batch_size": 64},
+                     pruning={"target_sparsity": 0.5, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 3}})
+GRID = {"pruning.target_sparsity": [0.9, 0.95], "pruning.recovery.kind": ["none", "splice"], "training.seed": [0, 1]}
+
+
+def runs_total(client: TestClient) -> int:
+    total: int = client.get("/api/runs").json()["total"]
+    return total
+
+
+def test_sweep_creates_one_queued_run_per_combination(client: TestClient) -> None:
+    response = client.post("/api/sweeps", json={"name": "dns-grid", "base": BASE, "grid": GRID})
+    assert response.status_code == 201, response.text
+    sweep = response.json()
+    assert sweep["runs_total"] == 8
+    assert sweep["status_counts"] == {"queued": 8}
+    assert sweep["progress"] == 0.0
+    assert sweep["best_run_id"] is None
+    configs = [client.get(f"/api/runs/{r['id']}").json()["config"] for r in sweep["runs"]]
+    combos = {(c["pruning"]["target_sparsity"], c["pruning"]["recovery"]["kind"], c["training"]["seed"])
+              for c in configs}
+    assert combos == {(s, k, seed) for s in (0.9, 0.95) for k in ("none", "splice") for seed in (0, 1)}
+    assert all(c["training"]["epochs"] == 4 and c["dataset"]["name"] == "digits" for c in configs)
+    assert sweep["runs"][0]["name"] == "dns-grid [target_sparsity=0.9 kind=\"none\" seed=0]"
+    assert {r["sweep_id"] for r in sweep["runs"]} == {sweep["id"]}
+    listed = client.get("/api/runs", params={"sweep_id": sweep["id"]}).json()
+    assert listed["total"] == 8
+
+
+def test_a_null_pruning_block_is_filled_by_the_grid(client: TestClient) -> None:
+    grid = {"pruning.target_sparsity": [0.5], "pruning.schedule.end_epoch": [2]}
+    response = client.post("/api/sweeps", json={"name": "from-dense", "base": digits_config(), "grid": grid})
+    assert response.status_code == 201, response.text
+    assert response.json()["runs"][0]["strategy"] == "magnitude/unstructured"
+
+
+def test_one_invalid_combination_rejects_the_whole_sweep_naming_it(client: TestClient) -> None:
+    grid = {"training.epochs": [4, 2], "pruning.recovery.kind": ["none", "teleport"]}
+    response = client.post("/api/sweeps", json={"name": "bad", "base": BASE, "grid": grid})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    messages = " | ".join(d["msg"] for d in detail)
+    assert "combination 2" in messages and "teleport" in messages  # the bad recovery kind
+    assert "pruning.recovery.kind" in messages
+    assert "end_epoch" in messages  # epochs=2 is before the schedule's end_epoch=3
+    assert any(d.get("combination") == {"training.epochs": 2, "pruning.recovery.kind": "none"} for d in detail)
+    assert runs_total(client) == 0
+    assert client.get("/api/sweeps").json()["total"] == 0
+
+
+def test_unknown_fields_oversized_grids_and_bad_paths_are_422(client: TestClient) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"name": "x", "base": BASE, "grid": {"training.bogus": [1]}}, "bogus"),
+        ({"name": "x", "base": BASE, "grid": {"training.seed": list(range(101)), "training.lr": [0.1] * 10}},
+         "1010 combinations"),
+        ({"name": "x", "base": BASE, "grid": {"training.epochs.deep": [1]}}, "not an object"),
+        ({"name": "x", "base": BASE, "grid": {"training..seed": [1]}}, "grid"),
+        ({"name": "x", "base": BASE, "grid": {"training.seed": []}}, "grid"),
+        ({"name": "x", "base": BASE, "grid": {}}, "grid"),
+        ({"name": "", "base": BASE, "grid": {"training.seed": [1]}}, "name"),
+        ({"name": "x", "base": BASE, "grid": {"training.seed": [1]}, "extra": 1}, "extra"),
+        ({"name": "x", "base": [], "grid": {"training.seed": [1]}}, "base"),
+    ]
+    for body, needle in cases:
+        response = client.post("/api/sweeps", json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert needle in response.text, (needle, response.text)
+    assert runs_total(client) == 0
+
+
+def test_sweep_detail_follows_progress_and_names_the_best_run(client: TestClient) -> None:
+    sweep = client.post("/api/sweeps", json={"name": "s", "base": BASE, "grid": {"training.seed": [0, 1, 2]}}).json()
+    first, second, third = (r["id"] for r in sweep["runs"])
+    for run_id, acc in ((first, 0.91), (second, 0.95)):
+        client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w"}, headers=WORKER)
+        for epoch in range(1, 5):
+            body = {"worker": "w", "epoch": epoch, "test_acc": acc, "sparsity": 0.9}
+            client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=WORKER)
+        client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w", "status": "completed"}, headers=WORKER)
+    client.post(f"/api/worker/runs/{third}/start", json={"worker": "w"}, headers=WORKER)
+    client.post(f"/api/worker/runs/{third}/epochs", json={"worker": "w", "epoch": 1, "test_acc": 0.99}, headers=WORKER)
+
+    detail = client.get(f"/api/sweeps/{sweep['id']}").json()
+    assert detail["status_counts"] == {"completed": 2, "running": 1}
+    assert detail["progress"] == 9 / 12
+    assert detail["best_run_id"] == second  # the running run's 0.99 does not count yet
+    assert [r["epochs_done"] for r in detail["runs"]] == [4, 4, 1]
+    assert detail["grid"] == {"training.seed": [0, 1, 2]}
+    listed = client.get("/api/sweeps").json()
+    assert listed["total"] == 1
+    assert listed["items"][0]["progress"] == 9 / 12
+    assert client.get("/api/sweeps/999").status_code == 404
