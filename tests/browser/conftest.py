@@ -88,8 +88,8 @@ class FakeWorker:
         assert response.status_code == 200 and response.json()["proceed"], response.text
 
     def epoch(self, run_id: int, epoch: int, total: int, layers: tuple[tuple[str, tuple[int, int]], ...] = LENET,
-              with_masks: bool = False) -> dict[str, Any]:
-        record = epoch_record(epoch, total, layers)
+              with_masks: bool = False, **shape: float) -> dict[str, Any]:
+        record = epoch_record(epoch, total, layers, **shape)
         masks = {}
         if with_masks:
             for i, (name, shape) in enumerate(layers):
@@ -117,20 +117,23 @@ class FakeWorker:
     def run(self, run_id: int) -> dict[str, Any]:
         return dict(self.client.get(f"/api/runs/{run_id}").json())
 
-    def complete(self, run_id: int, epochs: int, accuracy: float = 0.95, with_masks: bool = False,
-                 layers: tuple[tuple[str, tuple[int, int]], ...] = LENET) -> None:
+    def complete(self, run_id: int, epochs: int, accuracy: float = 0.95, sparsity: float = 0.9,
+                 with_masks: bool = False, layers: tuple[tuple[str, tuple[int, int]], ...] = LENET) -> None:
+        """Start, report every epoch (ending at `accuracy` and about `sparsity`), finish completed."""
         self.start(run_id)
         for e in range(1, epochs + 1):
-            self.epoch(run_id, e, epochs, layers=layers, with_masks=with_masks)
-        final = epoch_record(epochs, epochs, layers)
-        self.finish(run_id, summary={"final_sparsity": final["sparsity"], "final_test_acc": accuracy,
-                                     "best_test_acc": accuracy})
+            self.epoch(run_id, e, epochs, layers=layers, with_masks=with_masks, final_acc=accuracy,
+                       final_sparsity=sparsity)
+        final = epoch_record(epochs, epochs, layers, final_acc=accuracy, final_sparsity=sparsity)
+        self.finish(run_id, summary={"final_sparsity": final["sparsity"], "final_test_acc": final["test_acc"],
+                                     "best_test_acc": final["test_acc"]})
 
 
-def epoch_record(epoch: int, total: int, layers: tuple[tuple[str, tuple[int, int]], ...] = LENET) -> dict[str, Any]:
+def epoch_record(epoch: int, total: int, layers: tuple[tuple[str, tuple[int, int]], ...] = LENET,
+                 final_acc: float = 0.95, final_sparsity: float = 0.9) -> dict[str, Any]:
     """Plausible numbers for one epoch: cubic sparsity schedule, improving accuracy, churn that settles."""
     progress = min(1.0, epoch / max(1, int(total * 0.75)))
-    target = 0.9 * (1 - (1 - progress) ** 3)
+    target = final_sparsity * (1 - (1 - progress) ** 3)
     stats = []
     nonzero = total_weights = 0
     for i, (name, shape) in enumerate(layers):
@@ -141,7 +144,7 @@ def epoch_record(epoch: int, total: int, layers: tuple[tuple[str, tuple[int, int
                       "regrown": pruned // (3 + i), "threshold": round(0.01 + 0.05 * target, 5)})
         nonzero += round(size * (1 - sparsity))
         total_weights += size
-    acc = 0.7 + 0.27 * (1 - math.exp(-epoch / 4))
+    acc = 0.7 + (final_acc - 0.7) * (1 - math.exp(-epoch / 4)) / (1 - math.exp(-total / 4))
     return {
         "epoch": epoch, "train_loss": round(1.2 * math.exp(-epoch / 5) + 0.05, 4), "train_acc": round(min(1, acc + 0.02), 4),
         "test_loss": round(1.1 * math.exp(-epoch / 6) + 0.08, 4), "test_acc": round(acc, 4), "lr": 0.05,

@@ -70,9 +70,9 @@ def test_bad_values_show_their_messages_next_to_the_fields(page: Any, watch: Pag
     page.get_by_label("Learning rate").fill("-1")
     page.get_by_role("button", name="Start run").click()
     error = page.locator("#f-training-lr-error")
-    error.wait_for()
     page.wait_for_function("document.getElementById('f-training-lr-error').textContent.length > 0")
     assert "greater than 0" in error.inner_text()
+    screenshot(page, "new-run-field-error", full_page=False)
     assert page.get_by_label("Learning rate").get_attribute("aria-invalid") == "true"
     # A cross-field rule lands at the pruning section.
     page.get_by_label("Learning rate").fill("0.05")
@@ -109,11 +109,11 @@ def test_run_page_gains_points_live_and_keeps_the_zoom(page: Any, worker: FakeWo
 
 
 def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> None:
-    run_id = worker.submit("mask-run", epochs=8)
-    worker.complete(run_id, 8, with_masks=True)
+    run_id = worker.submit("lenet300-dns", epochs=16, tags=["dns", "mnist"])
+    worker.complete(run_id, 16, accuracy=0.978, sparsity=0.95, with_masks=True)
     page.goto(f"/runs/{run_id}")
-    page.locator("#mask-caption").filter(has_text="epoch 8").wait_for()
-    page.locator("#connectivity-caption").filter(has_text="epoch 8").wait_for()
+    page.locator("#mask-caption").filter(has_text="epoch 16").wait_for()
+    page.locator("#connectivity-caption").filter(has_text="epoch 16").wait_for()
     last = page.evaluate("document.getElementById('chart-mask').data[0].z")
     slider = page.get_by_label("Epoch", exact=True)
     slider.focus()
@@ -121,7 +121,7 @@ def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> Non
     page.locator("#mask-caption").filter(has_text="epoch 1 ").wait_for()
     first = page.evaluate("document.getElementById('chart-mask').data[0].z")
     assert first != last
-    assert page.locator("#epoch-label").inner_text() == "epoch 1 / 8"
+    assert page.locator("#epoch-label").inner_text() == "epoch 1 / 16"
     assert "Layers at epoch 1" in page.locator("#layer-table caption").inner_text()
     page.keyboard.press("ArrowRight")
     page.locator("#mask-caption").filter(has_text="epoch 2 ").wait_for()
@@ -130,8 +130,11 @@ def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> Non
     page.locator("#mask-caption").filter(has_text="fc2.weight · epoch 2 ").wait_for()
     page.get_by_role("button", name="Play epochs").click()
     page.locator("#mask-caption").filter(has_text="epoch 4 ").wait_for()
+    page.get_by_role("button", name="Pause").click()
     page.get_by_label("Layer", exact=True).select_option("fc1.weight")
-    page.locator("#mask-caption").filter(has_text="fc1.weight · epoch 8 ").wait_for(timeout=15_000)
+    slider.focus()
+    page.keyboard.press("End")
+    page.locator("#mask-caption").filter(has_text="fc1.weight · epoch 16 ").wait_for()
     screenshot(page, "run")
     page.set_viewport_size({"width": 420, "height": 900})
     page.wait_for_timeout(300)
@@ -165,8 +168,8 @@ def test_cancel_of_a_queued_run_is_immediate(page: Any, worker: FakeWorker) -> N
 def test_compare_two_runs_from_the_runs_list(page: Any, worker: FakeWorker) -> None:
     a = worker.submit("compare-a", epochs=5, tags=["cmp"])
     b = worker.submit("compare-b", epochs=5, tags=["cmp"])
-    worker.complete(a, 5, accuracy=0.96)
-    worker.complete(b, 5, accuracy=0.91)
+    worker.complete(a, 5, accuracy=0.96, sparsity=0.8)
+    worker.complete(b, 5, accuracy=0.91, sparsity=0.95)
     page.goto("/?tag=cmp")
     page.get_by_role("checkbox", name=f"Select run {a} to compare").check()
     page.get_by_role("checkbox", name=f"Select run {b} to compare").check()

@@ -71,7 +71,7 @@ export async function runPage(root, ctx) {
     title.textContent = run.name;
     badge.replaceChildren(statusBadge(run.status));
     const summary = run.summary || {};
-    facts.replaceChildren(
+    facts.replaceChildren(...[
       fact("run", `#${run.id}`),
       fact("strategy", run.strategy),
       fact("model", run.model),
@@ -89,7 +89,7 @@ export async function runPage(root, ctx) {
       (run.tags || []).length ? fact("tags", run.tags.join(", ")) : null,
       ...Object.entries(summary).filter(([k, v]) => !["final_sparsity", "final_test_acc", "best_test_acc"].includes(k)
         && (typeof v === "number" || typeof v === "string")).slice(0, 6).map(([k, v]) => fact(k.replace(/_/g, " "), typeof v === "number" ? num(v) : v)),
-    );
+    ].filter(Boolean));
     bar.update({ ...run, eta_seconds: etaSeconds() });
     errorBox.replaceChildren(run.error ? h("pre", { class: "notice error", style: "white-space:pre-wrap;margin:0", text: run.error }) : "");
     const active = ACTIVE.has(run.status);
@@ -134,7 +134,7 @@ export async function runPage(root, ctx) {
   const maskTitle = h("p", { class: "muted", id: "mask-caption", style: "margin:0 0 4px" });
   const maskNote = h("p", { class: "muted", id: "mask-note" });
   const connTitle = h("p", { class: "muted", id: "connectivity-caption", style: "margin:0 0 4px" });
-  const connCard = card("Input connectivity", h("p", { class: "help muted", style: "margin:0 0 4px",
+  const connCard = h("div", {}, h("h2", { text: "Input connectivity" }), h("p", { class: "help muted", style: "margin:0 0 4px",
     text: "How many first-layer connections each input pixel keeps (Han et al. 2015, Fig. 4)." }), connTitle, charts.conn);
   connCard.id = "connectivity-card";
   const layerTableBody = h("tbody");
@@ -201,7 +201,11 @@ export async function runPage(root, ctx) {
     emptyNote.hidden = sorted.length > 0;
     const x = sorted.map((e) => e.epoch);
     const col = (key) => sorted.map((e) => (e[key] === undefined ? null : e[key]));
-    const xaxis = { title: { text: "epoch" }, rangemode: "tozero" };
+    // The x axis spans the whole planned run, so a live run fills in from the left. autorange (not a fixed
+    // range) keeps the user's zoom under uirevision.
+    const total = Math.max(run.epochs_total || 1, sorted.length ? sorted[sorted.length - 1].epoch : 1);
+    const xaxis = { title: { text: "epoch" }, autorangeoptions: { include: [0, total] }, dtick: total <= 10 ? 1 : undefined };
+    const cellAxis = { ...xaxis, autorangeoptions: { include: [0.5, total + 0.5] } };
     // Markers help read a few epochs; past that they are thousands of SVG nodes for nothing.
     const mode = sorted.length <= 60 ? "lines+markers" : "lines";
 
@@ -211,7 +215,7 @@ export async function runPage(root, ctx) {
       { x, y: col("train_acc"), name: "train acc.", yaxis: "y2", mode, line: { color: PALETTE[0], dash: "dot" }, marker: { size: 4 } },
       { x, y: col("test_acc"), name: "test acc.", yaxis: "y2", mode, line: { color: PALETTE[1], dash: "dot" }, marker: { size: 4 } },
     ], baseLayout({ xaxis, yaxis: { title: { text: "loss" } },
-      yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", tickformat: ".0%", range: [0, 1.02], showgrid: false } }), uirev);
+      yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", tickformat: ".0%", tickmode: "auto", showgrid: false } }), uirev);
 
     draw(charts.sparsity, [
       { x, y: col("sparsity"), name: "sparsity", mode, line: { color: PALETTE[2] }, marker: { size: 4 } },
@@ -226,10 +230,10 @@ export async function runPage(root, ctx) {
     draw(charts.heat, [{
       type: "heatmap", x, y: labels, z: sparsityZ, zmin: 0, zmax: 1, colorscale: "Viridis",
       colorbar: { tickformat: ".0%", thickness: 12 }, hovertemplate: "%{y}<br>epoch %{x}<br>sparsity %{z:.1%}<extra></extra>",
-    }], baseLayout({ xaxis, yaxis: { automargin: true, autorange: "reversed", type: "category" }, margin: { l: 60, r: 10, t: 10, b: 40 } }), uirev);
+    }], baseLayout({ xaxis: cellAxis, yaxis: { automargin: true, autorange: "reversed", type: "category" }, margin: { l: 60, r: 10, t: 10, b: 40 } }), uirev);
 
     draw(charts.lines, names.map((name, i) => ({
-      x, y: sparsityZ[i], name: labels[i], mode: "lines", line: { color: PALETTE[i % PALETTE.length] },
+      x, y: sparsityZ[i], name: labels[i], mode, marker: { size: 4 }, line: { color: PALETTE[i % PALETTE.length] },
       hovertemplate: "%{y:.1%}",
     })), baseLayout({ xaxis, yaxis: { title: { text: "sparsity" }, tickformat: ".0%", range: [0, 1.02] }, hovermode: "x unified" }), uirev);
 
@@ -237,10 +241,10 @@ export async function runPage(root, ctx) {
     const regrown = field("regrown");
     // Stacked areas, not bars: one SVG path per trace stays fast at 200 epochs × 20 layers (8000 bars do not).
     draw(charts.churn, names.flatMap((name, i) => [
-      { x, y: pruned[i], name: `${labels[i]} pruned`, legendgroup: labels[i], stackgroup: "pruned", mode: "lines",
+      { x, y: pruned[i], name: labels[i], legendgroup: labels[i], stackgroup: "pruned", mode, marker: { size: 4 },
         line: { color: PALETTE[i % PALETTE.length], width: 1 }, hovertemplate: `${labels[i]}: %{y:,} pruned<extra></extra>` },
       { x, y: regrown[i].map((v) => (v === null ? null : -v)), customdata: regrown[i], name: `${labels[i]} regrown`,
-        legendgroup: labels[i], stackgroup: "regrown", mode: "lines", showlegend: false,
+        legendgroup: labels[i], stackgroup: "regrown", mode, marker: { size: 4 }, showlegend: false,
         line: { color: PALETTE[i % PALETTE.length], width: 1, dash: "dot" },
         hovertemplate: `${labels[i]}: %{customdata:,} regrown<extra></extra>` },
     ]), baseLayout({ xaxis, yaxis: { title: { text: "weights (− regrown)" } }, hovermode: "x" }), uirev);

@@ -110,13 +110,15 @@ export async function runsPage(root, ctx) {
     const box = h("input", { type: "checkbox", "aria-label": `Select run ${run.id} to compare`, checked: selected.has(run.id),
       onchange: () => { if (box.checked) selected.add(run.id); else selected.delete(run.id); updateCompare(); } });
     const link = h("a", { href: `/runs/${run.id}` });
+    // data-label: the column name the narrow layout shows before each cell (the header row is hidden there).
+    const cell = (key, extra = "") => h("td", { class: `c-${key} ${extra}`.trim(), "data-label": COLUMNS.find((c) => c.key === key).label });
     const cells = {
-      status: h("td"), progress: h("td"), strategy: h("td"), sparsity: h("td", { class: "num" }),
-      best_test_acc: h("td", { class: "num" }), device: h("td"), created_at: h("td"),
+      status: cell("status"), progress: cell("progress"), strategy: cell("strategy"), sparsity: cell("sparsity", "num"),
+      best_test_acc: cell("best_test_acc", "num"), device: cell("device"), created_at: cell("created_at"),
     };
     const bar = progressBar();
     cells.progress.append(bar.el);
-    const tr = h("tr", { dataset: { runId: run.id } }, h("td", {}, box), h("td", { class: "name" }, link),
+    const tr = h("tr", { dataset: { runId: run.id } }, h("td", { class: "c-select" }, box), h("td", { class: "name c-name" }, link),
       cells.status, cells.progress, cells.strategy, cells.sparsity, cells.best_test_acc, cells.device, cells.created_at);
     const update = (r) => {
       link.textContent = r.name;

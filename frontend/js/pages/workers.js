@@ -8,11 +8,11 @@ export async function workersPage(root, ctx) {
   const errorBox = h("div", { role: "alert" });
   root.append(
     h("h1", { text: "Workers" }),
-    h("p", { class: "muted", text: "Workers that sent a heartbeat recently. Start one with `prunescope worker --queues cpu` (or gpu)." }),
+    h("p", { class: "muted" }, "Workers that sent a heartbeat recently. Start one with ", h("code", { text: "prunescope worker --queues cpu" }), " (or gpu)."),
     errorBox,
     h("div", { class: "table-wrap" }, h("table", { id: "workers-table" },
       h("thead", {}, h("tr", {}, ["Name", "Host", "Queues", "Device", "GPU memory", "Current run", "Started", "Last heartbeat"]
-        .map((label) => h("th", { scope: "col", text: label })))),
+        .map((label) => h("th", { scope: "col", class: label === "GPU memory" ? "num" : "", text: label })))),
       tbody)),
   );
 
