@@ -1,4 +1,4 @@
-"""The `prunescope` command: up, api, worker, train, submit, runs, show, cancel."""
+"""The `prunescope` command: up, api, worker, train, submit, runs, show, cancel, delete, export, sweep."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +33,34 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: the config's device")
     submit = sub.add_parser("submit", help="submit a config to the API")
     submit.add_argument("config", type=Path)
-    submit.add_argument("--follow", action="store_true", help="stream epochs until the run finishes")
+    submit.add_argument("--follow", action="store_true", help="show each epoch until the run finishes")
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--status")
+    runs.add_argument("--tag")
+    runs.add_argument("--strategy")
+    runs.add_argument("--sweep", type=int, dest="sweep_id")
+    runs.add_argument("--sort", default="-created_at", help="a column, `-` first for descending: --sort=-test_acc")
     runs.add_argument("--limit", type=int, default=20)
     show = sub.add_parser("show", help="one run as JSON")
     show.add_argument("id", type=int)
     cancel = sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("id", type=int)
+    delete = sub.add_parser("delete", help="delete a finished run and everything it recorded")
+    delete.add_argument("id", type=int)
+    export = sub.add_parser("export", help="a run's epochs as CSV or JSON, or its masks as npz")
+    export.add_argument("id", type=int)
+    export.add_argument("--format", choices=["csv", "json", "npz"], default="csv")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout; npz: a file here)")
+    export.add_argument("--epoch", type=int, help="npz: the epoch (default: the newest)")
+    sweep = sub.add_parser("sweep", help='create a sweep from a JSON file {"name", "base", "grid"}')
+    sweep.add_argument("file", type=Path)
+    sweep.add_argument("--follow", action="store_true", help="show progress until every run has finished")
+    sweep.add_argument("--interval", type=float, default=2.0, help="--follow: seconds between updates")
 
     args = parser.parse_args(argv)
     handler = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "train": cmd_train, "submit": cmd_submit,
-               "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel}[args.command]
+               "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "delete": cmd_delete,
+               "export": cmd_export, "sweep": cmd_sweep}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -148,67 +166,141 @@ def cmd_train(args: argparse.Namespace) -> int:
                       out=sys.stdout)
 
 
+def api_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Commands that talk to the API: an ApiError (unreachable, 4xx) becomes one line on stderr and exit 1."""
+
+    @wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from prunescope.client import ApiError
+
+        try:
+            return func(args)
+        except ApiError as exc:
+            print(f"prunescope: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else 0
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
+
+
+def epoch_line(data: dict[str, Any], total: int) -> str:
+    """One line per epoch: `epoch 3/10 [######--------------] loss 0.1234  acc 0.9500  sparsity 0.9000`."""
+    epoch = int(data.get("epoch", 0))
+    return (f"epoch {epoch}/{total} {progress_bar(epoch, total)} loss {_number(data.get('train_loss'))}  "
+            f"acc {_number(data.get('test_acc'))}  sparsity {_number(data.get('sparsity'))}")
+
+
+@api_command
 def cmd_submit(args: argparse.Namespace) -> int:
-    from prunescope.client import ApiError
-
     client = _client(args)
-    try:
-        run = client.submit(_read_config(args.config))
-        print(f"run {run['id']} {run['status']}: {client.api_url}/runs/{run['id']}", flush=True)
-        if not args.follow:
-            return 0
-        for kind, data in client.events(run["id"]):
-            if kind == "epoch":
-                print(f"epoch {data['epoch']}/{run['epochs_total']}  loss {data.get('train_loss', 0):.4f}  "
-                      f"test acc {data.get('test_acc') or 0:.4f}  sparsity {data.get('sparsity') or 0:.4f}", flush=True)
-            elif kind == "status":
-                print(f"status: {data['status']}" + (f" ({data['reason']})" if data.get("reason") else ""), flush=True)
-        final = client.run(run["id"])
-        return 0 if final["status"] == "completed" else 1
-    except ApiError as exc:
-        print(f"prunescope: {exc}", file=sys.stderr)
-        return 1
+    run = client.submit(_read_config(args.config))
+    print(f"run {run['id']} {run['status']}: {client.api_url}/runs/{run['id']}", flush=True)
+    if not args.follow:
+        return 0
+    for kind, data in client.events(run["id"]):
+        if kind == "epoch":
+            print(epoch_line(data, run["epochs_total"]), flush=True)
+        elif kind == "status":
+            print(f"status: {data['status']}" + (f" ({data['reason']})" if data.get("reason") else ""), flush=True)
+    final = client.run(run["id"])
+    print(f"run {final['id']} {final['status']}: test acc {_number(final['test_acc'])}, "
+          f"sparsity {_number(final['sparsity'])}" + (f"; error: {final['error']}" if final.get("error") else ""))
+    return 0 if final["status"] == "completed" else 1
 
 
+@api_command
 def cmd_runs(args: argparse.Namespace) -> int:
-    from prunescope.client import ApiError
-
-    try:
-        page = _client(args).runs(status=args.status, limit=args.limit)
-    except ApiError as exc:
-        print(f"prunescope: {exc}", file=sys.stderr)
-        return 1
-    print(f"{'id':>5}  {'status':<10} {'epochs':>7}  {'sparsity':>8}  {'best acc':>8}  name")
+    page = _client(args).runs(status=args.status, tag=args.tag, strategy=args.strategy, sweep_id=args.sweep_id,
+                              sort=args.sort, limit=args.limit)
+    print(f"{'id':>5}  {'status':<10} {'epochs':>7}  {'sparsity':>8}  {'test acc':>8}  {'strategy':<32} name")
     for run in page["items"]:
-        sparsity = f"{run['sparsity']:.4f}" if run["sparsity"] is not None else "-"
-        best = f"{run['best_test_acc']:.4f}" if run["best_test_acc"] is not None else "-"
         epochs = f"{run['epochs_done']}/{run['epochs_total']}"
-        print(f"{run['id']:>5}  {run['status']:<10} {epochs:>7}  {sparsity:>8}  {best:>8}  {run['name']}")
+        print(f"{run['id']:>5}  {run['status']:<10} {epochs:>7}  {_number(run['sparsity']):>8}  "
+              f"{_number(run['test_acc']):>8}  {run['strategy'][:32]:<32} {run['name']}")
     print(f"({len(page['items'])} of {page['total']})")
     return 0
 
 
+@api_command
 def cmd_show(args: argparse.Namespace) -> int:
-    from prunescope.client import ApiError
-
-    try:
-        print(json.dumps(_client(args).run(args.id), indent=2))
-    except ApiError as exc:
-        print(f"prunescope: {exc}", file=sys.stderr)
-        return 1
+    print(json.dumps(_client(args).run(args.id), indent=2))
     return 0
 
 
+@api_command
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from prunescope.client import ApiError
-
-    try:
-        run = _client(args).cancel(args.id)
-    except ApiError as exc:
-        print(f"prunescope: {exc}", file=sys.stderr)
-        return 1
+    run = _client(args).cancel(args.id)
     print(f"run {run['id']}: {run['status']}" + (" (cancel requested)" if run["cancel_requested"] else ""))
     return 0
+
+
+@api_command
+def cmd_delete(args: argparse.Namespace) -> int:
+    _client(args).delete(args.id)
+    print(f"run {args.id} deleted")
+    return 0
+
+
+@api_command
+def cmd_export(args: argparse.Namespace) -> int:
+    output: Path | None = args.output
+    if output is None and args.format == "npz":
+        output = Path(f"prunescope-run-{args.id}-masks.npz")  # binary: never to a terminal
+    content = _client(args).export(args.id, args.format, path=output, epoch=args.epoch)
+    if output is None:
+        sys.stdout.write(content.decode())
+        sys.stdout.flush()
+    else:
+        print(f"run {args.id}: {args.format} written to {output} ({len(content)} bytes)", file=sys.stderr)
+    return 0
+
+
+def sweep_line(sweep: dict[str, Any]) -> str:
+    counts = sweep["status_counts"]
+    done = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+    states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    best = f"; best run {sweep['best_run_id']}" if sweep.get("best_run_id") else ""
+    return (f"sweep {sweep['id']} {progress_bar(done, sweep['runs_total'])} {done}/{sweep['runs_total']} finished "
+            f"({states}), {sweep['progress']:.0%} of epochs{best}")
+
+
+@api_command
+def cmd_sweep(args: argparse.Namespace) -> int:
+    doc = _read_config(args.file)
+    missing = [key for key in ("name", "base", "grid") if key not in doc]
+    if missing:
+        raise SystemExit(f"{args.file} needs {', '.join(missing)}: "
+                         '{"name": ..., "base": {run config}, "grid": {"pruning.target_sparsity": [0.9, 0.95]}}')
+    client = _client(args)
+    sweep = client.sweep(doc["name"], doc["base"], doc["grid"])
+    print(f"sweep {sweep['id']} {sweep['name']}: {sweep['runs_total']} runs queued "
+          f"({', '.join(str(r['id']) for r in sweep['runs'])})", flush=True)
+    if not args.follow:
+        return 0
+    last = ""
+    while True:
+        line = sweep_line(sweep)
+        if line != last:
+            print(line, flush=True)
+            last = line
+        counts = sweep["status_counts"]
+        if not counts.get("queued") and not counts.get("running"):
+            break
+        time.sleep(args.interval)
+        sweep = client.sweep_status(sweep["id"])
+    best = next((r for r in sweep["runs"] if r["id"] == sweep.get("best_run_id")), None)
+    if best is not None:
+        print(f"best: run {best['id']} {best['name']}: test acc {_number(best['test_acc'])}, "
+              f"sparsity {_number(best['sparsity'])}")
+    return 0 if sweep["status_counts"].get("completed", 0) == sweep["runs_total"] else 1
 
 
 if __name__ == "__main__":

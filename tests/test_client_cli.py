@@ -1,0 +1,217 @@
+"""The Python client and the CLI against a live API server (uvicorn in a thread; a simulated worker reports)."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+
+from backend.app import create_app
+from prunescope import cli
+from prunescope.client import ApiError, Client
+from prunescope.config import Settings
+from prunescope.services import free_port
+
+WORKER = {"Authorization": "Bearer worker-secret"}
+TOKEN = "api-secret"
+
+
+def config(name: str = "quick", epochs: int = 3) -> dict[str, Any]:
+    return {"name": name, "tags": ["cli"], "dataset": {"name": "digits"}, "training": {"epochs": epochs},
+            "pruning": {"target_sparsity": 0.5, "schedule": {"kind": "linear", "start_epoch": 1, "end_epoch": epochs}}}
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the module, with an API token so that writes must carry it."""
+    home = tmp_path_factory.mktemp("client-cli")
+    settings = Settings(home=home, worker_token="worker-secret", redis_url="redis://127.0.0.1:1/0", api_token=TOKEN)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, start_dispatcher=False), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def client(api_url: str) -> Iterator[Client]:
+    with Client(api_url, token=TOKEN) as api:
+        yield api
+
+
+def simulate_worker(api_url: str, run_id: int, epochs: int, *, acc: float = 0.9, delay: float = 0.0) -> None:
+    """Claim the run and report its epochs and a completed finish, as a worker does over HTTP."""
+    with httpx.Client(base_url=api_url, headers=WORKER, timeout=10) as http:
+        time.sleep(delay)
+        assert http.post(f"/api/worker/runs/{run_id}/start", json={"worker": "sim"}).json()["proceed"]
+        for epoch in range(1, epochs + 1):
+            http.post(f"/api/worker/runs/{run_id}/epochs", json={
+                "worker": "sim", "epoch": epoch, "train_loss": 1.0 / epoch, "test_acc": acc, "sparsity": 0.5,
+                "layers": [{"name": "fc1.weight", "shape": [4, 4], "sparsity": 0.5}]}).raise_for_status()
+            time.sleep(delay / 4)
+        http.post(f"/api/worker/runs/{run_id}/finish", json={
+            "worker": "sim", "status": "completed",
+            "summary": {"final_sparsity": 0.5, "final_test_acc": acc}}).raise_for_status()
+
+
+def in_background(target: Any, *args: Any, **kwargs: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_client_submits_waits_reads_exports_patches_and_deletes(client: Client, api_url: str) -> None:
+    run = client.submit(config("lifecycle"))
+    assert run["status"] == "queued"
+    worker = in_background(simulate_worker, api_url, run["id"], 3, delay=0.2)
+    done = client.wait(run["id"], timeout=20, poll=0.1)
+    worker.join()
+    assert done["status"] == "completed" and done["epochs_done"] == 3
+    assert [e["epoch"] for e in client.epochs(run["id"])] == [1, 2, 3]
+    frame = client.epochs_frame(run["id"])
+    assert list(frame["epoch"]) == [1, 2, 3] and "test_acc" in frame.columns
+    csv = pd.read_csv(io.BytesIO(client.export(run["id"], "csv")))
+    assert list(csv["layer"]) == ["fc1.weight"] * 3
+    exported = json.loads(client.export(run["id"], "json"))
+    assert exported["run"]["id"] == run["id"] and len(exported["epochs"]) == 3
+    assert client.metrics(run["id"], ["test_acc"])["series"]["test_acc"]["y"] == [0.9, 0.9, 0.9]
+    assert client.patch(run["id"], name="renamed", tags=["keep"])["name"] == "renamed"
+    assert client.runs(tag="keep")["total"] == 1
+    client.delete(run["id"])
+    with pytest.raises(ApiError, match="404"):
+        client.run(run["id"])
+
+
+def test_wait_times_out_and_cancel_and_delete_explain_themselves(client: Client) -> None:
+    run = client.submit(config("never-started"))
+    with pytest.raises(TimeoutError, match="still queued"):
+        client.wait(run["id"], timeout=0.3, poll=0.1)
+    with pytest.raises(ApiError, match="cancel it first"):
+        client.delete(run["id"])
+    assert client.cancel(run["id"])["status"] == "cancelled"
+    with pytest.raises(ApiError, match="409"):
+        client.cancel(run["id"])
+
+
+def test_client_sweep_creates_runs_and_reports_progress(client: Client) -> None:
+    sweep = client.sweep("client-sweep", config(), {"training.seed": [0, 1], "pruning.target_sparsity": [0.5, 0.8]})
+    assert sweep["runs_total"] == 4
+    status = client.sweep_status(sweep["id"])
+    assert status["status_counts"] == {"queued": 4}
+    assert any(s["id"] == sweep["id"] for s in client.sweeps()["items"])
+    with pytest.raises(ApiError, match="combination"):
+        client.sweep("bad", config(), {"training.epochs": [0]})
+
+
+def test_writes_without_the_token_are_refused_with_a_clear_message(api_url: str) -> None:
+    with Client(api_url) as anonymous:
+        with pytest.raises(ApiError, match=r"401.*Bearer"):
+            anonymous.submit(config())
+        assert anonymous.runs()["total"] >= 0  # reads stay open
+
+
+def test_cli_submit_follow_prints_a_progress_line_per_epoch(api_url: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config("followed", epochs=4)))
+
+    def worker_for_the_new_run() -> None:
+        with Client(api_url) as reader:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                page = reader.runs(q="followed", status="queued")
+                if page["items"]:
+                    simulate_worker(api_url, page["items"][0]["id"], 4, acc=0.95, delay=0.2)
+                    return
+                time.sleep(0.05)
+
+    worker = in_background(worker_for_the_new_run)
+    code = cli.main(["--api", api_url, "--token", TOKEN, "submit", str(path), "--follow"])
+    worker.join()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert "[" + "#" * 20 + "]" in lines[-1]
+    assert "loss 0.2500" in lines[-1] and "acc 0.9500" in lines[-1] and "sparsity 0.5000" in lines[-1]
+    assert "status: completed" in out
+
+
+def test_cli_runs_show_export_cancel_and_delete(api_url: str, client: Client, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run = client.submit(config("cli-table"))
+    simulate_worker(api_url, run["id"], 3, acc=0.875)
+    base = ["--api", api_url, "--token", TOKEN]
+    assert cli.main([*base, "runs", "--sort=-id", "--limit", "5"]) == 0
+    table = capsys.readouterr().out
+    assert "cli-table" in table and "0.8750" in table and "magnitude/unstructured" in table
+    assert cli.main([*base, "show", str(run["id"])]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "cli-table"
+    target = tmp_path / "out.csv"
+    assert cli.main([*base, "export", str(run["id"]), "--format", "csv", "-o", str(target)]) == 0
+    assert len(pd.read_csv(target)) == 3
+    assert cli.main([*base, "export", str(run["id"]), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["epochs"]) == 3
+    queued = client.submit(config("to-cancel"))
+    assert cli.main([*base, "cancel", str(queued["id"])]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    assert cli.main([*base, "delete", str(run["id"])]) == 0
+    assert cli.main([*base, "show", str(run["id"])]) == 1
+    assert "404" in capsys.readouterr().err
+
+
+def test_cli_sweep_follow_reports_until_every_run_finished(api_url: str, client: Client, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"name": "cli-sweep", "base": config(epochs=2), "grid": {"training.seed": [0, 1]}}))
+
+    def finish_the_sweep() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            runs = client.runs(q="cli-sweep", status="queued")["items"]
+            if len(runs) == 2:
+                for acc, run in zip((0.8, 0.9), sorted(runs, key=lambda r: r["id"]), strict=True):
+                    simulate_worker(api_url, run["id"], 2, acc=acc, delay=0.2)
+                return
+            time.sleep(0.05)
+
+    worker = in_background(finish_the_sweep)
+    code = cli.main(["--api", api_url, "--token", TOKEN, "sweep", str(path), "--follow", "--interval", "0.1"])
+    worker.join()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 runs queued" in out
+    assert "2/2 finished" in out
+    assert "best: run" in out and "test acc 0.9000" in out
+
+
+def test_cli_says_what_to_do_when_the_server_is_unreachable_or_the_input_is_bad(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], api_url: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["--api", dead, "runs"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the prunescope API" in err and "--api" in err
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"name": "x", "training": {"epochs": 0}}))
+    assert cli.main(["--api", api_url, "--token", TOKEN, "submit", str(path)]) == 1
+    assert "training.epochs" in capsys.readouterr().err
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"name": "x"}))
+    with pytest.raises(SystemExit, match="needs base, grid"):
+        cli.main(["--api", api_url, "sweep", str(sweep)])
