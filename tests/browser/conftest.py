@@ -93,7 +93,7 @@ class FakeWorker:
         masks = {}
         if with_masks:
             for i, (name, shape) in enumerate(layers):
-                sparsity = next(l["sparsity"] for l in record["layers"] if l["name"] == name)
+                sparsity = next(stat["sparsity"] for stat in record["layers"] if stat["name"] == name)
                 masks[name] = maskcodec.encode(mask_with_sparsity(shape, sparsity, seed=epoch * 31 + i)).to_json()
         response = self.client.post(f"/api/worker/runs/{run_id}/epochs",
                                     json={**record, "worker": self.name, "masks": masks}, headers=self.auth)
@@ -146,7 +146,8 @@ def epoch_record(epoch: int, total: int, layers: tuple[tuple[str, tuple[int, int
         total_weights += size
     acc = 0.7 + (final_acc - 0.7) * (1 - math.exp(-epoch / 4)) / (1 - math.exp(-total / 4))
     return {
-        "epoch": epoch, "train_loss": round(1.2 * math.exp(-epoch / 5) + 0.05, 4), "train_acc": round(min(1, acc + 0.02), 4),
+        "epoch": epoch, "train_loss": round(1.2 * math.exp(-epoch / 5) + 0.05, 4),
+        "train_acc": round(min(1, acc + 0.02), 4),
         "test_loss": round(1.1 * math.exp(-epoch / 6) + 0.08, 4), "test_acc": round(acc, 4), "lr": 0.05,
         "sparsity": round(1 - nonzero / total_weights, 4), "target_sparsity": round(target, 4), "nonzero": nonzero,
         "total": total_weights, "epoch_seconds": 2.5, "samples_per_s": 24000.0, "layers": stats,
@@ -228,5 +229,6 @@ def screenshot(page: Any, name: str, full_page: bool = True) -> Path:
 def chart_points(page: Any, chart_id: str, trace: int = 0) -> int:
     """How many x values a Plotly chart's trace holds (-1 before it is drawn)."""
     return int(page.evaluate(
-        "([id, i]) => { const el = document.getElementById(id); return el && el.data && el.data[i] ? el.data[i].x.length : -1 }",
+        "([id, i]) => { const el = document.getElementById(id);"
+        " return el && el.data && el.data[i] ? el.data[i].x.length : -1 }",
         [chart_id, trace]))

@@ -17,7 +17,8 @@ XSS = "<img src=x onerror=alert(1)>"
 
 def wait_points(page: Any, chart_id: str, count: int, trace: int = 0) -> None:
     page.wait_for_function(
-        "([id, i, n]) => { const el = document.getElementById(id); return el && el.data && el.data[i] && el.data[i].x.length === n }",
+        "([id, i, n]) => { const el = document.getElementById(id);"
+        " return el && el.data && el.data[i] && el.data[i].x.length === n }",
         arg=[chart_id, trace, count])
 
 
@@ -81,6 +82,13 @@ def test_bad_values_show_their_messages_next_to_the_fields(page: Any, watch: Pag
     page.wait_for_function("document.getElementById('section-pruning-error').textContent.includes('activation')")
     assert page.locator("#f-training-lr-error").inner_text() == ""
     screenshot(page, "new-run-errors")
+    # A whole-config rule names its field in the message; it lands there.
+    page.get_by_label("Criterion").select_option("magnitude")
+    page.get_by_label("Epochs").fill("10")
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_function("document.getElementById('f-pruning-schedule-end-epoch-error').textContent"
+                           ".includes('after the last epoch')")
+    assert page.locator("#section-pruning-error").inner_text() == ""
     assert page.url.endswith("/runs/new")
     assert worker.client.get("/api/runs").json()["total"] == before
 
@@ -102,10 +110,29 @@ def test_run_page_gains_points_live_and_keeps_the_zoom(page: Any, worker: FakeWo
     assert page.evaluate("document.getElementById('chart-layer-heatmap').data[0].z[0].length") == 3
     assert page.locator(".run-header .progress .label").inner_text().startswith("epoch 3/6")
     page.locator("#mask-caption").filter(has_text="epoch 3").wait_for()
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
     worker.epoch(run_id, 4, 6)
     worker.finish(run_id, summary={"final_sparsity": 0.5, "final_test_acc": 0.93, "best_test_acc": 0.93})
     page.locator(".run-title .badge", has_text="completed").wait_for()
     wait_points(page, "chart-loss", 4)
+    page.wait_for_timeout(2500)  # the server asks for a 1 s retry: a stream left open would reconnect by now
+    assert streams == [], f"the finished run's stream reconnected: {streams}"
+
+
+def test_run_page_falls_back_to_polling_when_the_stream_fails(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    watch.expect_failed_request("/events")
+    page.route("**/api/runs/*/events*", lambda route: route.abort())
+    run_id = worker.submit("no-stream", epochs=4)
+    worker.start(run_id)
+    worker.epoch(run_id, 1, 4)
+    page.goto(f"/runs/{run_id}")
+    wait_points(page, "chart-loss", 1)
+    worker.epoch(run_id, 2, 4)
+    wait_points(page, "chart-loss", 2)  # polled every 2 s
+    worker.finish(run_id, status="failed", error="CUDA error: out of memory <script>alert(1)</script>")
+    page.locator(".run-title .badge", has_text="failed").wait_for()
+    assert page.locator(".run-header pre").inner_text() == "CUDA error: out of memory <script>alert(1)</script>"
 
 
 def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> None:
@@ -223,7 +250,7 @@ def test_a_hostile_run_name_is_shown_as_text_everywhere(page: Any, watch: PageWa
     page.get_by_role("heading", name=XSS).wait_for()
     page.locator("#mask-caption").filter(has_text=f"{XSS}.weight · epoch 3").wait_for()
     page.wait_for_function("document.getElementById('chart-layer-lines')?.data?.length === 2")
-    page.wait_for_function("window.performance.getEntriesByType('resource').some(e => e.name.includes('/connectivity'))")
+    page.wait_for_function("performance.getEntriesByType('resource').some(e => e.name.includes('/connectivity'))")
     assert page.locator("#connectivity-card").is_hidden()
     legend = page.locator("#chart-layer-lines .legendtext").all_text_contents()
     assert f"{XSS}.weight" in legend and "<b>bold</b>" in legend

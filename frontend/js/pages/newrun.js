@@ -334,8 +334,11 @@ export async function newRunPage(root, ctx) {
     const unplaced = [];
     let first = null;
     for (const item of detail) {
-      const loc = (item.loc || []).filter((p, i) => !(i === 0 && p === "body")).map(String);
+      let loc = (item.loc || []).filter((p, i) => !(i === 0 && p === "body")).map(String);
       const message = String(item.msg || "invalid").replace(/^Value error, /, "");
+      // Whole-config rules name their field at the start of the message ("pruning.schedule.end_epoch (50) is after…").
+      const named = loc.length === 0 && message.match(/^([a-z_]+(?:\.[a-z_]+)+)\b/);
+      if (named) loc = named[1].split(".");
       let placed = false;
       for (let n = loc.length; n > 0 && !placed; n -= 1) {
         const path = byKey.get(loc.slice(0, n).join("."));

@@ -45,6 +45,8 @@ export async function runPage(root, ctx) {
   const errorBox = h("div");
   const cancelButton = h("button", { type: "button", class: "danger", id: "cancel-run", onclick: cancel }, "Cancel run");
   const actionNote = h("span", { class: "muted", role: "status" });
+  // The worker uploads the pruned model when the run completes; before that the link would download a 404.
+  const modelLink = h("a", { class: "button", href: `${base}/model`, download: `run-${runId}-model.pt`, id: "download-model" }, "Download model");
   const header = h("section", { class: "run-header card", "aria-label": "Run status" },
     h("div", { class: "run-title" }, title, badge),
     facts, bar.el, errorBox,
@@ -53,7 +55,7 @@ export async function runPage(root, ctx) {
       h("a", { class: "button", href: `/runs/new?clone=${runId}` }, "Clone this run"),
       h("a", { class: "button", href: `${base}/export?format=csv`, download: `run-${runId}.csv` }, "Export CSV"),
       h("a", { class: "button", href: `${base}/export?format=json`, download: `run-${runId}.json` }, "Export JSON"),
-      h("a", { class: "button", href: `${base}/model`, download: `run-${runId}-model.pt` }, "Download model"),
+      modelLink,
       actionNote));
 
   function fact(label, value) {
@@ -92,6 +94,7 @@ export async function runPage(root, ctx) {
     ].filter(Boolean));
     bar.update({ ...run, eta_seconds: etaSeconds() });
     errorBox.replaceChildren(run.error ? h("pre", { class: "notice error", style: "white-space:pre-wrap;margin:0", text: run.error }) : "");
+    modelLink.hidden = run.status !== "completed";
     const active = ACTIVE.has(run.status);
     cancelButton.hidden = !active;
     cancelButton.disabled = Boolean(run.cancel_requested);
