@@ -30,6 +30,9 @@ export function navigate(url, { replace = false } = {}) {
   if (replace) history.replaceState(null, "", url);
   else history.pushState(null, "", url);
   render();
+  // A new page starts at its top, and screen readers start reading there too.
+  window.scrollTo(0, 0);
+  main.focus({ preventScroll: true });
 }
 
 function render() {

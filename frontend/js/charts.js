@@ -15,6 +15,7 @@ export function baseLayout(extra = {}) {
     margin: { l: 50, r: 20, t: 10, b: 40 },
     legend: { orientation: "h", y: -0.2, font: { color: fg } },
     hoverlabel: { namelength: -1 },
+    modebar: { bgcolor: "rgba(0,0,0,0)", color: muted, activecolor: fg },
     xaxis: { ...axis }, yaxis: { ...axis },
   };
   for (const [key, value] of Object.entries(extra)) {

@@ -61,6 +61,10 @@ def test_fields_appear_only_where_they_apply(page: Any) -> None:
     assert page.get_by_label("Hidden layer widths").is_hidden()
     page.get_by_label("Model", exact=True).select_option("mlp")
     assert page.get_by_label("Hidden layer widths").is_visible()
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.wait_for_timeout(200)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    screenshot(page, "new-run-narrow", full_page=False)
 
 
 def test_bad_values_show_their_messages_next_to_the_fields(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
@@ -164,6 +168,8 @@ def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> Non
     page.locator("#mask-caption").filter(has_text="fc1.weight · epoch 16 ").wait_for()
     screenshot(page, "run")
     page.set_viewport_size({"width": 420, "height": 900})
+    # Plotly resizes responsive charts on a debounced window resize; then nothing is wider than the screen.
+    page.wait_for_function("document.documentElement.scrollWidth <= 420", timeout=5000)
     page.wait_for_timeout(300)
     screenshot(page, "run-narrow")
 

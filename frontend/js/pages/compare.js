@@ -52,8 +52,9 @@ export async function comparePage(root, ctx) {
   const ids = [...new Set((ctx.query.get("ids") || "").split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0))];
   root.append(h("h1", { text: "Compare runs" }));
   const chosen = h("div");
-  const metricCharts = METRICS.map((m) => ({ ...m, el: h("div", { class: "chart", id: `compare-${m.key}` }) }));
-  const paretoEl = h("div", { class: "chart tall", id: "chart-pareto" });
+  const metricCharts = METRICS.map((m) => ({ ...m, el: h("div", { class: "chart", id: `compare-${m.key}`, role: "figure", "aria-label": `${m.title} per epoch` }) }));
+  const paretoEl = h("div", { class: "chart tall", id: "chart-pareto", role: "figure",
+    "aria-label": "Final test accuracy against sparsity of finished runs, with the Pareto front" });
   const paretoNote = h("p", { class: "muted", style: "margin:0 0 4px" });
   root.append(chosen);
   const curves = h("div", { class: "charts", id: "compare-curves" },

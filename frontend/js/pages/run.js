@@ -115,12 +115,16 @@ export async function runPage(root, ctx) {
   }
 
   // ---- chart cards ----------------------------------------------------------------------------------
-  const chart = (id, extra = "") => h("div", { class: `chart ${extra}`, id });
+  const chart = (id, label, extra = "") => h("div", { class: `chart ${extra}`, id, role: "figure", "aria-label": label });
   const card = (heading, ...body) => h("section", { class: "card" }, h("h2", { text: heading }), ...body);
   const charts = {
-    loss: chart("chart-loss"), sparsity: chart("chart-sparsity"), heat: chart("chart-layer-heatmap", "tall"),
-    lines: chart("chart-layer-lines", "tall"), churn: chart("chart-churn", "tall"),
-    mask: chart("chart-mask", "tall"), conn: chart("chart-connectivity", "tall"),
+    loss: chart("chart-loss", "Loss and accuracy per epoch"),
+    sparsity: chart("chart-sparsity", "Overall sparsity and the schedule's target per epoch"),
+    heat: chart("chart-layer-heatmap", "Per-layer sparsity, layers by epochs", "tall"),
+    lines: chart("chart-layer-lines", "Per-layer sparsity per epoch", "tall"),
+    churn: chart("chart-churn", "Weights pruned and regrown per epoch and layer", "tall"),
+    mask: chart("chart-mask", "Mask density grid of the selected layer at the selected epoch", "tall"),
+    conn: chart("chart-connectivity", "Connections kept per input pixel at the selected epoch", "tall"),
   };
   const emptyNote = h("p", { class: "muted", id: "no-epochs" }, "No epoch recorded yet — charts fill in live as the worker reports.");
 
