@@ -118,8 +118,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("\nprunescope: stopping", flush=True)
         return 0
     finally:
-        # Worker and API first, Redis last, so nothing loses its broker while shutting down.
-        services.stop(procs[::-1])
+        # A second Ctrl-C must not cut the orderly stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # The worker first (it hands its run back through the API), then the API, then Redis.
+        for proc in procs[::-1]:
+            services.stop([proc], timeout=30)
         if redis is not None:
             services.stop([redis])
 

@@ -39,7 +39,7 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,  # Ctrl-C: `up` stops it last
     )
     wait_for_port(port, timeout=15, proc=proc)
     return proc
@@ -61,7 +61,9 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A `prunescope` subcommand in a child process with `env` added to ours."""
-    return subprocess.Popen([sys.executable, "-m", "prunescope.cli", *args], env={**os.environ, **env})
+    # A session of its own: Ctrl-C reaches only `up`, which then stops the children in order.
+    return subprocess.Popen([sys.executable, "-m", "prunescope.cli", *args], env={**os.environ, **env},
+                            start_new_session=True)
 
 
 def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 15) -> None:

@@ -208,13 +208,16 @@ def execute_run(run_id: int, settings: Settings, identity: WorkerIdentity, state
         log.exception("run %s failed", run_id)
     finally:
         state.run_id = None
-    reporter.flush()
+    # Shutting down, the worker waits a bounded time for the API; a run it could not hand back is
+    # noticed by the heartbeat timeout and resumed from the checkpoint the API already holds.
+    patience = 15.0 if state.stop_reason == SHUTDOWN else float("inf")
+    reporter.flush(timeout=None if patience == float("inf") else patience)
     if not reassigned.is_set():
         body = {"worker": identity.name, "status": outcome, "summary": summary, "error": error}
         try:
-            client.request("POST", f"{base}/finish", json=body)
-        except ReportError as exc:
-            log.error("run %s: finish refused: %s", run_id, exc)
+            client.request("POST", f"{base}/finish", json=body, retry_for=patience)
+        except (ReportError, ConnectionError) as exc:
+            log.error("run %s: finish not delivered: %s", run_id, exc)
     reporter.close()
     client.close()
     if outcome == "completed":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +77,22 @@ def test_killed_worker_run_resumes_from_checkpoint_and_completes(stack: Stack) -
     assert killed_at >= 4
 
 
+def test_worker_stopped_with_sigterm_hands_its_run_back_to_resume_elsewhere(stack: Stack) -> None:
+    first = stack.start_worker()
+    run_id = stack.submit(digits_run(30))
+    stack.wait_for(lambda: stack.run(run_id)["epochs_done"] >= 3, 120, "3 epochs")
+    first.terminate()
+    assert first.wait(timeout=30) is not None
+    handed_back = stack.run(run_id)
+    assert handed_back["status"] == "queued", handed_back  # not failed, not cancelled, not left running
+    assert handed_back["attempts"] == 0
+    stack.start_worker()
+    run = stack.wait_status(run_id, ("completed", "failed"), timeout=180)
+    assert run["status"] == "completed", stack.logs()
+    epochs = stack.http.get(f"/api/runs/{run_id}/epochs").json()["items"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 31))
+
+
 def test_run_submitted_while_redis_is_down_starts_when_it_returns(stack: Stack) -> None:
     stack.start_worker()
     stack.stop_redis()
@@ -138,3 +155,53 @@ def test_masks_reported_by_the_worker_match_the_engine_bit_for_bit(stack: Stack,
                                   params={"epoch": epoch, "max_cells": mask.size}).json()
             got = np.array(grid["density"]) == 1.0
             assert np.array_equal(got, mask.reshape(mask.shape[0], -1)), (epoch, name)
+
+
+def test_up_runs_api_worker_and_embedded_redis_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from prunescope import services
+
+    port = services.free_port()
+    env = {**os.environ, "PRUNESCOPE_HOME": str(tmp_path / "home"), "PRUNESCOPE_PORT": str(port),
+           "OMP_NUM_THREADS": "1"}
+    env.pop("PRUNESCOPE_REDIS_URL", None)
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen([sys.executable, "-m", "prunescope.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        services.wait_for_port(port, timeout=60)
+        run_id = httpx.post(f"{api}/api/runs", json=digits_run(2)).json()["id"]
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{api}/api/runs/{run_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert httpx.get(f"{api}/api/health").json()["broker"] is True
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+        assert _processes_with_env(f"PRUNESCOPE_HOME={tmp_path / 'home'}") == []  # API and worker
+        redis_port = int((tmp_path / "up.log").read_text().split("embedded Redis on 127.0.0.1:")[1].split()[0])
+        with pytest.raises(OSError):
+            services.wait_for_port(redis_port, timeout=1)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{api}/api/health", timeout=2)
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    """PIDs of live processes whose environment holds `entry` (children of `up` inherit its home)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
