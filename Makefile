@@ -17,11 +17,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install
 	$(VENV)/bin/prunescope up
 
-# Debian's Chromium for the browser tests (Playwright drives it; it cannot download its own here).
+# Debian's Chromium for the browser tests (Playwright drives it; it cannot download its own here) and
+# docker-compose to check docker-compose.yml (no Docker engine is needed for that).
+TOOLS := chromium docker-compose
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: install Debian's chromium (sudo apt-get install chromium) to run the browser tests"; fi; }
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: install Debian's$$missing (sudo apt-get install$$missing) for the browser and compose tests"; fi; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .
