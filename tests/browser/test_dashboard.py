@@ -345,3 +345,37 @@ def test_a_large_run_page_is_interactive_within_a_second(page: Any, worker: Fake
     # The target is 1 s (first visit ≈ 0.9 s, later ≈ 0.5 s on 2 shared cores); the bound leaves room for a busy CI
     # machine while still catching a regression like per-bar churn charts (≈ 2.3 s).
     assert min(timings) < 1.0, f"200 epochs × 20 layers: drawn and scrubbable after {timings} s"
+
+
+def test_run_can_be_renamed_annotated_and_deleted(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    watch.expect_failed_request("/api/runs/")  # the empty name is refused with a 422
+    run_id = worker.submit("to-rename", epochs=2)
+    worker.complete(run_id, 2)
+    page.goto(f"/runs/{run_id}")
+    page.get_by_role("button", name="Edit").click()
+    page.get_by_label("Name", exact=True).fill("")
+    page.get_by_role("button", name="Save").click()
+    page.locator("#edit-name-error").filter(has_text="at least 1 character").wait_for()
+    screenshot(page, "run-edit", full_page=False)
+    page.get_by_label("Name", exact=True).fill("renamed")
+    page.get_by_label("Tags").fill("keep, mnist")
+    page.get_by_label("Notes").fill("best so far <script>alert(1)</script>\nsecond line")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_role("heading", name="renamed").wait_for()
+    assert page.locator("#run-notes").inner_text() == "best so far <script>alert(1)</script>\nsecond line"
+    run = worker.run(run_id)
+    assert (run["name"], run["tags"]) == ("renamed", ["keep", "mnist"])
+    page.get_by_role("button", name="Delete run").click()
+    page.get_by_role("button", name="Keep").click()
+    assert worker.client.get(f"/api/runs/{run_id}").status_code == 200
+    page.get_by_role("button", name="Delete run").click()
+    page.get_by_role("button", name="Delete for good").click()
+    page.wait_for_url(re.compile(r"/$"))
+    assert worker.client.get(f"/api/runs/{run_id}").status_code == 404
+
+
+def test_an_active_run_offers_no_delete(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("still-queued", epochs=2)
+    page.goto(f"/runs/{run_id}")
+    page.get_by_role("button", name="Cancel run").wait_for()
+    assert page.get_by_role("button", name="Delete run").is_hidden()

@@ -2,7 +2,8 @@
 
 import { api, ApiError, isAbort } from "../api.js";
 import { baseLayout, draw, PALETTE, plotlyReady, purge } from "../charts.js";
-import { ACTIVE, dateTime, duration, h, num, parseTime, pct, plotlyText, progressBar, statusBadge } from "../dom.js";
+import { ACTIVE, dateTime, h, num, parseTime, pct, plotlyText, progressBar, statusBadge } from "../dom.js";
+import { deleteControl, runEditor } from "./run-edit.js";
 
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
 const POLL_MS = 2000;
@@ -47,16 +48,28 @@ export async function runPage(root, ctx) {
   const actionNote = h("span", { class: "muted", role: "status" });
   // The worker uploads the pruned model when the run completes; before that the link would download a 404.
   const modelLink = h("a", { class: "button", href: `${base}/model`, download: `run-${runId}-model.pt`, id: "download-model" }, "Download model");
+  const notesBox = h("p", { class: "run-notes", id: "run-notes" });
+  const editor = runEditor({ base, signal: ctx.signal, getRun: () => run, onSaved: (fresh) => {
+    run = { ...run, name: fresh.name, tags: fresh.tags, notes: fresh.notes };
+    ctx.setTitle(run.name);
+    renderHeader();
+  } });
+  const deleter = deleteControl({ base, signal: ctx.signal, onDeleted: () => ctx.navigate("/"),
+    onError: (error) => { actionNote.textContent = `Not deleted: ${error.message}`; } });
+  ctx.onCleanup(deleter.stop);
   const header = h("section", { class: "run-header card", "aria-label": "Run status" },
     h("div", { class: "run-title" }, title, badge),
-    facts, bar.el, errorBox,
+    facts, notesBox, bar.el, errorBox,
     h("div", { class: "actions" },
       cancelButton,
+      editor.button,
       h("a", { class: "button", href: `/runs/new?clone=${runId}` }, "Clone this run"),
       h("a", { class: "button", href: `${base}/export?format=csv`, download: `run-${runId}.csv` }, "Export CSV"),
       h("a", { class: "button", href: `${base}/export?format=json`, download: `run-${runId}.json` }, "Export JSON"),
       modelLink,
-      actionNote));
+      deleter.el,
+      actionNote),
+    editor.panel);
 
   function fact(label, value) {
     return h("div", {}, h("dt", { text: label }), h("dd", { text: value }));
@@ -95,6 +108,9 @@ export async function runPage(root, ctx) {
     bar.update({ ...run, eta_seconds: etaSeconds() });
     errorBox.replaceChildren(run.error ? h("pre", { class: "notice error", style: "white-space:pre-wrap;margin:0", text: run.error }) : "");
     modelLink.hidden = run.status !== "completed";
+    notesBox.textContent = run.notes || "";
+    notesBox.hidden = !run.notes;
+    deleter.setVisible(FINISHED.has(run.status));
     const active = ACTIVE.has(run.status);
     cancelButton.hidden = !active;
     cancelButton.disabled = Boolean(run.cancel_requested);
