@@ -101,9 +101,15 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
+# Chart series read these columns of a run's epochs; covering them keeps the big `layers` JSON rows unread.
+EPOCH_SERIES_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
+                        "nonzero", "total", "epoch_seconds", "samples_per_s")
+
+
 class Epoch(Base):
     __tablename__ = "epochs"
-    __table_args__ = (UniqueConstraint("run_id", "epoch"),)
+    __table_args__ = (UniqueConstraint("run_id", "epoch"),
+                      Index("ix_epochs_run_id_series", "run_id", "epoch", *EPOCH_SERIES_COLUMNS))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, Response
 
 from backend.artifacts import artifact_path
@@ -16,6 +18,7 @@ from backend.results.schemas import Comparison, Metrics, Pareto, RunExport
 from backend.runs.schemas import RunId
 
 router = APIRouter(prefix="/api", tags=["results"])
+GZIP_MIN_BYTES = 1024
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No run with this id"}}
 BAD_NAMES: dict[int | str, dict[str, Any]] = {422: {"description": "An unknown series name or a bad parameter"}}
@@ -39,6 +42,19 @@ def _run_or_404(session: SessionDep, run_id: int) -> Run:
     return run
 
 
+def json_response(document: dict[str, Any], request: Request) -> Response:
+    """Serialise with orjson, numpy arrays included (the endpoint's response_model documents the shape).
+
+    Compressed here at zlib's default level: the app's GZip middleware uses level 9, which costs 8 ms on a
+    1000-epoch run's series (of a 20 ms budget) for no smaller output; it leaves encoded responses alone.
+    """
+    body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "").lower():
+        return Response(gzip.compress(body, compresslevel=6), media_type="application/json",
+                        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return Response(body, media_type="application/json")
+
+
 def _names(names: str | None) -> tuple[str, ...]:
     try:
         return service.parse_names(names)
@@ -49,26 +65,27 @@ def _names(names: str | None) -> tuple[str, ...]:
 
 @router.get("/runs/{run_id}/metrics", response_model=Metrics, responses={**NOT_FOUND, **BAD_NAMES})
 def run_metrics(
-    run_id: RunId, session: SessionDep, names: NamesQuery = None, max_points: MaxPointsQuery = 1000,
-) -> Metrics:
+    run_id: RunId, session: SessionDep, request: Request, names: NamesQuery = None,
+    max_points: MaxPointsQuery = 1000,
+) -> Response:
     """Chart series of a run from its epochs, each downsampled to `max_points` keeping every bucket's min and max."""
     selected = _names(names)
-    return service.metrics(session, _run_or_404(session, run_id), selected, max_points)
+    return json_response(service.metrics(session, _run_or_404(session, run_id), selected, max_points), request)
 
 
 @router.get("/compare", response_model=Comparison, responses={404: {"description": "A run id does not exist"},
                                                              **BAD_NAMES})
 def compare_runs(
-    session: SessionDep,
+    session: SessionDep, request: Request,
     ids: Annotated[str, Query(pattern=r"^\s*\d{1,10}\s*(,\s*\d{1,10}\s*){0,49}$",
                               description="Comma-separated run ids, 1 to 50", examples=["1,2,3"])],
     names: NamesQuery = None, max_points: MaxPointsQuery = 1000,
-) -> Comparison:
+) -> Response:
     """The same series of several runs side by side, in the order of `ids`."""
     selected = _names(names)
     run_ids = list(dict.fromkeys(int(i) for i in ids.split(",")))
     try:
-        return service.compare(session, run_ids, selected, max_points)
+        return json_response(service.compare(session, run_ids, selected, max_points), request)
     except service.MissingRuns as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 

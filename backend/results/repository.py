@@ -8,19 +8,19 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.models import Epoch, MaskSnapshot, Run
+from backend.models import EPOCH_SERIES_COLUMNS, Epoch, MaskSnapshot, Run
 
-# The scalar columns of an epoch, in the order charts list them.
-SERIES_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
-                "nonzero", "total", "epoch_seconds", "samples_per_s")
+# The scalar columns of an epoch, in the order charts list them (read through a covering index).
+SERIES_NAMES = EPOCH_SERIES_COLUMNS
 INTEGER_SERIES = frozenset({"nonzero", "total"})
 
 
 def epoch_columns(session: Session, run_id: int, names: Sequence[str]) -> list[tuple[Any, ...]]:
     """(epoch, *values) rows of one run in epoch order, only the named columns (no per-layer JSON)."""
     columns = [getattr(Epoch, name) for name in names]
-    return [tuple(row) for row in session.execute(
-        select(Epoch.epoch, *columns).where(Epoch.run_id == run_id).order_by(Epoch.epoch))]
+    query = select(Epoch.epoch, *columns).where(Epoch.run_id == run_id).order_by(Epoch.epoch)
+    # Core rows turned into plain tuples: no ORM bookkeeping, and numpy reads tuples without probing Row attributes.
+    return [tuple(row) for row in session.connection().execute(query)]
 
 
 def runs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Run]:

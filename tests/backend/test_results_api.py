@@ -71,6 +71,11 @@ def test_metrics_downsamples_long_runs_and_keeps_the_spike(client: TestClient) -
     assert len(loss["x"]) <= 50
     assert 99.0 in loss["y"] and 637 in loss["x"]
     assert series["epochs_recorded"] == 1000
+    full = client.get(f"/api/runs/{run_id}/metrics", headers={"Accept-Encoding": "gzip"})
+    assert full.headers["content-encoding"] == "gzip"  # compressed once, by the endpoint
+    assert len(full.json()["series"]["train_loss"]["x"]) == 1000
+    plain = client.get(f"/api/runs/{run_id}/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.json() == full.json()
 
 
 @pytest.mark.parametrize("params", [{"names": "test_acc,bogus"}, {"max_points": 1}, {"max_points": "many"}])
