@@ -13,7 +13,8 @@ export function baseLayout(extra = {}) {
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     font: { color: fg, size: 12, family: "system-ui, sans-serif" },
     margin: { l: 50, r: 20, t: 10, b: 40 },
-    legend: { orientation: "h", y: -0.2, font: { color: fg } },
+    // Above the plot: below it, a wrapped legend runs into the x-axis title on narrow screens.
+    legend: { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom", font: { color: fg } },
     hoverlabel: { namelength: -1 },
     modebar: { bgcolor: "rgba(0,0,0,0)", color: muted, activecolor: fg },
     xaxis: { ...axis }, yaxis: { ...axis },

@@ -213,7 +213,23 @@ def test_compare_two_runs_from_the_runs_list(page: Any, worker: FakeWorker) -> N
     page.wait_for_function("document.getElementById('chart-pareto')?.data?.length >= 2")
     names = page.locator("#compare-table td.name").all_inner_texts()
     assert names == [f"#{a} compare-a", f"#{b} compare-b"]
+    front = page.evaluate("document.getElementById('chart-pareto').data.find(t => t.name === 'Pareto front').x.length")
+    assert front >= 1
     screenshot(page, "compare")
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.wait_for_function("document.documentElement.scrollWidth <= 420", timeout=5000)
+    screenshot(page, "compare-narrow", full_page=False)
+
+
+def test_compare_without_runs_still_shows_the_pareto_front(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("pareto-only", epochs=2)
+    worker.complete(run_id, 2, accuracy=0.99, sparsity=0.99)
+    page.goto("/")
+    page.get_by_role("link", name="Compare", exact=True).click()
+    page.wait_for_url(re.compile(r"/compare$"))
+    page.get_by_text("Pick runs to overlay").wait_for()
+    page.wait_for_function("document.getElementById('chart-pareto')?.data?.some(t => t.customdata?.length)")
+    assert page.locator("#compare-curves").is_hidden()
 
 
 def test_runs_list_filters_sorts_pages_and_moves_live(page: Any, worker: FakeWorker) -> None:
