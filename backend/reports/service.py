@@ -6,10 +6,11 @@ import base64
 import binascii
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from backend.events import record_event
+from backend.masks.service import MaskNotFound, mask_at
 from backend.models import Epoch, MaskSnapshot, Run, Worker, utcnow
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartResponse
 from backend.runs import service as runs
@@ -74,7 +75,7 @@ def record_epoch(session: Session, run: Run, report: EpochReport) -> ReportAck:
 
 
 def _decode_masks(session: Session, run_id: int, report: EpochReport) -> list[MaskSnapshot]:
-    """Check every snapshot decodes to its declared shape before anything is written."""
+    """Decode every snapshot (a delta against the stored previous epoch) before anything is written."""
     out = []
     for layer, payload in report.masks.items():
         if not 0 < len(layer) <= 200:
@@ -84,15 +85,17 @@ def _decode_masks(session: Session, run_id: int, report: EpochReport) -> list[Ma
         except (binascii.Error, ValueError) as exc:
             raise ReportRejected(f"mask {layer!r}: data is not base64", 422) from exc
         encoded = maskcodec.EncodedMask(tuple(payload.shape), payload.encoding, data)
+        previous = None
+        if payload.encoding == maskcodec.DELTA:
+            try:
+                previous = mask_at(session, run_id, layer, report.epoch - 1)
+            except MaskNotFound as exc:
+                raise ReportRejected(f"mask {layer!r}: a delta needs epoch {report.epoch - 1} stored first", 422) \
+                    from exc
         try:
-            maskcodec.check_size(encoded)
+            maskcodec.decode(encoded, previous)
         except maskcodec.MaskDecodeError as exc:
             raise ReportRejected(f"mask {layer!r}: {exc}", 422) from exc
-        if payload.encoding == maskcodec.DELTA:
-            base = session.scalar(select(MaskSnapshot.id).where(
-                MaskSnapshot.run_id == run_id, MaskSnapshot.layer == layer, MaskSnapshot.epoch == report.epoch - 1))
-            if base is None:
-                raise ReportRejected(f"mask {layer!r}: a delta needs epoch {report.epoch - 1} stored first", 422)
         out.append(MaskSnapshot(run_id=run_id, layer=layer, epoch=report.epoch, shape=list(payload.shape),
                                 encoding=payload.encoding, data=data, nbytes=len(data)))
     return out
