@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from backend.models import Run
 from backend.results import repository
 from backend.results.downsample import downsample
-from backend.results.schemas import Pareto, ParetoPoint, RunExport
+from backend.results.schemas import Pareto, ParetoPoint
 from backend.runs import repository as runs_repository
 from backend.runs import service as runs_service
 from backend.runs.schemas import MAX_ID
@@ -102,9 +102,11 @@ def pareto(session: Session, *, model: str | None, dataset: str | None) -> Paret
     return Pareto(points=points, front=front)
 
 
-def export_json(session: Session, run: Run) -> RunExport:
+def export_json(session: Session, run: Run) -> dict[str, Any]:
+    """The `RunExport` document: the run's detail and every epoch."""
     epochs = runs_repository.list_epochs(session, run.id)
-    return RunExport(run=runs_service.to_detail(run), epochs=[runs_service.epoch_record(e) for e in epochs])
+    return {"run": runs_service.to_detail(run).model_dump(mode="json"),
+            "epochs": [runs_service.epoch_document(e) for e in epochs]}
 
 
 def export_csv(session: Session, run: Run) -> str:
@@ -113,13 +115,13 @@ def export_csv(session: Session, run: Run) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in runs_repository.list_epochs(session, run.id):
-        record = runs_service.epoch_record(row)
-        scalars = [run.id, *(_cell(getattr(record, name)) for name in CSV_SCALARS)]
-        if not record.layers:
+        record = runs_service.epoch_document(row)
+        scalars = [run.id, *(_cell(record[name]) for name in CSV_SCALARS)]
+        if not record["layers"]:
             writer.writerow([*scalars, *([""] * len(CSV_LAYER_COLUMNS))])
-        for layer in record.layers:
-            writer.writerow([*scalars, layer.name, "x".join(map(str, layer.shape)), layer.sparsity, layer.pruned,
-                             layer.regrown, _cell(layer.threshold)])
+        for layer in record["layers"]:
+            writer.writerow([*scalars, layer["name"], "x".join(map(str, layer["shape"])), layer["sparsity"],
+                             layer["pruned"], layer["regrown"], _cell(layer["threshold"])])
     return buffer.getvalue()
 
 

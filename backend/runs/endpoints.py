@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 
 from backend.artifacts import delete_run_artifacts
@@ -16,6 +16,7 @@ from backend.db import Database
 from backend.deps import ApiWrite, DatabaseDep, HubDep, SessionDep, SettingsDep
 from backend.events import events_after
 from backend.models import FINISHED, RUN_STATUSES
+from backend.results.responses import json_response
 from backend.runconfig import RunConfig
 from backend.runs import repository, service
 from backend.runs.schemas import MAX_ID, EpochList, RunDetail, RunId, RunList, RunPatch
@@ -120,10 +121,11 @@ def cancel_run(run_id: RunId, db: DatabaseDep, hub: HubDep) -> RunDetail:
 
 
 @router.get("/{run_id}/epochs", response_model=EpochList, responses=NOT_FOUND)
-def list_epochs(run_id: RunId, session: SessionDep) -> EpochList:
+def list_epochs(run_id: RunId, session: SessionDep, request: Request) -> Response:
     """Every recorded epoch with its per-layer stats, at full fidelity."""
     _run_or_404(session, run_id)
-    return EpochList(run_id=run_id, items=[service.epoch_record(e) for e in repository.list_epochs(session, run_id)])
+    items = [service.epoch_document(e) for e in repository.list_epochs(session, run_id)]
+    return json_response({"run_id": run_id, "items": items}, request)
 
 
 def _load_events(db: Database, run_id: int, after: int) -> tuple[list[tuple[int, str, str]], bool]:

@@ -15,7 +15,8 @@ SORTABLE = {
     "started_at": Run.started_at, "finished_at": Run.finished_at, "sparsity": Run.sparsity,
     "test_acc": Run.test_acc, "best_test_acc": Run.best_test_acc, "strategy": Run.strategy,
     "model": Run.model_name, "dataset": Run.dataset_name, "device": Run.device,
-    "epochs_done": Run.epochs_done,
+    "epochs_done": Run.epochs_done, "epochs_total": Run.epochs_total, "preset": Run.preset, "queue": Run.queue,
+    "worker": Run.worker, "attempts": Run.attempts, "sweep_id": Run.sweep_id,
 }
 
 

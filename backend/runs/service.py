@@ -11,7 +11,7 @@ from backend.events import record_event
 from backend.models import FINISHED, Epoch, Run, utcnow
 from backend.runconfig import RunConfig
 from backend.runs import repository
-from backend.runs.schemas import EpochRecord, RunDetail, RunPatch, RunSummary
+from backend.runs.schemas import RunDetail, RunPatch, RunSummary
 
 
 class RunStateError(Exception):
@@ -65,13 +65,17 @@ def cancel_run(session: Session, run: Run) -> None:
         record_event(session, run.id, "status", status_payload(run, "cancel requested"))
 
 
-def epoch_record(row: Epoch) -> EpochRecord:
-    return EpochRecord(
-        epoch=row.epoch, train_loss=row.train_loss, train_acc=row.train_acc, test_loss=row.test_loss,
-        test_acc=row.test_acc, lr=row.lr, sparsity=row.sparsity, target_sparsity=row.target_sparsity,
-        nonzero=row.nonzero, total=row.total, epoch_seconds=row.epoch_seconds, samples_per_s=row.samples_per_s,
-        layers=row.layers,
-    )
+EPOCH_SCALARS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
+                 "nonzero", "total", "epoch_seconds", "samples_per_s")
+LAYER_DEFAULTS: dict[str, Any] = {"pruned": 0, "regrown": 0, "threshold": None}
+
+
+def epoch_document(row: Epoch) -> dict[str, Any]:
+    """An epoch as `EpochRecord` serialises it, without validating again what the report already validated:
+    a 1000-epoch, 20-layer run would otherwise spend hundreds of milliseconds in 20 000 LayerStats."""
+    doc = {name: getattr(row, name) for name in EPOCH_SCALARS}
+    doc["layers"] = [{**LAYER_DEFAULTS, **layer} for layer in row.layers]
+    return doc
 
 
 def update_run(run: Run, patch: RunPatch) -> None:

@@ -267,3 +267,23 @@ def test_new_write_endpoints_need_the_api_token_when_one_is_set(api_settings: An
         assert client.delete(f"/api/runs/{run_id}", headers=auth).status_code == 204
         for read in (f"/api/runs/{run_id + 1}/metrics", "/api/pareto", "/api/sweeps", "/api/sweeps/1"):
             assert client.get(read).status_code == 200, read
+
+
+def test_epochs_list_keeps_the_documented_shape_at_full_fidelity(client: TestClient) -> None:
+    from backend.runs.schemas import EpochList
+
+    run_id = submit(client, training={"epochs": 3})
+    add_epochs(client, run_id, [{"epoch": e, "test_acc": 0.9, "nonzero": 7,
+                                 "layers": [{"name": "fc1.weight", "shape": [2, 3], "sparsity": 0.5}]}
+                                for e in (1, 2)])
+    body = client.get(f"/api/runs/{run_id}/epochs").json()
+    assert EpochList.model_validate(body).model_dump(mode="json") == body  # nothing missing, nothing extra
+    assert body["items"][1]["layers"][0] == {"name": "fc1.weight", "shape": [2, 3], "sparsity": 0.5, "pruned": 0,
+                                             "regrown": 0, "threshold": None}
+
+
+def test_list_sorts_on_every_summary_column(client: TestClient) -> None:
+    first, second = submit(client, name="b", preset="set"), submit(client, name="a", preset="dns")
+    for column in ("preset", "epochs_total", "queue", "worker", "attempts", "sweep_id", "name", "strategy"):
+        assert client.get("/api/runs", params={"sort": column}).status_code == 200, column
+    assert [r["id"] for r in client.get("/api/runs", params={"sort": "preset"}).json()["items"]] == [second, first]

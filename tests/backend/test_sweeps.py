@@ -100,3 +100,12 @@ def test_sweep_detail_follows_progress_and_names_the_best_run(client: TestClient
     assert listed["total"] == 1
     assert listed["items"][0]["progress"] == 9 / 12
     assert client.get("/api/sweeps/999").status_code == 404
+
+
+def test_creating_a_sweep_wakes_the_dispatcher(client: TestClient) -> None:
+    woken: list[bool] = []
+    client.app.state.dispatcher.wake = lambda: woken.append(True)  # type: ignore[attr-defined]
+    client.post("/api/sweeps", json={"name": "s", "base": BASE, "grid": {"training.seed": [0]}})
+    assert woken == [True]
+    client.post("/api/sweeps", json={"name": "s", "base": BASE, "grid": {"training.seed": [-1]}})
+    assert woken == [True]  # nothing was stored, nothing to dispatch
