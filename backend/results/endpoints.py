@@ -14,7 +14,7 @@ from backend.results import service
 from backend.results.repository import SERIES_NAMES
 from backend.results.responses import json_response
 from backend.results.schemas import Comparison, Metrics, Pareto, RunExport
-from backend.runs.schemas import RunId
+from backend.runs.schemas import NO_NUL, RunId
 
 router = APIRouter(prefix="/api", tags=["results"])
 
@@ -78,8 +78,8 @@ def compare_runs(
 @router.get("/pareto", response_model=Pareto)
 def pareto_front(
     session: SessionDep,
-    model: Annotated[str | None, Query(max_length=32, description="Only runs of this model")] = None,
-    dataset: Annotated[str | None, Query(max_length=32, description="Only runs on this dataset")] = None,
+    model: Annotated[str | None, Query(max_length=32, pattern=NO_NUL, description="Only runs of this model")] = None,
+    dataset: Annotated[str | None, Query(max_length=32, pattern=NO_NUL, description="Only runs on it")] = None,
 ) -> Pareto:
     """Completed runs as (final sparsity, final test accuracy); `front` holds those no other run beats on both."""
     return service.pareto(session, model=model, dataset=dataset)

@@ -19,7 +19,7 @@ from backend.models import FINISHED, RUN_STATUSES
 from backend.results.responses import json_response
 from backend.runconfig import RunConfig
 from backend.runs import repository, service
-from backend.runs.schemas import MAX_ID, EpochList, RunDetail, RunId, RunList, RunPatch
+from backend.runs.schemas import MAX_ID, NO_NUL, EpochList, RunDetail, RunId, RunList, RunPatch
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 SORT_PATTERN = "^-?(" + "|".join(repository.SORTABLE) + ")$"
@@ -50,13 +50,14 @@ def submit_run(config: RunConfig, db: DatabaseDep, request: Request) -> RunDetai
 def list_runs(
     session: SessionDep,
     status_: Annotated[list[Literal[RUN_STATUSES]] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
-    tag: Annotated[str | None, Query(max_length=64)] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Text in the name or strategy")] = None,
-    preset: Annotated[str | None, Query(max_length=64, description="The preset a run started from")] = None,
-    strategy: Annotated[str | None, Query(max_length=100, description="e.g. `magnitude/unstructured+splice`")] = None,
+    tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Text in the name or strategy")] = None,
+    preset: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="A run's preset")] = None,
+    strategy: Annotated[str | None, Query(max_length=100, pattern=NO_NUL,
+                                          description="e.g. `magnitude/unstructured+splice`")] = None,
     device: Annotated[Literal["auto", "cpu", "cuda"] | None, Query()] = None,
-    model: Annotated[str | None, Query(max_length=32)] = None,
-    dataset: Annotated[str | None, Query(max_length=32)] = None,
+    model: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
+    dataset: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
     sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     min_sparsity: Annotated[float | None, Query(ge=0, le=1, description="Newest/final sparsity ≥ this")] = None,
     max_sparsity: Annotated[float | None, Query(ge=0, le=1)] = None,

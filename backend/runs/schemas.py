@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Ids are 32-bit INTEGER columns on PostgreSQL; a larger id in a URL is a clear 422, not a database error.
 MAX_ID = 2**31 - 1
+# PostgreSQL text cannot hold NUL bytes: refuse them up front (422) instead of failing in the database (500).
+NO_NUL = r"^[^\x00]*$"
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="A run's id")]
 
 
@@ -57,9 +59,10 @@ class RunPatch(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"name": "lenet300-dns-98", "tags": ["mnist", "keep"], "notes": "best so far"}]})
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(default=None, max_length=32)
-    notes: str | None = Field(default=None, max_length=20000)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] | None = Field(
+        default=None, max_length=32)
+    notes: str | None = Field(default=None, max_length=20000, pattern=NO_NUL)
 
     @field_validator("name", "tags", "notes", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.runs.schemas import RunSummary
+from backend.runs.schemas import NO_NUL, RunSummary
 
 MAX_COMBINATIONS = 1000
 DOTTED_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
@@ -27,7 +27,7 @@ class SweepCreate(BaseModel):
                  "training.seed": [0, 1]},
     }]})
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     base: dict[str, Any] = Field(description="A run config (as `POST /api/runs` takes) every combination starts from")
     grid: dict[GridPath, GridValues] = Field(
         min_length=1, max_length=16,

@@ -287,3 +287,16 @@ def test_list_sorts_on_every_summary_column(client: TestClient) -> None:
     for column in ("preset", "epochs_total", "queue", "worker", "attempts", "sweep_id", "name", "strategy"):
         assert client.get("/api/runs", params={"sort": column}).status_code == 200, column
     assert [r["id"] for r in client.get("/api/runs", params={"sort": "preset"}).json()["items"]] == [second, first]
+
+
+def test_nul_bytes_are_refused_before_they_reach_the_database(client: TestClient) -> None:
+    # PostgreSQL cannot store or compare text with NUL bytes; they must be a 422, never a 500.
+    run_id = submit(client)
+    for params in ({"q": "a\x00b"}, {"tag": "a\x00"}, {"strategy": "\x00"}, {"model": "\x00"}, {"preset": "\x00"},
+                   {"dataset": "x\x00"}):
+        assert client.get("/api/runs", params=params).status_code == 422, params
+    assert client.get("/api/pareto", params={"dataset": "\x00"}).status_code == 422
+    for body in ({"name": "a\x00b"}, {"notes": "\x00"}, {"tags": ["\x00"]}):
+        assert client.patch(f"/api/runs/{run_id}", json=body).status_code == 422, body
+    sweep = {"name": "a\x00", "base": digits_config(), "grid": {"training.seed": [0]}}
+    assert client.post("/api/sweeps", json=sweep).status_code == 422
