@@ -27,14 +27,52 @@ export function baseLayout(extra = {}) {
 
 const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 
-/** Draw or update a chart; the same `uirevision` keeps the user's zoom across updates. */
+// Charts off screen are drawn when they scroll near the viewport: a run page has many charts, and drawing
+// only the visible ones keeps a 200-epoch × 20-layer page interactive within a second (and live updates cheap).
+const pending = new Map(); // element -> [data, layout]
+const visible = new WeakSet();
+const listeners = new WeakMap(); // element -> [[event, handler]] to attach once Plotly owns the element
+const observer = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (entry.isIntersecting) {
+      visible.add(entry.target);
+      flush(entry.target);
+    } else visible.delete(entry.target);
+  }
+}, { rootMargin: "200px 0px" });
+
+function flush(el) {
+  const args = pending.get(el);
+  if (!args || !window.Plotly) return;
+  pending.delete(el);
+  window.Plotly.react(el, args[0], args[1], CONFIG);
+  for (const [event, handler] of listeners.get(el) || []) el.on(event, handler);
+  listeners.delete(el);
+}
+
+/** Draw or update a chart (now if it is near the viewport, else when it gets there); the same `uirevision` keeps the user's zoom. */
 export function draw(el, data, layout, uirevision) {
-  if (!window.Plotly) return;
-  window.Plotly.react(el, data, { ...layout, uirevision }, CONFIG);
+  if (!pending.has(el) && !el.dataset.observed) {
+    el.dataset.observed = "1";
+    observer.observe(el);
+  }
+  pending.set(el, [data, { ...layout, uirevision }]);
+  if (visible.has(el)) flush(el);
+}
+
+/** A Plotly event handler (plotly_click, ...), attached once the chart has been drawn. */
+export function onChart(el, event, handler) {
+  if (typeof el.on === "function") el.on(event, handler);
+  else listeners.set(el, [...(listeners.get(el) || []), [event, handler]]);
 }
 
 export function purge(el) {
-  if (window.Plotly && el) window.Plotly.purge(el);
+  if (!el) return;
+  observer.unobserve(el);
+  delete el.dataset.observed;
+  pending.delete(el);
+  visible.delete(el);
+  if (window.Plotly) window.Plotly.purge(el);
 }
 
 /** Plotly is a deferred classic script; modules may run first. */

@@ -220,7 +220,19 @@ def page(chromium: Any, base_url: str, watch: PageWatch) -> Iterator[Any]:
 
 
 def screenshot(page: Any, name: str, full_page: bool = True) -> Path:
+    """Save a PNG; for a full page, scroll through it first, since charts off screen are drawn on approach."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    if full_page:
+        page.evaluate("""async () => {
+            const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+            for (let y = 0; y < document.documentElement.scrollHeight; y += 400) {
+                window.scrollTo(0, y);
+                await frame();
+            }
+            window.scrollTo(0, 0);
+            await frame();
+        }""")
+        page.wait_for_timeout(300)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path

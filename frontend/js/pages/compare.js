@@ -1,12 +1,12 @@
 // Compare runs: overlaid curves of the chosen runs, and accuracy vs sparsity of all finished runs with the Pareto front.
 
 import { api, ApiError, isAbort } from "../api.js";
-import { baseLayout, draw, PALETTE, plotlyReady, purge } from "../charts.js";
+import { baseLayout, draw, onChart, PALETTE, plotlyReady, purge } from "../charts.js";
 import { h, pct, plotlyText, statusBadge } from "../dom.js";
 
 const METRICS = [
-  { key: "test_acc", title: "Test accuracy", format: ".0%" },
-  { key: "sparsity", title: "Sparsity", format: ".0%" },
+  { key: "test_acc", title: "Test accuracy", format: ".1~%" },
+  { key: "sparsity", title: "Sparsity", format: ".1~%" },
   { key: "test_loss", title: "Test loss", format: "" },
   { key: "train_loss", title: "Train loss", format: "" },
 ];
@@ -95,7 +95,7 @@ export async function comparePage(root, ctx) {
     traces.push({ type: "scatter", mode: "lines", name: "Pareto front", x: front.map((p) => p.sparsity), y: front.map((p) => p.accuracy),
       line: { dash: "dash", shape: "hv", color: getComputedStyle(document.documentElement).getPropertyValue("--muted").trim() }, hoverinfo: "skip" });
     draw(paretoEl, traces, baseLayout({ xaxis: { title: { text: "sparsity" }, tickformat: ".0%" },
-      yaxis: { title: { text: "final test accuracy" }, tickformat: ".0%" } }), "pareto");
+      yaxis: { title: { text: "final test accuracy" }, tickformat: ".1~%" } }), "pareto");
     paretoNote.textContent = pareto.points.length
       ? `${pareto.points.length} finished runs; ${front.length} on the front. Click a point to open its run.`
       : "No completed run has both a sparsity and an accuracy yet.";
@@ -128,7 +128,7 @@ export async function comparePage(root, ctx) {
   if (results[0].status === "fulfilled") renderChosen();
   renderCurves();
   renderPareto();
-  paretoEl.on?.("plotly_click", (event) => {
+  onChart(paretoEl, "plotly_click", (event) => {
     const id = event.points?.[0]?.customdata;
     if (id) ctx.navigate(`/runs/${id}`);
   });

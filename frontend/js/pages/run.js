@@ -37,6 +37,7 @@ export async function runPage(root, ctx) {
   let connState = "unknown"; // unknown | ok | missing
   const gridCache = new Map();
   const connCache = new Map();
+  const agesCache = new Map();
 
   // ---- header -----------------------------------------------------------------------------------------
   const title = h("h1");
@@ -140,6 +141,7 @@ export async function runPage(root, ctx) {
     lines: chart("chart-layer-lines", "Per-layer sparsity per epoch", "tall"),
     churn: chart("chart-churn", "Weights pruned and regrown per epoch and layer", "tall"),
     mask: chart("chart-mask", "Mask density grid of the selected layer at the selected epoch", "tall"),
+    ages: chart("chart-ages", "How many epochs the selected layer's weights have stayed kept or pruned"),
     conn: chart("chart-connectivity", "Connections kept per input pixel at the selected epoch", "tall"),
   };
   const emptyNote = h("p", { class: "muted", id: "no-epochs" }, "No epoch recorded yet — charts fill in live as the worker reports.");
@@ -160,6 +162,11 @@ export async function runPage(root, ctx) {
   const connCard = h("div", {}, h("h2", { text: "Input connectivity" }), h("p", { class: "help muted", style: "margin:0 0 4px",
     text: "How many first-layer connections each input pixel keeps (Han et al. 2015, Fig. 4)." }), connTitle, charts.conn);
   connCard.id = "connectivity-card";
+  const agesTitle = h("p", { class: "muted", id: "ages-caption", style: "margin:0 0 4px" });
+  const agesBox = h("div", { id: "ages-box", style: "margin-top:12px", hidden: true },
+    h("h2", { text: "Weight ages" }),
+    h("p", { class: "muted", style: "margin:0 0 4px", text: "Epochs since each weight's mask bit last flipped: long-kept weights have settled, young ones are churning." }),
+    agesTitle, charts.ages);
   const layerTableBody = h("tbody");
   const layerTableCaption = h("caption", { class: "muted", style: "text-align:left;padding:6px 10px" });
   const layerTable = h("table", { id: "layer-table" }, layerTableCaption,
@@ -182,6 +189,7 @@ export async function runPage(root, ctx) {
       h("div", { class: "inspector-grid" },
         h("div", {}, h("h2", { text: "Mask density" }), maskTitle, maskNote, charts.mask),
         connCard),
+      agesBox,
       h("div", { class: "table-wrap", style: "margin-top:12px" }, layerTable)),
   );
   root.append(header, emptyNote, chartsSection);
@@ -238,7 +246,7 @@ export async function runPage(root, ctx) {
       { x, y: col("train_acc"), name: "train acc.", yaxis: "y2", mode, line: { color: PALETTE[0], dash: "dot" }, marker: { size: 4 } },
       { x, y: col("test_acc"), name: "test acc.", yaxis: "y2", mode, line: { color: PALETTE[1], dash: "dot" }, marker: { size: 4 } },
     ], baseLayout({ xaxis, yaxis: { title: { text: "loss" } },
-      yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", tickformat: ".0%", tickmode: "auto", showgrid: false } }), uirev);
+      yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", tickformat: ".1~%", tickmode: "auto", showgrid: false } }), uirev);
 
     draw(charts.sparsity, [
       { x, y: col("sparsity"), name: "sparsity", mode, line: { color: PALETTE[2] }, marker: { size: 4 } },
@@ -326,6 +334,7 @@ export async function runPage(root, ctx) {
     renderLayerTable(record);
     renderMask(record);
     renderConnectivity(record);
+    renderAges(record);
   }
 
   function renderLayerTable(record) {
@@ -393,7 +402,7 @@ export async function runPage(root, ctx) {
       colorbar: { title: { text: "kept" }, tickformat: ".0%", thickness: 12 },
       hovertemplate: "rows %{y}…, cols %{x}…<br>kept %{z:.1%}<extra></extra>",
     }], baseLayout({ xaxis: { title: { text: "input (column)" } }, yaxis: { title: { text: "output (row)" }, autorange: "reversed" },
-      margin: { l: 50, r: 10, t: 10, b: 40 } }), `${uirev}-mask-${layer}`);
+      margin: { l: 50, r: 10, t: 10, b: 40 }, meta: { layer: grid.layer, epoch: grid.epoch } }), `${uirev}-mask-${layer}`);
   }
 
   async function renderConnectivity(record) {
@@ -420,7 +429,36 @@ export async function runPage(root, ctx) {
       type: "heatmap", z: body.counts, zmin: 0, zmax: Math.max(1, body.max), colorscale: "Hot", reversescale: false,
       colorbar: { title: { text: "kept" }, thickness: 12 }, hovertemplate: "pixel (%{y}, %{x})<br>%{z} connections<extra></extra>",
     }], baseLayout({ xaxis: { showgrid: false, constrain: "domain" }, yaxis: { showgrid: false, autorange: "reversed", scaleanchor: "x" },
-      margin: { l: 30, r: 10, t: 10, b: 30 } }), `${uirev}-conn`);
+      margin: { l: 30, r: 10, t: 10, b: 30 }, meta: { epoch: body.epoch } }), `${uirev}-conn`);
+  }
+
+  async function renderAges(record) {
+    const layer = inspector.layer;
+    const epoch = masksState === "ok" && record ? maskEpochFor(layer, record.epoch) : null;
+    if (epoch === null) { agesBox.hidden = true; return; }
+    const key = `${layer}@${epoch}`;
+    inspector.wantedAges = key;
+    let body;
+    try {
+      body = await cached(agesCache, key, `${base}/masks/${encodeURIComponent(layer)}/stability?epoch=${epoch}`);
+    } catch (error) {
+      if (isAbort(error)) return;
+      if (inspector.wantedAges === key) { agesBox.hidden = true; }
+      return;
+    }
+    if (inspector.wantedAges !== key) return;
+    agesBox.hidden = false;
+    const labels = body.edges.slice(0, -1).map((lo, i) => {
+      const hi = body.edges[i + 1] - 1;
+      return hi <= lo ? String(lo) : `${lo}–${hi}`;
+    });
+    agesTitle.textContent = `${body.layer} · epoch ${body.epoch} · ${num(body.never_changed)} of ${num(body.total)} weights never flipped`;
+    const muted = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
+    draw(charts.ages, [
+      { type: "bar", x: labels, y: body.kept, name: "kept", marker: { color: PALETTE[4] }, hovertemplate: "%{y:,} kept for %{x} epochs<extra></extra>" },
+      { type: "bar", x: labels, y: body.pruned, name: "pruned", marker: { color: muted }, hovertemplate: "%{y:,} pruned for %{x} epochs<extra></extra>" },
+    ], baseLayout({ barmode: "group", xaxis: { title: { text: "epochs unchanged" }, type: "category" },
+      yaxis: { title: { text: "weights" } }, meta: { layer: body.layer, epoch: body.epoch } }), `${uirev}-ages`);
   }
 
   /** One request per key, shared by concurrent renders; failures are not kept, so a later render retries. */
