@@ -5,6 +5,7 @@ import { newRunPage } from "./pages/newrun.js";
 import { runPage } from "./pages/run.js";
 import { runsPage } from "./pages/runs.js";
 import { workersPage } from "./pages/workers.js";
+import { plotlyReady } from "./charts.js";
 import { h } from "./dom.js";
 
 const ROUTES = [
@@ -112,3 +113,7 @@ dark.addEventListener("change", () => { syncToggle(); window.dispatchEvent(new E
 syncToggle();
 
 render();
+
+// Fetch the chart library while the user reads the first page, so a run page opens without the wait.
+const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 1500));
+idle(() => plotlyReady().catch((error) => console.warn(error.message)));

@@ -75,13 +75,26 @@ export function purge(el) {
   if (window.Plotly) window.Plotly.purge(el);
 }
 
-/** Plotly is a deferred classic script; modules may run first. */
+let plotlyLoading = null;
+
+/**
+ * Plotly (3.5 MB) loads on demand: the runs list does not need it, so it is fetched when a page with charts
+ * asks, or when the browser is idle (see app.js), whichever comes first.
+ */
 export function plotlyReady() {
   if (window.Plotly) return Promise.resolve();
-  return new Promise((resolve) => {
-    const script = document.querySelector('script[src$="plotly.min.js"]');
-    const check = () => (window.Plotly ? resolve() : setTimeout(check, 20));
-    if (script) script.addEventListener("load", () => resolve(), { once: true });
-    check();
-  });
+  if (!plotlyLoading) {
+    plotlyLoading = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "/static/plotly.min.js";
+      script.async = true;
+      script.addEventListener("load", () => resolve(), { once: true });
+      script.addEventListener("error", () => {
+        plotlyLoading = null;
+        reject(new Error("the chart library (/static/plotly.min.js) did not load"));
+      }, { once: true });
+      document.head.append(script);
+    });
+  }
+  return plotlyLoading;
 }

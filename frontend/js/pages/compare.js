@@ -49,6 +49,8 @@ async function loadPareto(signal) {
 }
 
 export async function comparePage(root, ctx) {
+  const chartsLoaded = plotlyReady();
+  chartsLoaded.catch(() => {});
   const ids = [...new Set((ctx.query.get("ids") || "").split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0))];
   root.append(h("h1", { text: "Compare runs" }));
   const chosen = h("div");
@@ -63,7 +65,7 @@ export async function comparePage(root, ctx) {
     h("section", { class: "card wide" }, h("h2", { text: "Accuracy vs sparsity (finished runs)" }), paretoNote, paretoEl)));
   ctx.onCleanup(() => { metricCharts.forEach((m) => purge(m.el)); purge(paretoEl); });
 
-  await plotlyReady();
+  await chartsLoaded;
   let runs = [];
   let pareto = null;
 

@@ -14,7 +14,9 @@ export async function runPage(root, ctx) {
   const runId = Number(ctx.params[0]);
   const base = `/api/runs/${runId}`;
   let run;
-  // Both requests start at once; the epochs are awaited after the page skeleton is up.
+  // The run, its epochs and the chart library load at once; the page skeleton goes up before the charts.
+  const chartsLoaded = plotlyReady();
+  chartsLoaded.catch(() => {});
   const epochsRequest = api(`${base}/epochs`, { signal: ctx.signal });
   epochsRequest.catch(() => {});
   try {
@@ -568,7 +570,7 @@ export async function runPage(root, ctx) {
   ctx.onCleanup(() => window.removeEventListener("themechange", onTheme));
   ctx.every(5000, () => { if (run.status === "running") bar.update({ ...run, eta_seconds: etaSeconds() }); });
 
-  await plotlyReady();
+  await chartsLoaded;
   if (ctx.signal.aborted) return;
   try {
     const list = await epochsRequest;
