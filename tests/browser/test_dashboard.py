@@ -262,7 +262,7 @@ def test_runs_list_filters_sorts_pages_and_moves_live(page: Any, worker: FakeWor
     page.locator(".pager", has_text="26–27 of 27").wait_for()
     page.get_by_role("button", name="Name").click()  # ascending by name, back to the first page
     page.locator(".pager", has_text="1–25 of 27").wait_for()
-    assert page.locator("#runs-table td.name").first.inner_text() == "page-00"
+    assert page.locator("#runs-table td.name a").first.inner_text() == "page-00"
     assert "sort=name" in page.url
     page.get_by_label("Search").fill("page-1")
     page.locator(".pager", has_text="1–10 of 10").wait_for()
@@ -277,6 +277,12 @@ def test_runs_list_filters_sorts_pages_and_moves_live(page: Any, worker: FakeWor
     page.get_by_label("Status").select_option("completed")
     page.get_by_text("No runs match these filters.").wait_for()
     assert "status=completed" in page.url
+    page.get_by_label("Status").select_option("")
+    page.get_by_label("Tag").fill("")
+    page.wait_for_function("!location.search.includes('tag=')")
+    page.locator(f"tr[data-run-id='{ids[5]}'] button.tag", has_text="paging").click()  # a tag filters by it
+    page.wait_for_function("location.search.includes('tag=paging')")
+    assert page.get_by_label("Tag").input_value() == "paging"
 
 
 def test_a_hostile_run_name_is_shown_as_text_everywhere(page: Any, watch: PageWatch, worker: FakeWorker) -> None:

@@ -199,7 +199,10 @@ export async function newRunPage(root, ctx) {
       case "pair": return control.map((c) => toNumber(c.value));
       case "int": case "float": return toNumber(control.value);
       case "list": return splitList(control.value);
-      case "intlist": return splitList(control.value).map(toNumber);
+      case "intlist": { // empty: null, the API's default, rather than a model with no hidden layers
+        const items = splitList(control.value).map(toNumber);
+        return items.length ? items : null;
+      }
       default: return control.value;
     }
   }

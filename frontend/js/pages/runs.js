@@ -110,6 +110,7 @@ export async function runsPage(root, ctx) {
     const box = h("input", { type: "checkbox", "aria-label": `Select run ${run.id} to compare`, checked: selected.has(run.id),
       onchange: () => { if (box.checked) selected.add(run.id); else selected.delete(run.id); updateCompare(); } });
     const link = h("a", { href: `/runs/${run.id}` });
+    const tagList = h("span", { class: "tags" });
     // data-label: the column name the narrow layout shows before each cell (the header row is hidden there).
     const cell = (key, extra = "") => h("td", { class: `c-${key} ${extra}`.trim(), "data-label": COLUMNS.find((c) => c.key === key).label });
     const cells = {
@@ -118,11 +119,17 @@ export async function runsPage(root, ctx) {
     };
     const bar = progressBar();
     cells.progress.append(bar.el);
-    const tr = h("tr", { dataset: { runId: run.id } }, h("td", { class: "c-select" }, box), h("td", { class: "name c-name" }, link),
+    const tr = h("tr", { dataset: { runId: run.id } }, h("td", { class: "c-select" }, box), h("td", { class: "name c-name" }, link, tagList),
       cells.status, cells.progress, cells.strategy, cells.sparsity, cells.best_test_acc, cells.device, cells.created_at);
     const update = (r) => {
       link.textContent = r.name;
       link.title = `run ${r.id}`;
+      const tags = (r.tags || []).join("\n");
+      if (tagList.dataset.tags !== tags) {
+        tagList.dataset.tags = tags;
+        tagList.replaceChildren(...(r.tags || []).map((tag) => h("button", { type: "button", class: "tag", text: tag,
+          title: `Show runs tagged ${tag}`, onclick: () => { tagInput.value = tag; state.tag = tag; state.offset = 0; refresh(); } })));
+      }
       cells.status.replaceChildren(statusBadge(r.status));
       bar.update(r);
       cells.strategy.textContent = r.strategy;
