@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend import migrate
 from backend.db import Database
 from backend.models import Epoch, Run, utcnow
+from backend.runconfig import RunConfig
 from prunescope.services import free_port
 
 STRATEGIES = ("dense", "magnitude/unstructured", "magnitude/unstructured+splice", "magnitude/unstructured+gradient",
@@ -39,7 +40,8 @@ def fill(db: Database, runs: int) -> list[int]:
     """`runs` finished runs, plus three of BIG_EPOCHS epochs with BIG_LAYERS layer stats each; their ids."""
     rng = random.Random(0)
     now = utcnow()
-    config = {"name": "bench", "training": {"epochs": 30}, "dataset": {"name": "digits"}}
+    # A full config as submissions store it (about 1 kB of JSON per run), so rows are as wide as real ones.
+    config = RunConfig.model_validate(RunConfig.model_json_schema()["examples"][0]).model_dump(mode="json")
     with db.writing() as session:
         session.add_all(
             Run(name=f"bench-{i}", tags=["bench", f"group{i % 10}"], notes="", status=rng.choice(STATUSES),
@@ -141,6 +143,7 @@ def main() -> int:
                                                        "&max_points=200",
                 "epochs (1000 x 20 layers, full)": f"/api/runs/{big[0]}/epochs",
                 "compare (3 runs, 2 series)": f"/api/compare?ids={','.join(map(str, big))}&names=test_acc,sparsity",
+                "pareto (about 6000 completed runs)": "/api/pareto?model=lenet300_100",
             }
             print(f"{'endpoint':<50} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>9}")
             for label, url in endpoints.items():

@@ -77,12 +77,12 @@ def compare_runs(
 
 @router.get("/pareto", response_model=Pareto)
 def pareto_front(
-    session: SessionDep,
+    session: SessionDep, request: Request,
     model: Annotated[str | None, Query(max_length=32, pattern=NO_NUL, description="Only runs of this model")] = None,
     dataset: Annotated[str | None, Query(max_length=32, pattern=NO_NUL, description="Only runs on it")] = None,
-) -> Pareto:
+) -> Response:
     """Completed runs as (final sparsity, final test accuracy); `front` holds those no other run beats on both."""
-    return service.pareto(session, model=model, dataset=dataset)
+    return json_response(service.pareto(session, model=model, dataset=dataset), request)
 
 
 # response_model documents the JSON form; the endpoint returns a Response, so nothing is validated twice.

@@ -27,14 +27,15 @@ def runs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Run]:
     return {run.id: run for run in session.scalars(select(Run).where(Run.id.in_(ids)))}
 
 
-def pareto_candidates(session: Session, *, model: str | None, dataset: str | None) -> list[Run]:
-    """Completed runs with a final sparsity and accuracy, optionally of one model and dataset."""
-    query = select(Run).where(Run.status == "completed", Run.sparsity.is_not(None), Run.test_acc.is_not(None))
+def pareto_candidates(session: Session, *, model: str | None, dataset: str | None) -> list[tuple[Any, ...]]:
+    """(id, name, strategy, sparsity, test_acc) of completed runs with both, optionally of one model and dataset."""
+    query = select(Run.id, Run.name, Run.strategy, Run.sparsity, Run.test_acc).where(
+        Run.status == "completed", Run.sparsity.is_not(None), Run.test_acc.is_not(None))
     if model:
         query = query.where(Run.model_name == model)
     if dataset:
         query = query.where(Run.dataset_name == dataset)
-    return list(session.scalars(query.order_by(Run.id)))
+    return [tuple(row) for row in session.execute(query.order_by(Run.id))]
 
 
 def newest_mask_epoch(session: Session, run_id: int) -> int | None:

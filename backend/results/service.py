@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from backend.models import Run
 from backend.results import repository
 from backend.results.downsample import downsample
-from backend.results.schemas import Pareto, ParetoPoint
 from backend.runs import repository as runs_repository
 from backend.runs import service as runs_service
 from backend.runs.schemas import MAX_ID
@@ -85,21 +84,22 @@ def compare(session: Session, ids: Sequence[int], names: Sequence[str], max_poin
     return {"runs": out}
 
 
-def pareto(session: Session, *, model: str | None, dataset: str | None) -> Pareto:
-    """Completed runs as (final sparsity, final test accuracy) points; the front maximises both."""
-    runs = repository.pareto_candidates(session, model=model, dataset=dataset)
-    points = [ParetoPoint(id=r.id, name=r.name, strategy=r.strategy, sparsity=float(r.sparsity or 0.0),
-                          accuracy=float(r.test_acc or 0.0), on_front=False) for r in runs]
+def pareto(session: Session, *, model: str | None, dataset: str | None) -> dict[str, Any]:
+    """The `Pareto` document: completed runs as (final sparsity, final test accuracy); the front maximises both."""
+    rows = repository.pareto_candidates(session, model=model, dataset=dataset)
+    points = [{"id": run_id, "name": name, "strategy": strategy, "sparsity": float(sparsity),
+               "accuracy": float(accuracy), "on_front": False} for run_id, name, strategy, sparsity, accuracy in rows]
     # Sweep from the sparsest down: a point is on the front when no sparser-or-equal point is as accurate,
     # except exact duplicates of a front point, which dominate nothing and are kept too.
     best: tuple[float, float] | None = None
-    for point in sorted(points, key=lambda p: (-p.sparsity, -p.accuracy)):
-        if best is None or point.accuracy > best[1] or (point.sparsity, point.accuracy) == best:
-            point.on_front = True
-            if best is None or point.accuracy > best[1]:
-                best = (point.sparsity, point.accuracy)
-    front = [p.id for p in sorted((p for p in points if p.on_front), key=lambda p: (p.sparsity, p.id))]
-    return Pareto(points=points, front=front)
+    for point in sorted(points, key=lambda p: (-p["sparsity"], -p["accuracy"])):
+        here = (point["sparsity"], point["accuracy"])
+        if best is None or here[1] > best[1] or here == best:
+            point["on_front"] = True
+            if best is None or here[1] > best[1]:
+                best = here
+    front = [p["id"] for p in sorted((p for p in points if p["on_front"]), key=lambda p: (p["sparsity"], p["id"]))]
+    return {"points": points, "front": front}
 
 
 def export_json(session: Session, run: Run) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, Text, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -43,7 +44,7 @@ class RunFilters:
     max_acc: float | None = None
 
 
-def _filtered(query: Select[Run], f: RunFilters) -> Select[Run]:
+def _filtered(query: Select[Any], f: RunFilters) -> Select[Any]:
     if f.statuses:
         query = query.where(Run.status.in_(f.statuses))
     for column, value in ((Run.preset, f.preset), (Run.strategy, f.strategy), (Run.device, f.device),
@@ -74,13 +75,16 @@ def list_runs(
     session: Session, filters: RunFilters = RunFilters(), *, sort: str = "-created_at", limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Run], int]:
-    query = _filtered(select(Run), filters)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    ids_query = _filtered(select(Run.id), filters)
+    total = session.scalar(select(func.count()).select_from(ids_query.subquery())) or 0
     descending = sort.startswith("-")
     column = SORTABLE[sort.lstrip("-")]
     order = column.desc().nulls_last() if descending else column.asc().nulls_last()
-    rows = session.scalars(query.order_by(order, Run.id.desc()).limit(limit).offset(offset))
-    return list(rows), total
+    # Sort ids only, then load the page's rows: the sorter holds (key, id), not thousands of whole rows with
+    # their JSON configs.
+    ids: list[int] = list(session.scalars(ids_query.order_by(order, Run.id.desc()).limit(limit).offset(offset)))
+    by_id = {run.id: run for run in session.scalars(select(Run).where(Run.id.in_(ids)))} if ids else {}
+    return [by_id[i] for i in ids if i in by_id], total
 
 
 def list_epochs(session: Session, run_id: int) -> list[Epoch]:
