@@ -194,10 +194,13 @@ def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> Non
 
 def test_cancel_button_stops_a_running_run(page: Any, worker: FakeWorker) -> None:
     run_id = worker.submit("cancel-me", epochs=10)
+    page.goto(f"/runs/{run_id}")
+    page.locator(".run-title .badge", has_text="queued").wait_for()
     worker.start(run_id)
     worker.epoch(run_id, 1, 10)
-    page.goto(f"/runs/{run_id}")
     wait_points(page, "chart-loss", 1)
+    page.locator(".facts div", has_text="attempts").filter(has_text="1").wait_for()  # re-read on the status change
+    assert page.locator(".facts div", has_text="worker").inner_text().endswith("w1")
     page.get_by_role("button", name="Cancel run").click()
     page.get_by_role("button", name="Cancel requested…").wait_for()
     assert worker.run(run_id)["cancel_requested"] is True

@@ -426,9 +426,10 @@ export async function runPage(root, ctx) {
     connState = "ok";
     connCard.hidden = false;
     const [hgt, wid] = body.image_shape;
-    connTitle.textContent = `${body.layer} · epoch ${body.epoch} · ${hgt} × ${wid} inputs · at most ${body.max} connections each`;
+    connTitle.textContent = `${body.layer} · epoch ${body.epoch} · ${hgt} × ${wid} inputs · each could keep ${body.max} connections`;
     draw(charts.conn, [{
-      type: "heatmap", z: body.counts, zmin: 0, zmax: Math.max(1, body.max), colorscale: "Hot", reversescale: false,
+      // Scaled to the busiest pixel, not to the possible maximum: at 98 % sparsity the picture would be all black.
+      type: "heatmap", z: body.counts, zmin: 0, zmax: Math.max(1, ...body.counts.map((row) => Math.max(...row))), colorscale: "Hot",
       colorbar: { title: { text: "kept" }, thickness: 12 }, hovertemplate: "pixel (%{y}, %{x})<br>%{z} connections<extra></extra>",
     }], baseLayout({ xaxis: { showgrid: false, constrain: "domain" }, yaxis: { showgrid: false, autorange: "reversed", scaleanchor: "x" },
       margin: { l: 30, r: 10, t: 10, b: 30 }, meta: { epoch: body.epoch } }), `${uirev}-conn`);
@@ -501,7 +502,13 @@ export async function runPage(root, ctx) {
   let source = null;
   let pollTimer = null;
 
+  let reloadTimer = null;
   function applyStatus(s) {
+    // Status events carry no attempts or timestamps: a transition re-reads the run (once per burst of events).
+    if (s.status !== run.status && !FINISHED.has(s.status)) {
+      clearTimeout(reloadTimer);
+      reloadTimer = setTimeout(reloadRun, 300);
+    }
     run.status = s.status;
     if (typeof s.epochs_done === "number") run.epochs_done = Math.max(run.epochs_done || 0, s.epochs_done);
     if (typeof s.epochs_total === "number") run.epochs_total = s.epochs_total;
@@ -560,6 +567,7 @@ export async function runPage(root, ctx) {
   }
 
   ctx.onCleanup(() => {
+    clearTimeout(reloadTimer);
     source?.close();
     clearTimeout(pollTimer);
     Object.values(charts).forEach(purge);
