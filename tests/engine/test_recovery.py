@@ -1,0 +1,158 @@
+"""Keeping masks in force and bringing weights back: momentum, DNS splicing, SET/RigL churn, DPF."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worker.pruning.pruner import Pruner
+
+
+def _setup(pruning: dict, optimizer: str = "sgd", lr: float = 0.1, steps_per_epoch: int = 10,
+           epochs: int = 4) -> tuple[nn.Sequential, torch.optim.Optimizer, Pruner]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt: torch.optim.Optimizer
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    pruner = Pruner(model, pruning, optimizer=opt, epochs=epochs, steps_per_epoch=steps_per_epoch, seed=0)
+    pruner.start()
+    return model, opt, pruner
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, pruner: Pruner, steps: int,
+           after: Callable[[int], None] | None = None) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x_all = torch.randn(256, 20, generator=gen)
+    y_all = (x_all[:, :4].argmax(dim=1))
+    for step in range(steps):
+        index = torch.randint(0, 256, (32,), generator=gen)
+        pruner.before_forward()
+        loss = F.cross_entropy(model(x_all[index]), y_all[index])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        pruner.after_backward()
+        opt.step()
+        pruner.after_step()
+        if after is not None:
+            after(step)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_momentum_never_revives_a_pruned_weight(optimizer: str) -> None:
+    pruning = {"target_sparsity": 0.7, "schedule": {"kind": "constant"}, "recovery": {"kind": "none"}}
+    model, opt, pruner = _setup(pruning, optimizer, lr=0.05)
+    first = pruner.masks()
+
+    def check(step: int) -> None:
+        for layer in pruner.layers:
+            pruned = ~layer.mask
+            assert torch.equal(layer.mask, first[layer.name])
+            assert (layer.weight.detach()[pruned] == 0).all()
+            for value in opt.state[layer.weight].values():
+                if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape:
+                    assert (value[pruned] == 0).all()
+
+    _train(model, opt, pruner, 40, check)
+    assert pruner.layers[0].weight.detach().count_nonzero() == first["0.weight"].sum()
+
+
+def test_gradual_pruning_without_recovery_only_ever_removes_weights() -> None:
+    pruning = {"target_sparsity": 0.8, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 3,
+                                                    "every_steps": 3}}
+    model, opt, pruner = _setup(pruning)
+    previous = pruner.masks()
+
+    def check(step: int) -> None:
+        for name, mask in pruner.masks().items():
+            assert not (mask & ~previous[name]).any()
+            previous[name] = mask
+
+    _train(model, opt, pruner, 40, check)
+    assert pruner.layers[0].mask.float().mean().item() == pytest.approx(0.2, abs=0.01)
+
+
+def test_splice_brings_pruned_weights_back() -> None:
+    pruning = {"target_sparsity": 0.6, "scope": "global", "schedule": {"kind": "constant", "every_steps": 2},
+               "recovery": {"kind": "splice", "margin": 0.05}}
+    model, opt, pruner = _setup(pruning, lr=0.3)
+    initially_pruned = ~pruner.layers[0].mask.clone()
+    dense_before = pruner.layers[0].weight.detach().clone()
+    _train(model, opt, pruner, 40)
+    layers, _ = pruner.epoch_report()
+    assert sum(layer["regrown"] for layer in layers) > 0
+    assert (pruner.layers[0].mask & initially_pruned).any()  # some weight pruned at the start is back
+    # dense weights at pruned positions kept learning (they received the gradient of the masked model)
+    assert not torch.equal(pruner.layers[0].weight.detach()[initially_pruned], dense_before[initially_pruned])
+    total = sum(layer.mask.numel() for layer in pruner.layers)
+    kept = sum(int(layer.mask.sum()) for layer in pruner.layers)
+    assert kept == total - round(0.6 * total)
+
+
+def test_splice_with_threshold_uses_hysteresis_band() -> None:
+    pruning = {"threshold": 0.1, "schedule": {"kind": "constant", "every_steps": 1},
+               "recovery": {"kind": "splice", "margin": 0.2}}
+    model, opt, pruner = _setup(pruning, lr=0.2)
+
+    def check(step: int) -> None:
+        for layer in pruner.layers:
+            magnitude = layer.weight.detach().abs()
+            assert (layer.mask[magnitude > 0.12]).all()
+            assert not (layer.mask[magnitude < 0.08]).any()
+
+    _train(model, opt, pruner, 20, check)
+
+
+def test_forward_uses_masked_weights_under_splice_and_feedback() -> None:
+    pruning = {"target_sparsity": 0.5, "schedule": {"kind": "constant"}, "recovery": {"kind": "feedback"}}
+    model, opt, pruner = _setup(pruning)
+    _train(model, opt, pruner, 5)
+    x = torch.randn(8, 20)
+    reference = nn.Sequential(*[m for m in model])
+    with pruner.masked_weights():
+        masked_out = model(x)
+        weights = [layer.weight.detach().clone() for layer in pruner.layers]
+    for layer, weight in zip(pruner.layers, weights, strict=True):
+        assert torch.equal(weight, layer.weight.detach() * layer.mask)
+    with torch.no_grad():
+        for layer in pruner.layers:
+            layer.weight.mul_(layer.mask)
+    assert torch.allclose(masked_out, reference(x))
+
+
+@pytest.mark.parametrize("kind", ["random", "gradient"])
+def test_set_and_rigl_keep_sparsity_constant_while_weights_churn(kind: str) -> None:
+    pruning = {"target_sparsity": 0.75, "schedule": {"kind": "constant"},
+               "recovery": {"kind": kind, "drop_fraction": 0.3, "every_steps": 4, "end_epoch": 4}}
+    model, opt, pruner = _setup(pruning, lr=0.05)
+    kept = {layer.name: int(layer.mask.sum()) for layer in pruner.layers}
+    masks_before = pruner.masks()
+    churn = {"pruned": 0, "regrown": 0}
+    snapshot = {}
+
+    def check(step: int) -> None:
+        for layer in pruner.layers:
+            assert int(layer.mask.sum()) == kept[layer.name]
+            assert (layer.weight.detach()[~layer.mask] == 0).all()
+            if kind == "gradient" and (step + 1) % 4 == 0:
+                arrived = layer.mask & ~snapshot[layer.name]
+                assert (layer.weight.detach()[arrived] == 0).all()  # RigL: new weights start at 0
+            snapshot[layer.name] = layer.mask.clone()
+
+    for layer in pruner.layers:
+        snapshot[layer.name] = layer.mask.clone()
+    pruner.epoch_report()  # the initial pruning is not churn
+    _train(model, opt, pruner, 40, check)
+    layers, _ = pruner.epoch_report()
+    churn["pruned"] = sum(layer["pruned"] for layer in layers)
+    churn["regrown"] = sum(layer["regrown"] for layer in layers)
+    assert churn["pruned"] == churn["regrown"] > 0
+    assert any(not torch.equal(pruner.masks()[n], m) for n, m in masks_before.items())

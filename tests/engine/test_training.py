@@ -1,0 +1,151 @@
+"""The training loop: epoch records, stopping, checkpoint/resume equality, the CLI entry point."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worker.train import run_training, train_main
+
+RECORD_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "nonzero", "total",
+               "epoch_seconds", "samples_per_s", "target_sparsity", "layers", "masks"}
+SUMMARY_KEYS = {"final_test_acc", "best_test_acc", "final_sparsity", "nonzero", "total", "flops", "wall_seconds",
+                "epochs_done", "stopped"}
+GMP = {"target_sparsity": 0.8, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 2, "every_steps": 2}}
+
+
+def test_pruned_run_reports_every_epoch_with_layer_stats_and_masks(tmp_path: Path,
+                                                                   make_config: Callable[..., dict]) -> None:
+    records: list[dict] = []
+    summary = run_training(make_config(GMP), data_dir=tmp_path, on_epoch=records.append)
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert set(record) == RECORD_KEYS
+        assert 0 <= record["train_acc"] <= 1 and 0 <= record["test_acc"] <= 1
+        assert [layer["name"] for layer in record["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+        assert record["layers"][0]["shape"] == [300, 784]
+        for layer in record["layers"]:
+            mask = record["masks"][layer["name"]]
+            assert mask.dtype == np.bool_ and list(mask.shape) == layer["shape"]
+            assert layer["sparsity"] == pytest.approx(1 - mask.mean())
+        assert record["nonzero"] == sum(int(m.sum()) for m in record["masks"].values())
+    assert records[-1]["target_sparsity"] == pytest.approx(0.8)
+    assert records[-1]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert sum(layer["pruned"] for r in records for layer in r["layers"]) == records[-1]["total"] - records[-1][
+        "nonzero"]
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["final_sparsity"] == pytest.approx(0.8, abs=1e-3) and summary["stopped"] is False
+    assert summary["flops"] == 2 * summary["nonzero"]  # an MLP: one multiply-add per weight
+
+
+def test_dense_run_lists_layers_with_all_true_masks(tmp_path: Path, make_config: Callable[..., dict]) -> None:
+    records: list[dict] = []
+    summary = run_training(make_config(None, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records.append)
+    (record,) = records
+    assert record["target_sparsity"] is None and record["sparsity"] == 0.0
+    assert all(mask.all() for mask in record["masks"].values())
+    assert summary["nonzero"] == summary["total"] == 266_200
+
+
+def test_should_stop_ends_training_early(tmp_path: Path, make_config: Callable[..., dict]) -> None:
+    records: list[dict] = []
+    summary = run_training(make_config(GMP, training={"epochs": 3}), data_dir=tmp_path, on_epoch=records.append,
+                           should_stop=lambda: len(records) >= 1)
+    assert summary["stopped"] is True and summary["epochs_done"] == 1 and len(records) == 1
+
+
+@pytest.mark.parametrize("pruning", [
+    GMP,
+    {"target_sparsity": 0.7, "schedule": {"kind": "constant"},
+     "recovery": {"kind": "gradient", "every_steps": 3, "end_epoch": 3}},
+    {"target_sparsity": 0.7, "scope": "global", "schedule": {"kind": "cubic", "every_steps": 3, "end_epoch": 2},
+     "recovery": {"kind": "splice"}, "criterion": "movement"},
+], ids=["gmp", "rigl", "dns-movement"])
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path, make_config: Callable[..., dict],
+                                                          pruning: dict) -> None:
+    config = make_config(pruning, training={"epochs": 3, "optimizer": "adam", "lr": 0.003})
+    full: list[dict] = []
+    run_training(config, data_dir=tmp_path, on_epoch=full.append)
+    first: list[dict] = []
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    stopped = run_training(config, data_dir=tmp_path, on_epoch=first.append, checkpoint_path=checkpoint,
+                           should_stop=lambda: len(first) >= 2)
+    assert stopped["stopped"] and checkpoint.exists()
+    rest: list[dict] = []
+    summary = run_training(config, data_dir=tmp_path, on_epoch=rest.append, checkpoint_path=checkpoint, resume=True)
+    assert [r["epoch"] for r in rest] == [3] and summary["epochs_done"] == 3
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "nonzero",
+                "target_sparsity"):
+        assert rest[0][key] == full[2][key], key
+    assert [{k: v for k, v in layer.items()} for layer in rest[0]["layers"]] == full[2]["layers"]
+    for name, mask in full[2]["masks"].items():
+        assert np.array_equal(rest[0]["masks"][name], mask)
+    assert (checkpoint.parent / "model.pt").exists()
+
+
+def test_checkpoint_loads_without_unpickling_arbitrary_objects(tmp_path: Path,
+                                                              make_config: Callable[..., dict]) -> None:
+    checkpoint = tmp_path / "checkpoint.pt"
+    run_training(make_config(GMP, training={"epochs": 2}), data_dir=tmp_path, checkpoint_path=checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "pruner", "rng", "config"}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(("pruning", "message"), [
+    ({"criterion": "activation", "granularity": "unstructured", "target_sparsity": 0.5}, "use granularity 'neuron'"),
+    ({"granularity": "n:m", "n_m": None}, "needs n_m"),
+    ({"granularity": "n:m", "n_m": [4, 2]}, "n < m"),
+    ({"target_sparsity": 0.5, "threshold": 0.1}, "not both"),
+    ({}, "set target_sparsity"),
+    ({"target_sparsity": 0.5, "granularity": "neuron", "recovery": {"kind": "gradient"}}, "needs granularity"),
+    ({"threshold": 0.1, "recovery": {"kind": "random"}}, "keeps a fixed sparsity"),
+    ({"target_sparsity": 0.5, "scope": "global", "distribution": "erk"}, "use scope 'layer'"),
+    ({"threshold": {"std_scale": 1.0}, "scope": "global"}, "is per layer"),
+    ({"target_sparsity": 0.5, "layers": {"include": ["nothing*"], "exclude": []}}, "matched no prunable weight"),
+    ({"target_sparsity": 0.5, "schedule": {"kind": "cubic", "end_epoch": 9}}, "after the last epoch"),
+])
+def test_invalid_pruning_combinations_are_rejected_with_clear_messages(tmp_path: Path, pruning: dict,
+                                                                      message: str) -> None:
+    config = {"model": {"name": "lenet300_100"}, "dataset": {"name": "synthetic", "limit": 64},
+              "training": {"epochs": 2, "batch_size": 32}, "pruning": pruning}
+    with pytest.raises(ValueError, match=message):
+        run_training(config, data_dir=tmp_path)
+
+
+def test_train_main_prints_one_json_line_per_epoch_and_a_summary(tmp_path: Path,
+                                                                 make_config: Callable[..., dict]) -> None:
+    out = io.StringIO()
+    code = train_main(make_config(GMP, training={"epochs": 3}), data_dir=tmp_path, device="cpu", out=out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 0 and len(lines) == 4
+    assert [line["epoch"] for line in lines[:3]] == [1, 2, 3] and "masks" not in lines[0]
+    assert set(lines[3]) == {"summary"} and lines[3]["summary"]["epochs_done"] == 3
+
+
+def test_train_main_returns_an_error_code_on_a_bad_config(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    code = train_main({"model": {"name": "resnet"}, "dataset": {"name": "synthetic"}}, data_dir=tmp_path,
+                      device="cpu", out=out)
+    assert code != 0 and out.getvalue() == "" and "resnet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step", "onecycle"])
+def test_every_optimizer_and_lr_schedule_trains(tmp_path: Path, make_config: Callable[..., dict], optimizer: str,
+                                                schedule: str) -> None:
+    lr = 0.05 if optimizer == "sgd" else 0.002
+    records: list[dict] = []
+    config = make_config(None, training={"epochs": 2, "optimizer": optimizer, "lr": lr, "lr_schedule": schedule,
+                                         "nesterov": optimizer == "sgd"},
+                         dataset={"name": "synthetic", "limit": 128})
+    run_training(config, data_dir=tmp_path, on_epoch=records.append)
+    assert records[-1]["train_loss"] < records[0]["train_loss"] or records[-1]["train_acc"] > 0.5
+    assert np.isfinite(records[-1]["test_loss"])
