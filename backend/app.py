@@ -21,6 +21,7 @@ from backend import catalog, migrate
 from backend.db import Database
 from backend.dispatch import Dispatcher
 from backend.events import EventHub
+from backend.masks import endpoints as masks
 from backend.reports import endpoints as reports
 from backend.results import endpoints as results
 from backend.runs import endpoints as runs
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.include_router(runs.router)
     app.include_router(workers.router)
+    app.include_router(masks.router)
     app.include_router(catalog.router)
     app.include_router(results.router)
     app.include_router(sweeps.router)
