@@ -28,7 +28,7 @@ export async function workersPage(root, ctx) {
         h("td", { text: w.name }),
         h("td", { text: w.hostname || "—" }),
         h("td", { text: (w.queues || []).join(", ") || "—" }),
-        h("td", { text: w.device_name ? `${w.device} · ${w.device_name}` : w.device }),
+        h("td", { text: w.device_name && w.device_name !== w.device ? `${w.device} · ${w.device_name}` : w.device }),
         h("td", { class: "num", text: w.gpu_memory_mb ? `${Math.round(w.gpu_memory_mb).toLocaleString("en-US")} MB` : "—" }),
         h("td", {}, w.current_run_id ? h("a", { href: `/runs/${w.current_run_id}`, text: `run ${w.current_run_id}` }) : "idle"),
         h("td", { text: dateTime(w.started_at) }),
