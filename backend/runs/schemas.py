@@ -14,9 +14,20 @@ MAX_ID = 2**31 - 1
 NO_NUL = r"^[^\x00]*$"
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="A run's id")]
 
+SUMMARY_EXAMPLE: dict[str, Any] = {
+    "id": 7, "name": "lenet300-dns", "tags": ["mnist"], "status": "running",
+    "strategy": "magnitude/unstructured+splice", "preset": "dns", "device": "auto", "queue": "cpu",
+    "model": "lenet300_100", "dataset": "mnist", "created_at": "2026-11-27T23:50:00Z",
+    "started_at": "2026-11-27T23:50:02Z", "finished_at": None, "epochs_total": 30, "epochs_done": 12,
+    "progress": 0.4, "eta_seconds": 95.0, "sparsity": 0.93, "test_acc": 0.978, "best_test_acc": 0.979,
+    "worker": "cpu@host-4242", "attempts": 1, "cancel_requested": False, "error": None, "sweep_id": None,
+}
+
 
 class RunSummary(BaseModel):
     """A run as lists show it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
 
     id: int
     name: str
@@ -48,6 +59,12 @@ class RunSummary(BaseModel):
 class RunDetail(RunSummary):
     """A run with its config, notes and final summary."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        **SUMMARY_EXAMPLE, "notes": "", "summary": None,
+        "config": {"name": "lenet300-dns", "model": {"name": "lenet300_100"}, "dataset": {"name": "mnist"},
+                   "training": {"epochs": 30}, "pruning": {"target_sparsity": 0.98, "recovery": {"kind": "splice"}}},
+    }]})
+
     config: dict[str, Any]
     notes: str
     summary: dict[str, Any] | None
@@ -74,8 +91,10 @@ class RunPatch(BaseModel):
 
 
 class RunList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [SUMMARY_EXAMPLE], "total": 1}]})
+
     items: list[RunSummary]
-    total: int
+    total: int = Field(description="Runs matching the filters, over all pages")
 
 
 class LayerStats(BaseModel):
@@ -106,5 +125,11 @@ class EpochRecord(BaseModel):
 
 
 class EpochList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"run_id": 7, "items": [{
+        "epoch": 1, "train_loss": 0.31, "train_acc": 0.91, "test_loss": 0.15, "test_acc": 0.955, "lr": 0.1,
+        "sparsity": 0.42, "target_sparsity": 0.45, "nonzero": 154_000, "total": 266_200, "epoch_seconds": 3.2,
+        "samples_per_s": 18_750.0, "layers": [{"name": "fc1.weight", "shape": [300, 784], "sparsity": 0.44,
+                                               "pruned": 103_000, "regrown": 0, "threshold": 0.012}]}]}]})
+
     run_id: int
     items: list[EpochRecord]

@@ -35,6 +35,10 @@ class SweepCreate(BaseModel):
 
 
 class SweepSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 1, "name": "dns-vs-gmp", "created_at": "2026-11-27T23:50:00Z", "runs_total": 8,
+        "status_counts": {"completed": 3, "running": 1, "queued": 4}, "progress": 0.45}]})
+
     id: int
     name: str
     created_at: datetime

@@ -49,9 +49,22 @@ def test_every_public_endpoint_documents_its_responses_and_examples(client: Test
     schemas = spec["components"]["schemas"]
     for name in ("Metrics", "Comparison", "Pareto", "SweepCreate", "SweepDetail", "RunPatch", "RunExport"):
         assert name in schemas, name
-    for name in ("Metrics", "Comparison", "Pareto", "SweepCreate", "RunPatch"):
+    for name in ("Metrics", "Comparison", "Pareto", "SweepCreate", "SweepDetail", "SweepSummary", "RunPatch",
+                 "RunList", "RunDetail", "EpochList"):
         assert schemas[name].get("examples"), name
     assert "long format" in spec["paths"]["/api/runs/{run_id}/export"]["get"]["description"]
+
+
+def test_every_documented_example_is_valid_for_its_model() -> None:
+    from backend.results.schemas import Comparison, Metrics, Pareto
+    from backend.runs.schemas import EpochList, RunDetail, RunList, RunPatch
+    from backend.sweeps.schemas import SweepCreate, SweepDetail, SweepSummary
+
+    for model in (Metrics, Comparison, Pareto, RunList, RunDetail, EpochList, RunPatch, SweepCreate, SweepDetail,
+                  SweepSummary):
+        examples = model.model_json_schema()["examples"]
+        for example in examples:
+            model.model_validate(example)
 
 
 def _seed(settings_: Settings) -> None:

@@ -109,3 +109,12 @@ def test_creating_a_sweep_wakes_the_dispatcher(client: TestClient) -> None:
     assert woken == [True]
     client.post("/api/sweeps", json={"name": "s", "base": BASE, "grid": {"training.seed": [-1]}})
     assert woken == [True]  # nothing was stored, nothing to dispatch
+
+
+def test_the_documented_example_creates_its_sweep(client: TestClient) -> None:
+    from backend.sweeps.schemas import SweepCreate
+
+    example = SweepCreate.model_json_schema()["examples"][0]
+    response = client.post("/api/sweeps", json=example)
+    assert response.status_code == 201, response.text
+    assert response.json()["runs_total"] == 8
