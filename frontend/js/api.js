@@ -14,19 +14,45 @@ function describe(status, detail) {
   return `HTTP ${status}`;
 }
 
+// When the server sets PRUNESCOPE_API_TOKEN, writes need `Authorization: Bearer`. The token is asked for on the
+// first 401 (app.js supplies the prompt), kept in this browser, and the refused request is sent again.
+const TOKEN_KEY = "prunescope-api-token";
+let tokenPrompt = null;
+
+export function setTokenPrompt(prompt) {
+  tokenPrompt = prompt;
+}
+
+function storedToken() {
+  try { return localStorage.getItem(TOKEN_KEY); } catch { return null; }
+}
+
+function storeToken(token) {
+  try { localStorage.setItem(TOKEN_KEY, token); } catch { /* private mode: asked again next time */ }
+}
+
 /** `fetch` a JSON endpoint; throws ApiError (with `status` and the body's `detail`) unless 2xx. */
-export async function api(path, { method = "GET", body, signal } = {}) {
+export async function api(path, { method = "GET", body, signal, refused = false } = {}) {
   const init = { method, signal, headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
+  const token = method !== "GET" ? storedToken() : null;
+  if (token) init.headers.Authorization = `Bearer ${token}`;
   let response;
   try {
     response = await fetch(path, init);
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, null, `The API did not answer (${error.message})`);
+  }
+  if (response.status === 401 && method !== "GET" && tokenPrompt) {
+    const entered = await tokenPrompt({ refused: Boolean(token) || refused });
+    if (entered) {
+      storeToken(entered);
+      return api(path, { method, body, signal, refused: true });
+    }
   }
   if (response.status === 204) return null;
   let data = null;

@@ -5,6 +5,7 @@ import { newRunPage } from "./pages/newrun.js";
 import { runPage } from "./pages/run.js";
 import { runsPage } from "./pages/runs.js";
 import { workersPage } from "./pages/workers.js";
+import { setTokenPrompt } from "./api.js";
 import { plotlyReady } from "./charts.js";
 import { h } from "./dom.js";
 
@@ -92,6 +93,31 @@ document.addEventListener("click", (event) => {
 });
 
 window.addEventListener("popstate", render);
+
+// API token: a banner under the top bar, shown when a write is refused with 401; one prompt at a time.
+let tokenRequest = null;
+setTokenPrompt(({ refused }) => {
+  if (tokenRequest) return tokenRequest;
+  tokenRequest = new Promise((resolve) => {
+    const input = h("input", { id: "api-token", type: "password", autocomplete: "off", size: 24 });
+    const finish = (value) => {
+      banner.remove();
+      tokenRequest = null;
+      resolve(value);
+    };
+    const banner = h("form", { class: "token-banner", role: "alert", onsubmit: (event) => {
+      event.preventDefault();
+      if (input.value.trim()) finish(input.value.trim());
+    } },
+    h("span", { text: refused ? "That API token was refused. " : "This server needs an API token for changes. " }),
+    h("label", { for: "api-token", text: "API token" }), input,
+    h("button", { type: "submit", class: "primary", text: "Use token" }),
+    h("button", { type: "button", text: "Not now", onclick: () => finish(null) }));
+    document.querySelector(".topbar").after(banner);
+    input.focus();
+  });
+  return tokenRequest;
+});
 
 // Theme: a saved choice wins; otherwise the system's. Charts listen for "themechange" to recolour.
 const toggle = document.getElementById("theme-toggle");

@@ -23,14 +23,12 @@ from prunescope.config import Settings
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 WORKER_TOKEN = "t"
+API_TOKEN = "api-secret"
 LENET = (("fc1.weight", (300, 784)), ("fc2.weight", (100, 300)), ("fc3.weight", (10, 100)))
 
 
-@pytest.fixture(scope="session")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve(settings: Settings) -> Iterator[str]:
     """The API with the dashboard, served by uvicorn in a thread (no dispatcher: the tests play the worker)."""
-    home = tmp_path_factory.mktemp("browser-home")
-    settings = Settings(home=home, worker_token=WORKER_TOKEN, redis_url="redis://127.0.0.1:1/0")
     port = services.free_port()
     config = uvicorn.Config(create_app(settings, start_dispatcher=False), host="127.0.0.1", port=port,
                             log_level="warning", timeout_graceful_shutdown=1, lifespan="on")
@@ -45,6 +43,20 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("browser-home")
+    yield from serve(Settings(home=home, worker_token=WORKER_TOKEN, redis_url="redis://127.0.0.1:1/0"))
+
+
+@pytest.fixture(scope="session")
+def token_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second API whose write endpoints need the API token `API_TOKEN`."""
+    home = tmp_path_factory.mktemp("browser-token-home")
+    yield from serve(Settings(home=home, worker_token=WORKER_TOKEN, redis_url="redis://127.0.0.1:1/0",
+                              api_token=API_TOKEN))
 
 
 def mask_with_sparsity(shape: tuple[int, int], sparsity: float, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import SCREENSHOTS, FakeWorker, PageWatch, chart_points, screenshot
+from tests.browser.conftest import API_TOKEN, SCREENSHOTS, FakeWorker, PageWatch, chart_points, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -428,3 +428,19 @@ def test_an_active_run_offers_no_delete(page: Any, worker: FakeWorker) -> None:
     page.goto(f"/runs/{run_id}")
     page.get_by_role("button", name="Cancel run").wait_for()
     assert page.get_by_role("button", name="Delete run").is_hidden()
+
+
+def test_a_server_with_an_api_token_asks_for_it_once(page: Any, watch: PageWatch, token_base_url: str) -> None:
+    watch.expect_failed_request("/api/runs")  # the 401s that make the page ask
+    page.goto(f"{token_base_url}/runs/new?preset=gmp")
+    page.get_by_label("Name", exact=True).fill("needs-a-token")
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_label("API token").fill("wrong")
+    page.get_by_role("button", name="Use token").click()
+    page.get_by_text("That API token was refused.").wait_for()
+    page.get_by_label("API token").fill(API_TOKEN)
+    page.get_by_role("button", name="Use token").click()
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    page.get_by_role("button", name="Cancel run").click()  # the stored token is sent without asking
+    page.locator(".run-title .badge", has_text="cancelled").wait_for()
+    assert page.locator(".token-banner").count() == 0
