@@ -35,7 +35,8 @@ def create_run(session: Session, config: RunConfig, *, sweep_id: int | None = No
 
 def status_payload(run: Run, reason: str | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"status": run.status, "epochs_done": run.epochs_done,
-                               "epochs_total": run.epochs_total, "worker": run.worker, "error": run.error}
+                               "epochs_total": run.epochs_total, "worker": run.worker, "error": run.error,
+                               "attempts": run.attempts, "cancel_requested": run.cancel_requested}
     if reason:
         payload["reason"] = reason
     return payload

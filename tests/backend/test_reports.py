@@ -176,6 +176,14 @@ def test_cancel_of_a_running_run_reaches_the_worker_in_report_answers(client: Te
     assert report(client, run_id, epoch_body(1)).json()["cancel"] is False
     assert client.post(f"/api/runs/{run_id}/cancel").json()["cancel_requested"] is True
     assert report(client, run_id, epoch_body(2)).json()["cancel"] is True
+    with client.stream("GET", f"/api/runs/{run_id}/events", params={"after": 0}) as stream:
+        statuses = []
+        for line in stream.iter_lines():
+            if line.startswith("data:") and '"status"' in line:
+                statuses.append(json.loads(line[5:]))
+            if statuses and statuses[-1].get("cancel_requested"):
+                break
+    assert statuses[-1]["attempts"] == 1 and statuses[-1]["cancel_requested"] is True
     beat = client.post("/api/worker/heartbeat", json={"worker": "w1", "run_id": run_id}, headers=WORKER).json()
     assert beat["cancel"] is True
 
