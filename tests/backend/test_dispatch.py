@@ -1,0 +1,56 @@
+"""The dispatcher against a real Redis: JSON messages on the right queue, and messages a restarted broker lost."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from backend.app import create_app
+from backend.models import Run, utcnow
+from prunescope.config import Settings
+from tests.backend.conftest import digits_config
+
+
+@pytest.fixture
+def broker_client(api_settings: Settings, redis_server: tuple[str, subprocess.Popen[bytes]]) -> Iterator[TestClient]:
+    url, _ = redis_server
+    with TestClient(create_app(api_settings.model_copy(update={"redis_url": url}), start_dispatcher=False)) as client:
+        yield client
+
+
+def _queued_messages(client: TestClient, queue: str) -> list[dict[str, object]]:
+    broker = redis.Redis.from_url(client.app.state.settings.resolved_redis_url)  # type: ignore[attr-defined]
+    return [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
+
+
+def test_runs_are_sent_as_json_to_the_queue_of_their_device(broker_client: TestClient) -> None:
+    cpu = broker_client.post("/api/runs", json=digits_config(device="cpu")).json()["id"]
+    gpu = broker_client.post("/api/runs", json=digits_config(device="cuda")).json()["id"]
+    assert broker_client.app.state.dispatcher.dispatch_pending() == 2  # type: ignore[attr-defined]
+    for queue, run_id in (("cpu", cpu), ("gpu", gpu)):
+        [message] = _queued_messages(broker_client, queue)
+        assert message["content-type"] == "application/json"
+        args = json.loads(base64.b64decode(str(message["body"])))[0]
+        assert args == [run_id]
+    assert broker_client.get(f"/api/runs/{cpu}").json()["queue"] == "cpu"
+    assert broker_client.app.state.dispatcher.dispatch_pending() == 0  # type: ignore[attr-defined]
+
+
+def test_messages_lost_by_a_restarted_broker_are_sent_again(broker_client: TestClient) -> None:
+    app = broker_client.app
+    run_id = broker_client.post("/api/runs", json=digits_config(device="cpu")).json()["id"]
+    app.state.dispatcher.dispatch_pending()  # type: ignore[attr-defined]
+    redis.Redis.from_url(app.state.settings.resolved_redis_url).flushall()  # type: ignore[attr-defined]
+    app.state.dispatcher.requeue_lost_messages()  # type: ignore[attr-defined]
+    assert _queued_messages(broker_client, "cpu") == []  # too recent to call lost
+    with app.state.db.writing() as session:  # type: ignore[attr-defined]
+        session.get(Run, run_id).dispatched_at = utcnow() - timedelta(hours=1)
+    app.state.dispatcher.tick()  # type: ignore[attr-defined]
+    assert len(_queued_messages(broker_client, "cpu")) == 1
