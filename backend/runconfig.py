@@ -14,6 +14,7 @@ SCHEDULES = ("one_shot", "linear", "cubic", "constant")
 RECOVERIES = ("none", "splice", "random", "gradient", "feedback")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step", "onecycle")
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it as bad input, not a 500
 
 
 class Strict(BaseModel):
@@ -76,9 +77,12 @@ class RegularizationConfig(Strict):
     l1: float = Field(default=0.0, ge=0, le=10)
 
 
+Glob = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
 class LayersConfig(Strict):
-    include: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default=["*"], max_length=64)
-    exclude: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default=[], max_length=64)
+    include: list[Glob] = Field(default=["*"], max_length=64)
+    exclude: list[Glob] = Field(default=[], max_length=64)
 
 
 class PruningConfig(Strict):
@@ -175,10 +179,11 @@ class RunConfig(Strict):
         },
     )
 
-    name: str = Field(default="untitled", min_length=1, max_length=200)
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default=[], max_length=32)
+    name: str = Field(default="untitled", min_length=1, max_length=200, pattern=NO_NUL)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] = Field(default=[], max_length=32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    preset: str | None = Field(default=None, max_length=64, description="The preset this config started from.")
+    preset: str | None = Field(default=None, max_length=64, pattern=NO_NUL,
+                               description="The preset this config started from.")
     model: ModelConfig = ModelConfig()
     dataset: DatasetConfig = DatasetConfig()
     training: TrainingConfig = TrainingConfig()

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import Path as PathParam
 from pydantic import BaseModel
 
 from backend.deps import SessionDep
 from backend.masks import service
 from backend.models import Run
+from backend.runs.schemas import NO_NUL, RunId
 
 router = APIRouter(prefix="/api/runs/{run_id}", tags=["masks"])
+LayerName = Annotated[str, PathParam(min_length=1, max_length=200, pattern=NO_NUL, description="e.g. fc1.weight")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such run, layer or epoch"}}
 
 
@@ -24,7 +27,7 @@ class MaskGrid(BaseModel):
     sparsity: float
 
 
-def _check_run(session: SessionDep, run_id: int) -> None:
+def _check_run(session: SessionDep, run_id: RunId) -> None:
     if session.get(Run, run_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
 
@@ -34,7 +37,7 @@ def _not_found(exc: service.MaskNotFound) -> HTTPException:
 
 
 @router.get("/masks", responses=NOT_FOUND)
-def list_masks(run_id: int, session: SessionDep) -> dict[str, Any]:
+def list_masks(run_id: RunId, session: SessionDep) -> dict[str, Any]:
     """Layers with mask snapshots: shape, epochs recorded, storage in bits per weight."""
     _check_run(session, run_id)
     return {"layers": service.layers_overview(session, run_id)}
@@ -42,7 +45,7 @@ def list_masks(run_id: int, session: SessionDep) -> dict[str, Any]:
 
 @router.get("/masks/{layer}", response_model=MaskGrid, responses=NOT_FOUND)
 def mask_grid(
-    run_id: int, layer: str, session: SessionDep,
+    run_id: RunId, layer: LayerName, session: SessionDep,
     epoch: Annotated[int | None, Query(ge=1, description="Default: the newest epoch")] = None,
     max_cells: Annotated[int, Query(ge=1, le=250_000)] = 4096,
 ) -> MaskGrid:
@@ -59,7 +62,7 @@ def mask_grid(
 
 
 @router.get("/masks/{layer}/stability", responses=NOT_FOUND)
-def mask_stability(run_id: int, layer: str, session: SessionDep,
+def mask_stability(run_id: RunId, layer: LayerName, session: SessionDep,
                    epoch: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
     """How many epochs each weight has stayed kept or pruned: histograms over age bins (`edges`)."""
     _check_run(session, run_id)
@@ -71,7 +74,7 @@ def mask_stability(run_id: int, layer: str, session: SessionDep,
 
 
 @router.get("/connectivity", responses=NOT_FOUND)
-def input_connectivity(run_id: int, session: SessionDep,
+def input_connectivity(run_id: RunId, session: SessionDep,
                        epoch: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
     """Per input pixel, how many first-layer connections survive (a 28×28 map for MNIST)."""
     _check_run(session, run_id)
@@ -82,7 +85,7 @@ def input_connectivity(run_id: int, session: SessionDep,
 
 
 @router.get("/layers", responses=NOT_FOUND)
-def layers(run_id: int, session: SessionDep) -> dict[str, Any]:
+def layers(run_id: RunId, session: SessionDep) -> dict[str, Any]:
     """Per-layer series over epochs: sparsity, weights pruned and regrown, threshold."""
     _check_run(session, run_id)
     return service.layer_series(session, run_id)

@@ -15,6 +15,7 @@ from backend.deps import DatabaseDep, HubDep, SettingsDep, WorkerAuth
 from backend.models import Run
 from backend.reports import service
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartRequest, StartResponse
+from backend.runs.schemas import RunId
 
 router = APIRouter(prefix="/api/worker", tags=["worker reports"], dependencies=[WorkerAuth])
 
@@ -31,7 +32,7 @@ def _rejected(exc: service.ReportRejected) -> HTTPException:
 
 
 @router.post("/runs/{run_id}/start", response_model=StartResponse)
-def start(run_id: int, body: StartRequest, db: DatabaseDep, hub: HubDep, settings: SettingsDep) -> StartResponse:
+def start(run_id: RunId, body: StartRequest, db: DatabaseDep, hub: HubDep, settings: SettingsDep) -> StartResponse:
     """Claim a run; the answer carries its config and whether to resume from the stored checkpoint."""
     has_checkpoint = artifact_path(settings.resolved_artifact_dir, run_id, "checkpoint.pt").exists()
     with db.writing() as session:
@@ -42,7 +43,7 @@ def start(run_id: int, body: StartRequest, db: DatabaseDep, hub: HubDep, setting
 
 
 @router.post("/runs/{run_id}/epochs", response_model=ReportAck)
-def report_epoch(run_id: int, body: EpochReport, db: DatabaseDep, hub: HubDep) -> ReportAck:
+def report_epoch(run_id: RunId, body: EpochReport, db: DatabaseDep, hub: HubDep) -> ReportAck:
     """Record one epoch with its per-layer stats and mask snapshots (idempotent on run and epoch)."""
     try:
         with db.writing() as session:
@@ -54,7 +55,7 @@ def report_epoch(run_id: int, body: EpochReport, db: DatabaseDep, hub: HubDep) -
 
 
 @router.post("/runs/{run_id}/finish", status_code=status.HTTP_204_NO_CONTENT)
-def finish(run_id: int, body: FinishReport, db: DatabaseDep, hub: HubDep) -> None:
+def finish(run_id: RunId, body: FinishReport, db: DatabaseDep, hub: HubDep) -> None:
     """End a run: completed (with its summary), failed (with the error) or cancelled."""
     try:
         with db.writing() as session:
@@ -72,7 +73,7 @@ def heartbeat(body: Heartbeat, db: DatabaseDep) -> ReportAck:
 
 
 @router.put("/runs/{run_id}/artifacts/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def upload_artifact(run_id: int, name: ArtifactName, request: Request, db: DatabaseDep,
+async def upload_artifact(run_id: RunId, name: ArtifactName, request: Request, db: DatabaseDep,
                           settings: SettingsDep) -> None:
     """Store a checkpoint or the pruned model; written to a temporary file, then renamed into place."""
     with db.session() as session:
@@ -90,7 +91,7 @@ async def upload_artifact(run_id: int, name: ArtifactName, request: Request, db:
 
 
 @router.get("/runs/{run_id}/artifacts/{name}", response_class=FileResponse)
-def download_artifact(run_id: int, name: ArtifactName, settings: SettingsDep) -> FileResponse:
+def download_artifact(run_id: RunId, name: ArtifactName, settings: SettingsDep) -> FileResponse:
     """A stored checkpoint or model, for a worker resuming the run."""
     path = artifact_path(settings.resolved_artifact_dir, run_id, name)
     if not path.exists():

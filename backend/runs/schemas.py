@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from backend.runconfig import NO_NUL
+
 # Ids are 32-bit INTEGER columns on PostgreSQL; a larger id in a URL is a clear 422, not a database error.
 MAX_ID = 2**31 - 1
-# PostgreSQL text cannot hold NUL bytes: refuse them up front (422) instead of failing in the database (500).
-NO_NUL = r"^[^\x00]*$"
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="A run's id")]
 
 SUMMARY_EXAMPLE: dict[str, Any] = {

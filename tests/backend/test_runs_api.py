@@ -35,6 +35,8 @@ def test_submitted_run_is_stored_as_queued_and_readable(client: TestClient) -> N
         ({"dataset": {"name": "imagenet"}}, "name"),
         ({"training": {"momentum": 1.0}}, "momentum"),
         ({"name": "x" * 201}, "name"),
+        ({"name": "nul\x00byte"}, "name"),
+        ({"tags": ["ok", "t\x00"]}, "tags"),
         ({"pruning": {"criterion": "activation", "granularity": "unstructured", "target_sparsity": 0.5}},
          "pruning"),
         ({"pruning": {"target_sparsity": 1.0}}, "target_sparsity"),
@@ -98,6 +100,8 @@ def test_unknown_run_is_404(client: TestClient) -> None:
     assert client.get("/api/runs/12345").status_code == 404
     assert client.get("/api/runs/12345/epochs").status_code == 404
     assert client.get("/api/runs/not-a-number").status_code == 422
+    for path in ("", "/masks", "/masks/fc1.weight", "/connectivity", "/layers", "/epochs", "/events"):
+        assert client.get(f"/api/runs/{2**63}{path}").status_code == 422, path
 
 
 def test_health_reports_database_and_broker(client: TestClient) -> None:
