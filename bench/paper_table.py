@@ -3,6 +3,8 @@
     .venv/bin/python bench/paper_table.py --data-dir /work/shared/data/mnist --epochs 30
 Rows run one at a time on one thread; each finished row is appended to --out (JSON lines), so a
 partial run still leaves its results; --table-only prints the table from that file.
+"error %" is the final epoch's test error; "best err %" is the lowest over epochs (picked on the test
+set, so optimistic, shown only to expose dips).
 """
 
 from __future__ import annotations

@@ -237,6 +237,9 @@ def run_training(config: dict, *, data_dir: Path, device: str = "cpu",
         if stopped:
             break
         train_seconds = time.perf_counter() - epoch_start
+        train_loss = float(loss_sum) / n_train
+        if not math.isfinite(train_loss):
+            raise ValueError(f"training diverged in epoch {epoch} (train loss {train_loss}): lower training.lr")
         if pruner is not None:
             with pruner.masked_weights():
                 test_loss, test_acc = evaluate(model, test_x, test_y)
@@ -246,7 +249,7 @@ def run_training(config: dict, *, data_dir: Path, device: str = "cpu",
         final_acc, best_acc = test_acc, max(best_acc, test_acc)
         epochs_done = epoch
         record = {
-            "epoch": epoch, "train_loss": float(loss_sum) / n_train, "train_acc": int(correct) / n_train,
+            "epoch": epoch, "train_loss": train_loss, "train_acc": int(correct) / n_train,
             "test_loss": test_loss, "test_acc": test_acc, "lr": float(lr_used),
             "sparsity": 1 - nonzero / total if total else 0.0, "nonzero": nonzero, "total": total,
             "epoch_seconds": time.perf_counter() - epoch_start, "samples_per_s": n_train / max(train_seconds, 1e-9),

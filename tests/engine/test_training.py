@@ -149,3 +149,30 @@ def test_every_optimizer_and_lr_schedule_trains(tmp_path: Path, make_config: Cal
     run_training(config, data_dir=tmp_path, on_epoch=records.append)
     assert records[-1]["train_loss"] < records[0]["train_loss"] or records[-1]["train_acc"] > 0.5
     assert np.isfinite(records[-1]["test_loss"])
+
+
+def test_flops_count_conv_weights_once_per_output_position() -> None:
+    from worker.models import build_model
+    from worker.train import count_flops
+
+    lenet5 = build_model({"name": "lenet5"}, (1, 28, 28), 10)
+    macs = 500 * 24 * 24 + 25_000 * 8 * 8 + 400_000 + 5_000
+    assert count_flops(lenet5, (1, 28, 28)) == 2 * macs
+    with torch.no_grad():
+        lenet5.fc1.weight.zero_()
+    assert count_flops(lenet5, (1, 28, 28)) == 2 * (macs - 400_000)
+
+
+def test_threshold_runs_report_no_target(tmp_path: Path, make_config: Callable[..., dict]) -> None:
+    records: list[dict] = []
+    pruning = {"threshold": 0.02, "schedule": {"kind": "one_shot", "start_epoch": 1}}
+    run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records.append)
+    assert records[0]["target_sparsity"] is None and records[0]["sparsity"] > 0.3
+    assert all(layer["threshold"] == 0.02 for layer in records[0]["layers"])
+
+
+def test_diverging_training_fails_with_an_actionable_message(tmp_path: Path,
+                                                            make_config: Callable[..., dict]) -> None:
+    config = make_config(None, training={"epochs": 1, "lr": 100.0, "momentum": 0.9})
+    with pytest.raises(ValueError, match=r"diverged.*lower training\.lr"):
+        run_training(config, data_dir=tmp_path)
