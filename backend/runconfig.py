@@ -61,7 +61,8 @@ class ScheduleConfig(Strict):
     kind: Literal["one_shot", "linear", "cubic", "constant"] = "cubic"
     start_epoch: int = Field(default=1, ge=0, le=1000)
     end_epoch: int | None = Field(default=None, ge=0, le=1000, description="Default: 3/4 of the epochs.")
-    every_steps: int = Field(default=100, ge=1, le=1_000_000)
+    every_steps: int | None = Field(default=None, ge=1, le=1_000_000,
+                                    description="Optimizer steps between mask updates; default: once per epoch.")
 
 
 class RecoveryConfig(Strict):

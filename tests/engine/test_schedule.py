@@ -52,3 +52,12 @@ def test_drop_fraction_decays_by_cosine_until_the_end() -> None:
     assert drop.fraction_at(100) == pytest.approx(0.0, abs=1e-12)
     assert drop.fraction_at(25) == pytest.approx(0.15 * (1 + math.cos(math.pi / 4)))
     assert drop.updates_at(100) and not drop.updates_at(110) and not drop.updates_at(0)
+
+
+def test_unset_update_interval_means_once_per_epoch_whatever_the_dataset() -> None:
+    for steps_per_epoch in (12, 469):
+        schedule = SparsitySchedule.from_config({"kind": "cubic", "start_epoch": 1, "end_epoch": 4,
+                                                 "every_steps": None}, final=0.9, epochs=5,
+                                                steps_per_epoch=steps_per_epoch)
+        updates = [step for step in range(1, 5 * steps_per_epoch + 1) if schedule.updates_at(step)]
+        assert updates == [steps_per_epoch * e for e in (1, 2, 3, 4)]

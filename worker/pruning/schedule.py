@@ -38,7 +38,9 @@ class SparsitySchedule:
         for label, value in (("start_epoch", start_epoch), ("end_epoch", end_epoch)):
             if value > epochs:
                 raise ValueError(f"pruning.schedule.{label} ({value}) is after the last epoch ({epochs})")
-        every = int(schedule.get("every_steps", 100))
+        # Unset: once per epoch, whatever the dataset's size (a fixed count suits only one dataset).
+        every_steps = schedule.get("every_steps")
+        every = steps_per_epoch if every_steps is None else int(every_steps)
         if every < 1:
             raise ValueError("schedule.every_steps must be ≥ 1")
         start = 0 if kind == "constant" else max(0, start_epoch - 1) * steps_per_epoch
