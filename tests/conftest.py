@@ -7,11 +7,20 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from prunescope import services
 from prunescope.config import Settings
+
+
+def missing_dependency(what: str, how: str) -> NoReturn:
+    """Tests that need an outside service or tool skip on a developer's machine without it; CI must have it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing in CI: {how}")
+    pytest.skip(f"{what} is missing ({how}); CI runs these tests")
+
 
 POSTGRES_URL = os.environ.get("PRUNESCOPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -27,9 +36,7 @@ def _postgres_database() -> Iterator[str]:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         admin.dispose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unavailable ({type(exc).__name__}); CI runs these tests")
+        missing_dependency(f"PostgreSQL at {POSTGRES_URL}", f"{type(exc).__name__}: {exc}")
     try:
         yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     finally:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import missing_dependency
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,9 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _config(*args: str, token: str | None = "t0ken") -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("docker-compose is missing: `make test` installs Debian's package")
-        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+        missing_dependency("docker-compose", "`make test` installs Debian's package as root")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNESCOPE_")}
     if token:
         env["PRUNESCOPE_WORKER_TOKEN"] = token

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from backend.app import create_app
 from prunescope import masks as maskcodec
 from prunescope import services
 from prunescope.config import Settings
+from tests.conftest import missing_dependency
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -177,9 +177,7 @@ def worker(base_url: str) -> Iterator[FakeWorker]:
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is absent: `make test` installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (`make browser`) to run the browser tests")
+        missing_dependency(str(CHROMIUM), "`make test` installs Debian's chromium as root")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
