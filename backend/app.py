@@ -25,6 +25,7 @@ from backend.masks import endpoints as masks
 from backend.reports import endpoints as reports
 from backend.results import endpoints as results
 from backend.runs import endpoints as runs
+from backend.runs.service import RunStateError
 from backend.sweeps import endpoints as sweeps
 from backend.workers import endpoints as workers
 from prunescope import __version__
@@ -77,6 +78,11 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()[:50]]
         return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(RunStateError)
+    async def run_state_error(_request: Request, exc: RunStateError) -> JSONResponse:
+        # The run's state forbids the request (cancel a finished run, delete a running one).
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
 
     @app.get("/api/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:

@@ -98,10 +98,7 @@ def delete_run(run_id: RunId, db: DatabaseDep, settings: SettingsDep) -> None:
     """Delete a finished run with its epochs, mask snapshots, events and artifact files."""
     with db.writing() as session:
         run = _run_or_404(session, run_id)
-        try:
-            service.delete_run(session, run)
-        except service.RunStateError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        service.delete_run(session, run)
     # Files go after the commit: a failed delete must not leave a run whose model is gone.
     delete_run_artifacts(settings.resolved_artifact_dir, run_id)
 
@@ -112,10 +109,7 @@ def cancel_run(run_id: RunId, db: DatabaseDep, hub: HubDep) -> RunDetail:
     """Cancel a queued run at once, or ask a running run's worker to stop (within seconds)."""
     with db.writing() as session:
         run = _run_or_404(session, run_id)
-        try:
-            service.cancel_run(session, run)
-        except service.RunStateError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        service.cancel_run(session, run)
         detail = service.to_detail(run)
     hub.notify(run_id)
     return detail
