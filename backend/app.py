@@ -21,7 +21,7 @@ from backend import catalog, migrate
 from backend.db import Database
 from backend.dispatch import Dispatcher
 from backend.events import EventHub
-from backend.masks import endpoints as masks
+from backend.maskviews import endpoints as masks
 from backend.reports import endpoints as reports
 from backend.results import endpoints as results
 from backend.runs import endpoints as runs

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from backend import runconfig
-from backend.runconfig import RunConfig
+from prunescope.contract.config import RunConfig, option_lists
+from prunescope.contract.status import FINISHED_STATUSES, RunStatus
 
 router = APIRouter(prefix="/api", tags=["catalog"])
 
@@ -16,11 +16,9 @@ router = APIRouter(prefix="/api", tags=["catalog"])
 def options() -> dict[str, Any]:
     """The catalog of models, datasets and strategies, and the config's JSON schema (fields, bounds, defaults)."""
     return {
-        "models": list(runconfig.MODELS), "datasets": list(runconfig.DATASETS),
-        "criteria": list(runconfig.CRITERIA), "granularities": list(runconfig.GRANULARITIES),
-        "schedules": list(runconfig.SCHEDULES), "recoveries": list(runconfig.RECOVERIES),
-        "optimizers": list(runconfig.OPTIMIZERS), "lr_schedules": list(runconfig.LR_SCHEDULES),
-        "scopes": ["layer", "global"], "distributions": ["uniform", "erk"], "devices": ["auto", "cpu", "cuda"],
+        **option_lists(),
+        "statuses": [status.value for status in RunStatus],
+        "finished_statuses": [status.value for status in RunStatus if status in FINISHED_STATUSES],
         "defaults": RunConfig().model_dump(mode="json"),
         "schema": RunConfig.model_json_schema(),
     }

@@ -11,11 +11,12 @@ from sqlalchemy import select
 
 from backend.db import Database
 from backend.events import EventHub
-from backend.models import Run, utcnow
 from backend.runs import service as runs
+from backend.tables import Run, utcnow
 from backend.workers.endpoints import online_workers
+from prunescope.broker import make_celery
 from prunescope.config import Settings
-from worker.celery_app import TRAIN_TASK, make_celery, queue_for
+from prunescope.contract.queue import TRAIN_TASK, queue_for
 
 log = logging.getLogger("prunescope.dispatch")
 

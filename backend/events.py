@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import RunEvent
+from backend.tables import RunEvent
 
 
 def record_event(session: Session, run_id: int, kind: str, data: dict[str, Any]) -> None:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend import migrate
 from backend.db import Database
-from backend.models import Epoch, Run, utcnow
-from backend.runconfig import RunConfig
+from backend.tables import Epoch, Run, utcnow
+from prunescope.contract.config import RunConfig
 from prunescope.services import free_port
 
 STRATEGIES = ("dense", "magnitude/unstructured", "magnitude/unstructured+splice", "magnitude/unstructured+gradient",

@@ -21,8 +21,8 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.models import build_model
-from worker.pruning import Pruner
+from worker.engine.networks import build_model
+from worker.engine.pruning import Pruner
 
 PRUNINGS = {
     "masked (none: gmp/han)": {"target_sparsity": 0.9, "schedule": {"kind": "constant"}},
@@ -50,7 +50,7 @@ def make_variant(name: str) -> tuple[nn.Module, torch.optim.Optimizer, Pruner | 
 
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, pruner: Pruner | None, x: torch.Tensor,
                 y: torch.Tensor, batches: list[torch.Tensor]) -> float:
-    """Training steps with the same step protocol as worker.train; returns seconds."""
+    """Training steps with the same step protocol as worker.engine.training; returns seconds."""
     start = time.perf_counter()
     for index in batches:
         if pruner is not None:

@@ -30,8 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prunescope import masks as maskcodec  # noqa: E402
-from prunescope import services  # noqa: E402
+from prunescope import maskcodec, services  # noqa: E402
 from worker.runner import MaskEncoder  # noqa: E402
 
 TOKEN = "bench-token"
@@ -99,8 +98,8 @@ def bench_training(data_dir: Path, epochs: int, preset: dict[str, Any]) -> dict[
     """Train with the worker's recording callback; time the callback and measure the mask bytes."""
     import torch
 
-    from backend.runconfig import RunConfig
-    from worker.train import run_training
+    from prunescope.contract.config import RunConfig
+    from worker.engine.training import run_training
 
     torch.set_num_threads(1)
     config = RunConfig.model_validate(preset).model_dump(mode="json")

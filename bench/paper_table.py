@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prunescope.presets import load_presets
-from worker.train import run_training
+from worker.engine.training import run_training
 
 # (row id, preset, model, target sparsity override or None, what the paper reports)
 ROWS: list[tuple[str, str, str, float | None, str]] = [

@@ -156,14 +156,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from backend.runconfig import RunConfig
+    from prunescope.contract.config import RunConfig
 
     try:
         config = RunConfig.model_validate(_read_config(args.config))
     except ValidationError as exc:
         print(f"invalid config {args.config}:\n{exc}", file=sys.stderr)
         return 2
-    from worker.train import train_main
+    from worker.engine.training import train_main
 
     device = args.device or ("cpu" if config.device == "auto" else config.device)
     return train_main(config.model_dump(mode="json"), data_dir=get_settings().resolved_data_dir, device=device,

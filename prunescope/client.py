@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from prunescope.contract.status import FINISHED_STATUSES
+
 if TYPE_CHECKING:
     import pandas
 
-FINISHED = ("completed", "failed", "cancelled")
 ExportFormat = Literal["csv", "json", "npz"]
 
 
@@ -70,7 +71,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             run = self.run(run_id)
-            if run["status"] in FINISHED:
+            if run["status"] in FINISHED_STATUSES:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {run['status']} after {timeout} s")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunescope import masks as maskcodec
+from prunescope import maskcodec
 
 
 @settings(max_examples=60, deadline=None)

@@ -8,7 +8,8 @@ import pytest
 from kombu.exceptions import ContentDisallowed
 from kombu.serialization import loads
 
-from worker.celery_app import TRAIN_TASK, make_celery, queue_for
+from prunescope.broker import make_celery
+from prunescope.contract.queue import TRAIN_TASK, queue_for
 
 
 def test_celery_speaks_json_only_and_refuses_pickled_messages() -> None:

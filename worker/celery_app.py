@@ -1,41 +1,11 @@
-"""The Celery app: JSON only, queues `cpu` and `gpu`, one task at a time per worker. Imports no torch."""
+"""The worker's Celery app: the shared broker settings plus this package's tasks. Imports no torch."""
 
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
 
-TRAIN_TASK = "prunescope.train_run"
-QUEUES = ("cpu", "gpu")
+from prunescope.broker import make_celery
 
 
-def make_celery(broker_url: str) -> Celery:
-    app = Celery("prunescope", broker=broker_url, include=["worker.tasks"])
-    app.conf.update(
-        # JSON only: a pickled message from the broker could run arbitrary code in the worker.
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        event_serializer="json",
-        task_ignore_result=True,
-        result_backend=None,
-        task_queues=[Queue(name) for name in QUEUES],
-        task_default_queue="cpu",
-        # A worker takes one run at a time; the API, not the broker, tracks what is running
-        # (heartbeats), so the message is acknowledged when the task starts.
-        worker_prefetch_multiplier=1,
-        task_acks_late=False,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-        broker_connection_timeout=2,
-        broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
-        worker_send_task_events=False,
-    )
-    return app
-
-
-def queue_for(device: str, gpu_worker_online: bool) -> str:
-    """`cuda` runs wait for a GPU worker; `auto` takes one when online, else the CPU queue."""
-    if device == "cuda" or (device == "auto" and gpu_worker_online):
-        return "gpu"
-    return "cpu"
+def make_worker_celery(broker_url: str) -> Celery:
+    return make_celery(broker_url, include=["worker.tasks"])

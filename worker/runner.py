@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from prunescope import masks as maskcodec
+from prunescope import maskcodec
 from prunescope.config import Settings
 from worker.reporter import ApiClient, Reporter, ReportError
 
@@ -189,7 +189,7 @@ def execute_run(run_id: int, settings: Settings, identity: WorkerIdentity, state
             _download(client, f"{base}/artifacts/checkpoint.pt", checkpoint)
         else:
             checkpoint.unlink(missing_ok=True)
-        from worker.train import run_training  # torch is imported only when a run starts
+        from worker.engine.training import run_training  # torch is imported only when a run starts
 
         config = answer["config"]
         summary = run_training(

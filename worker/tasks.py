@@ -8,11 +8,12 @@ from typing import Any
 from celery import signals
 
 from prunescope.config import get_settings
-from worker.celery_app import TRAIN_TASK, make_celery
+from prunescope.contract.queue import TRAIN_TASK
+from worker.celery_app import make_worker_celery
 from worker.runner import SHUTDOWN, Heartbeat, WorkerIdentity, WorkerState, execute_run
 
 log = logging.getLogger("prunescope.worker")
-app = make_celery(get_settings().resolved_redis_url)
+app = make_worker_celery(get_settings().resolved_redis_url)
 STATE = WorkerState()
 _identity: WorkerIdentity | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from backend import models  # noqa: F401  (registers the tables on Base.metadata)
+from backend import tables  # noqa: F401  (registers the tables on Base.metadata)
 from backend.db import Base
 
 config = context.config

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from backend.artifacts import ArtifactName, artifact_path
 from backend.deps import DatabaseDep, HubDep, SettingsDep, WorkerAuth
-from backend.models import Run
 from backend.reports import service
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartRequest, StartResponse
 from backend.runs.schemas import RunId
+from backend.tables import Run
 
 router = APIRouter(prefix="/api/worker", tags=["worker reports"], dependencies=[WorkerAuth])
 

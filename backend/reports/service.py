@@ -10,11 +10,11 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from backend.events import record_event
-from backend.masks.service import MaskNotFound, mask_at
-from backend.models import Epoch, MaskSnapshot, Run, Worker, utcnow
+from backend.maskviews.service import MaskNotFound, mask_at
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartResponse
 from backend.runs import service as runs
-from prunescope import masks as maskcodec
+from backend.tables import Epoch, MaskSnapshot, Run, Worker, utcnow
+from prunescope import maskcodec
 
 
 class ReportRejected(Exception):
@@ -109,10 +109,11 @@ def finish_run(session: Session, run: Run, report: FinishReport) -> None:
         runs.set_status(session, run, "queued", reason=f"worker {report.worker} shut down; requeued to resume")
         return
     if report.summary is not None:
-        run.summary = report.summary
+        summary = report.summary.model_dump(mode="json", exclude_unset=True)
+        run.summary = summary
         for key, column in (("final_sparsity", "sparsity"), ("final_test_acc", "test_acc"),
                             ("best_test_acc", "best_test_acc")):
-            value = report.summary.get(key)
+            value = summary.get(key)
             if isinstance(value, int | float):
                 setattr(run, column, float(value))
     status = "cancelled" if report.status == "completed" and run.cancel_requested else report.status

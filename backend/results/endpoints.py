@@ -9,12 +9,12 @@ from fastapi.responses import FileResponse, Response
 
 from backend.artifacts import artifact_path
 from backend.deps import SessionDep, SettingsDep
-from backend.models import Run
 from backend.results import service
 from backend.results.repository import SERIES_NAMES
 from backend.results.responses import json_response
 from backend.results.schemas import Comparison, Metrics, Pareto, RunExport
 from backend.runs.schemas import NO_NUL, RunId
+from backend.tables import Run
 
 router = APIRouter(prefix="/api", tags=["results"])
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.models import EPOCH_SERIES_COLUMNS, Epoch, MaskSnapshot, Run
+from backend.tables import EPOCH_SERIES_COLUMNS, Epoch, MaskSnapshot, Run
 
 # The scalar columns of an epoch, in the order charts list them (read through a covering index).
 SERIES_NAMES = EPOCH_SERIES_COLUMNS

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from backend.models import Run
 from backend.results import repository
 from backend.results.downsample import downsample
 from backend.runs import repository as runs_repository
 from backend.runs import service as runs_service
 from backend.runs.schemas import MAX_ID
+from backend.tables import Run
 
 CSV_SCALARS = ("epoch", *repository.SERIES_NAMES)
 CSV_LAYER_COLUMNS = ("layer", "layer_shape", "layer_sparsity", "layer_pruned", "layer_regrown", "layer_threshold")
@@ -135,7 +135,7 @@ class NoMasks(LookupError):
 
 def export_masks_npz(session: Session, run: Run, epoch: int | None) -> tuple[bytes, int]:
     """Every layer's boolean mask at `epoch` (default: the newest with snapshots) as an .npz archive."""
-    from backend.masks import service as masks  # written alongside; imported here so results load without it
+    from backend.maskviews import service as masks  # written alongside; imported here so results load without it
 
     newest = repository.newest_mask_epoch(session, run.id)
     if newest is None:

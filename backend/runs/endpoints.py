@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -15,11 +15,12 @@ from backend.artifacts import delete_run_artifacts
 from backend.db import Database
 from backend.deps import ApiWrite, DatabaseDep, HubDep, SessionDep, SettingsDep
 from backend.events import events_after
-from backend.models import FINISHED, RUN_STATUSES
 from backend.results.responses import json_response
-from backend.runconfig import RunConfig
 from backend.runs import repository, service
 from backend.runs.schemas import MAX_ID, NO_NUL, EpochList, RunDetail, RunId, RunList, RunPatch
+from prunescope.contract.config import Device, RunConfig
+from prunescope.contract.status import FINISHED_STATUSES as FINISHED
+from prunescope.contract.status import RunStatus
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 SORT_PATTERN = "^-?(" + "|".join(repository.SORTABLE) + ")$"
@@ -49,13 +50,13 @@ def submit_run(config: RunConfig, db: DatabaseDep, request: Request) -> RunDetai
 @router.get("", response_model=RunList)
 def list_runs(
     session: SessionDep,
-    status_: Annotated[list[Literal[RUN_STATUSES]] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
+    status_: Annotated[list[RunStatus] | None, Query(alias="status")] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Text in the name or strategy")] = None,
     preset: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="A run's preset")] = None,
     strategy: Annotated[str | None, Query(max_length=100, pattern=NO_NUL,
                                           description="e.g. `magnitude/unstructured+splice`")] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda"] | None, Query()] = None,
+    device: Annotated[Device | None, Query()] = None,
     model: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
     dataset: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
     sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,

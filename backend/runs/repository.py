@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, Text, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from backend.models import Epoch, Run
+from backend.tables import Epoch, Run
 
 SORTABLE = {
     "id": Run.id, "name": Run.name, "status": Run.status, "created_at": Run.created_at,

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from backend.runconfig import NO_NUL
+from prunescope.contract.config import NO_NUL
+from prunescope.contract.records import EpochRecord
 
 # Ids are 32-bit INTEGER columns on PostgreSQL; a larger id in a URL is a clear 422, not a database error.
 MAX_ID = 2**31 - 1
@@ -95,33 +96,6 @@ class RunList(BaseModel):
 
     items: list[RunSummary]
     total: int = Field(description="Runs matching the filters, over all pages")
-
-
-class LayerStats(BaseModel):
-    name: str
-    shape: list[int]
-    sparsity: float
-    pruned: int = 0
-    regrown: int = 0
-    threshold: float | None = None
-
-
-class EpochRecord(BaseModel):
-    """One epoch as the worker measured it."""
-
-    epoch: int
-    train_loss: float | None = None
-    train_acc: float | None = None
-    test_loss: float | None = None
-    test_acc: float | None = None
-    lr: float | None = None
-    sparsity: float | None = None
-    target_sparsity: float | None = None
-    nonzero: int | None = None
-    total: int | None = None
-    epoch_seconds: float | None = None
-    samples_per_s: float | None = None
-    layers: list[LayerStats] = []
 
 
 class EpochList(BaseModel):

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.events import record_event
-from backend.models import FINISHED, Epoch, Run, utcnow
-from backend.runconfig import RunConfig
 from backend.runs import repository
 from backend.runs.schemas import RunDetail, RunPatch, RunSummary
+from backend.tables import Epoch, Run, utcnow
+from prunescope.contract.config import RunConfig
+from prunescope.contract.status import FINISHED_STATUSES as FINISHED
 
 
 class RunStateError(Exception):

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.models import Run, Sweep
+from backend.tables import Run, Sweep
 
 
 def get_sweep(session: Session, sweep_id: int) -> Sweep | None:

@@ -11,11 +11,11 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from backend.models import Run, Sweep, utcnow
-from backend.runconfig import RunConfig
 from backend.runs import service as runs_service
 from backend.sweeps import repository
 from backend.sweeps.schemas import MAX_COMBINATIONS, SweepCreate, SweepDetail, SweepSummary
+from backend.tables import Run, Sweep, utcnow
+from prunescope.contract.config import RunConfig
 
 MAX_ERRORS = 50
 

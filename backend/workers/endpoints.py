@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.deps import SessionDep, SettingsDep
-from backend.models import Worker, utcnow
+from backend.tables import Worker, utcnow
 
 
 class WorkerOut(BaseModel):

@@ -13,7 +13,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.models import Run, utcnow
+from backend.tables import Run, utcnow
 from prunescope.config import Settings
 from tests.backend.conftest import digits_config
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from fastapi.testclient import TestClient
 
-from prunescope import masks as maskcodec
+from prunescope import maskcodec
 from tests.backend.conftest import WORKER, digits_config
 
 

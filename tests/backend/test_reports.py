@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.models import Run, utcnow
-from prunescope import masks as maskcodec
+from backend.tables import Run, utcnow
+from prunescope import maskcodec
 from tests.backend.conftest import WORKER, digits_config
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from backend.artifacts import artifact_path
 from backend.db import Database
-from backend.models import Epoch, MaskSnapshot, Run, RunEvent
-from prunescope import masks as maskcodec
+from backend.tables import Epoch, MaskSnapshot, Run, RunEvent
+from prunescope import maskcodec
 from tests.backend.conftest import WORKER, digits_config
 
 PRUNED = {"pruning": {"target_sparsity": 0.9, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 2}}}

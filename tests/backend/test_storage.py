@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from backend import migrate
 from backend.db import Base, Database
-from backend.models import Run
+from backend.tables import Run
 
 
 def test_migrations_build_exactly_the_schema_the_models_describe(database_url: str) -> None:

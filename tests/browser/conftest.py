@@ -16,8 +16,7 @@ import pytest
 import uvicorn
 
 from backend.app import create_app
-from prunescope import masks as maskcodec
-from prunescope import services
+from prunescope import maskcodec, services
 from prunescope.config import Settings
 from tests.conftest import missing_dependency
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from backend.runconfig import RunConfig
+from prunescope.contract.config import RunConfig
 
 
 def run_config(pruning: dict | None = None, **sections: Any) -> dict:

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.pruning.pruner import Pruner
-from worker.train import run_training
+from worker.engine.pruning.pruner import Pruner
+from worker.engine.training import run_training
 
 
 def _model() -> nn.Sequential:

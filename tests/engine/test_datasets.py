@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from worker import datasets
-from worker.datasets import load_dataset, read_idx
-from worker.models import build_model
+from worker.engine import datasets
+from worker.engine.datasets import load_dataset, read_idx
+from worker.engine.networks import build_model
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from worker.export import load_exported, shrink_model, to_torch_prune
-from worker.models import build_model
-from worker.train import run_training
+from worker.engine.export import load_exported, shrink_model, to_torch_prune
+from worker.engine.networks import build_model
+from worker.engine.training import run_training
 
 
 @pytest.mark.parametrize(("model", "recovery"), [("lenet300_100", "none"), ("lenet5", "feedback"),

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from worker.pruning.masks import erk_densities, n_m_mask
-from worker.pruning.pruner import Pruner
+from worker.engine.pruning.pruner import Pruner
+from worker.engine.pruning.ranking import erk_densities, n_m_mask
 
 
 def _model() -> nn.Sequential:

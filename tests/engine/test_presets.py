@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.runconfig import RunConfig
+from prunescope.contract.config import RunConfig
 from prunescope.presets import DESCRIPTIONS, load_presets
-from worker.train import run_training
+from worker.engine.training import run_training
 
 PRESETS = load_presets()
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.pruning.pruner import Pruner
+from worker.engine.pruning.pruner import Pruner
 
 
 def _setup(pruning: dict, optimizer: str = "sgd", lr: float = 0.1, steps_per_epoch: int = 10,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from worker.pruning.schedule import DropSchedule, SparsitySchedule
+from worker.engine.pruning.schedule import DropSchedule, SparsitySchedule
 
 
 def test_cubic_schedule_matches_zhu_gupta_formula() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.train import run_training, train_main
+from worker.engine.training import run_training, train_main
 
 RECORD_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "nonzero", "total",
                "epoch_seconds", "samples_per_s", "target_sparsity", "layers", "masks"}
@@ -152,8 +152,8 @@ def test_every_optimizer_and_lr_schedule_trains(tmp_path: Path, make_config: Cal
 
 
 def test_flops_count_conv_weights_once_per_output_position() -> None:
-    from worker.models import build_model
-    from worker.train import count_flops
+    from worker.engine.networks import build_model
+    from worker.engine.training import count_flops
 
     lenet5 = build_model({"name": "lenet5"}, (1, 28, 28), 10)
     macs = 500 * 24 * 24 + 25_000 * 8 * 8 + 400_000 + 5_000

@@ -142,8 +142,8 @@ def test_masks_reported_by_the_worker_match_the_engine_bit_for_bit(stack: Stack,
     stack.wait_status(run_id, ("completed",), timeout=120)
     from pathlib import Path
 
-    from backend.runconfig import RunConfig
-    from worker.train import run_training
+    from prunescope.contract.config import RunConfig
+    from worker.engine.training import run_training
 
     expected: dict[int, dict[str, np.ndarray]] = {}
     full = RunConfig.model_validate(config).model_dump(mode="json")

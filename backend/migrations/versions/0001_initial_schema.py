@@ -8,7 +8,7 @@ Create Date: 2026-11-27 23:21:58.133464
 from alembic import op
 import sqlalchemy as sa
 
-import backend.models
+import backend.tables
 
 
 revision = '2f5e6b68829f'
@@ -32,17 +32,17 @@ def upgrade() -> None:
     sa.Column('queue', sa.String(length=16), nullable=True),
     sa.Column('model_name', sa.String(length=32), nullable=False),
     sa.Column('dataset_name', sa.String(length=32), nullable=False),
-    sa.Column('created_at', backend.models.UTCDateTime(), nullable=False),
-    sa.Column('started_at', backend.models.UTCDateTime(), nullable=True),
-    sa.Column('finished_at', backend.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', backend.tables.UTCDateTime(), nullable=False),
+    sa.Column('started_at', backend.tables.UTCDateTime(), nullable=True),
+    sa.Column('finished_at', backend.tables.UTCDateTime(), nullable=True),
     sa.Column('epochs_total', sa.Integer(), nullable=False),
     sa.Column('epochs_done', sa.Integer(), nullable=False),
     sa.Column('dispatched', sa.Boolean(), nullable=False),
-    sa.Column('dispatched_at', backend.models.UTCDateTime(), nullable=True),
+    sa.Column('dispatched_at', backend.tables.UTCDateTime(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.Column('worker', sa.String(length=200), nullable=True),
-    sa.Column('last_heartbeat_at', backend.models.UTCDateTime(), nullable=True),
+    sa.Column('last_heartbeat_at', backend.tables.UTCDateTime(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('summary', sa.JSON(), nullable=True),
     sa.Column('sparsity', sa.Float(), nullable=True),
@@ -65,8 +65,8 @@ def upgrade() -> None:
     sa.Column('device_name', sa.String(length=200), nullable=False),
     sa.Column('gpu_memory_mb', sa.Float(), nullable=True),
     sa.Column('current_run_id', sa.Integer(), nullable=True),
-    sa.Column('started_at', backend.models.UTCDateTime(), nullable=False),
-    sa.Column('last_heartbeat', backend.models.UTCDateTime(), nullable=False),
+    sa.Column('started_at', backend.tables.UTCDateTime(), nullable=False),
+    sa.Column('last_heartbeat', backend.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_workers'))
     )
     with op.batch_alter_table('workers', schema=None) as batch_op:
@@ -88,7 +88,7 @@ def upgrade() -> None:
     sa.Column('epoch_seconds', sa.Float(), nullable=True),
     sa.Column('samples_per_s', sa.Float(), nullable=True),
     sa.Column('layers', sa.JSON(), nullable=False),
-    sa.Column('recorded_at', backend.models.UTCDateTime(), nullable=False),
+    sa.Column('recorded_at', backend.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_epochs_run_id_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_epochs')),
     sa.UniqueConstraint('run_id', 'epoch', name=op.f('uq_epochs_run_id'))
@@ -111,7 +111,7 @@ def upgrade() -> None:
     sa.Column('run_id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
-    sa.Column('created_at', backend.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', backend.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_run_events_run_id_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_run_events'))
     )

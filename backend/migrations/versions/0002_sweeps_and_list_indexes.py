@@ -8,7 +8,7 @@ Create Date: 2026-11-27 23:40:00.000000
 from alembic import op
 import sqlalchemy as sa
 
-import backend.models  # noqa: F401  (custom column types)
+import backend.tables  # noqa: F401  (custom column types)
 
 
 revision = '7c3d9a41e2b0'
@@ -23,7 +23,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('base', sa.JSON(), nullable=False),
     sa.Column('grid', sa.JSON(), nullable=False),
-    sa.Column('created_at', backend.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', backend.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sweeps'))
     )
     op.create_index(op.f('ix_sweeps_created_at'), 'sweeps', ['created_at'], unique=False)

@@ -8,7 +8,7 @@ Create Date: 2026-11-28 00:05:00.000000
 from alembic import op
 import sqlalchemy as sa
 
-import backend.models  # noqa: F401  (custom column types)
+import backend.tables  # noqa: F401  (custom column types)
 
 
 revision = '9a1f4c7d2e58'

@@ -8,7 +8,7 @@ Create Date: 2026-11-28 00:25:00.000000
 from alembic import op
 import sqlalchemy as sa
 
-import backend.models  # noqa: F401  (custom column types)
+import backend.tables  # noqa: F401  (custom column types)
 
 
 revision = '4b8e2d6f1c93'

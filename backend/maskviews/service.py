@@ -9,8 +9,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.models import Epoch, MaskSnapshot
-from prunescope import masks as maskcodec
+from backend.tables import Epoch, MaskSnapshot
+from prunescope import maskcodec
 
 
 class MaskNotFound(LookupError):

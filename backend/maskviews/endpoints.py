@@ -9,9 +9,9 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel
 
 from backend.deps import SessionDep
-from backend.masks import service
-from backend.models import Run
+from backend.maskviews import service
 from backend.runs.schemas import NO_NUL, RunId
+from backend.tables import Run
 
 router = APIRouter(prefix="/api/runs/{run_id}", tags=["masks"])
 LayerName = Annotated[str, PathParam(min_length=1, max_length=200, pattern=NO_NUL, description="e.g. fc1.weight")]

@@ -1,7 +1,7 @@
 """The model zoo: small classifiers built as named `nn.Sequential`s so parameter names read `fc1.weight`.
 
 Every model adapts to the data's (channels, height, width); conv models need at least 28x28, so the
-dataset loader upsamples the 8x8 `digits` images to 28x28 for them (see `worker.datasets`).
+dataset loader upsamples the 8x8 `digits` images to 28x28 for them (see `worker.engine.datasets`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def build_model(model_cfg: dict, input_shape: tuple[int, int, int], num_classes:
         return _conv_net(conv, [("fc1", 500)], input_shape, num_classes)
     if name == "small_cnn":
         # No batch norm on purpose: a disabled filter then outputs exactly 0, so neuron pruning can
-        # physically remove it (worker.export.shrink_model) without changing the outputs.
+        # physically remove it (worker.engine.export.shrink_model) without changing the outputs.
         conv = OrderedDict(
             conv1=nn.Conv2d(channels, 32, 3, padding=1), relu_conv1=nn.ReLU(), pool1=nn.MaxPool2d(2),
             conv2=nn.Conv2d(32, 64, 3, padding=1), relu_conv2=nn.ReLU(), pool2=nn.MaxPool2d(2),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.pruning.criteria import (
+from worker.engine.pruning.criteria import (
     ACTIVATION_STATS,
     CRITERIA,
     GRADIENT_CRITERIA,
@@ -34,7 +34,7 @@ from worker.pruning.criteria import (
     activation_score,
     row_score,
 )
-from worker.pruning.masks import (
+from worker.engine.pruning.ranking import (
     erk_densities,
     keep_top,
     keep_top_global,
@@ -43,7 +43,7 @@ from worker.pruning.masks import (
     n_m_mask,
     prune_count,
 )
-from worker.pruning.schedule import DropSchedule, SparsitySchedule
+from worker.engine.pruning.schedule import DropSchedule, SparsitySchedule
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv2d)
 GRANULARITIES = ("unstructured", "neuron", "n:m")

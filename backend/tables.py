@@ -22,9 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from backend.db import Base
-
-RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-FINISHED = ("completed", "failed", "cancelled")
+from prunescope.contract.status import RunStatus
 
 
 def utcnow() -> datetime:
@@ -64,7 +62,7 @@ class Run(Base):
     name: Mapped[str] = mapped_column(String(200))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     notes: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED.value, index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     strategy: Mapped[str] = mapped_column(String(100), default="dense", index=True)
     preset: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from worker.models import build_model
+from worker.engine.networks import build_model
 
 ARTIFACT_FORMAT = "prunescope.pruned-model/1"
 

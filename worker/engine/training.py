@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.datasets import DataBundle, load_dataset
-from worker.export import export_model
-from worker.models import build_model
-from worker.pruning import Pruner, build_pruner, dense_report, prunable_weights
+from worker.engine.datasets import DataBundle, load_dataset
+from worker.engine.export import export_model
+from worker.engine.networks import build_model
+from worker.engine.pruning import Pruner, build_pruner, dense_report, prunable_weights
 
 STOP_POLL_SECONDS = 0.5
 EVAL_BATCH = 1024

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worker.models import CONV_MODELS
+from worker.engine.networks import CONV_MODELS
 
 MNIST_MIRRORS = {
     "mnist": ("MNIST", ["https://ossci-datasets.s3.amazonaws.com/mnist/",

@@ -1,0 +1,337 @@
+"""The run config: one JSON document every interface (form, REST, CLI, SDK, engine) shares.
+
+Each enumeration is one `Literal` alias; `/api/options` and the dashboard read their lists from here.
+Cross-field rules raise errors located at every field involved, so a form marks them without parsing prose.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+ModelName = Literal["lenet300_100", "lenet5", "mlp", "small_cnn"]
+DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "synthetic"]
+Device = Literal["auto", "cpu", "cuda"]
+Optimizer = Literal["sgd", "adam", "adamw"]
+LrSchedule = Literal["constant", "cosine", "step", "onecycle"]
+Criterion = Literal["magnitude", "gradient", "movement", "activation", "random"]
+Granularity = Literal["unstructured", "neuron", "n:m"]
+Scope = Literal["layer", "global"]
+Distribution = Literal["uniform", "erk"]
+ActivationStat = Literal["mean_abs", "apoz"]
+ScheduleKind = Literal["one_shot", "linear", "cubic", "constant"]
+RecoveryKind = Literal["none", "splice", "random", "gradient", "feedback"]
+DropDecay = Literal["cosine", "constant"]
+
+#: Recoveries whose parameters keep the dense weights (the mask only gates the forward pass).
+DENSE_RECOVERIES: tuple[RecoveryKind, ...] = ("splice", "feedback")
+#: Recoveries that drop and regrow at a fixed sparsity (SET, RigL).
+REGROWTH_RECOVERIES: tuple[RecoveryKind, ...] = ("random", "gradient")
+
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it as bad input, not a 500
+MAX_EPOCHS = 1000
+
+
+def choices(alias: Any) -> list[str]:
+    """The values of a `Literal` alias, in their declared order."""
+    return list(get_args(alias))
+
+
+Loc = tuple[str | int, ...]
+
+
+class Problem:
+    """One broken cross-field rule: the message and every field it involves."""
+
+    __slots__ = ("fields", "message")
+
+    def __init__(self, message: str, *fields: Loc) -> None:
+        self.message = message
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        return f"Problem({self.message!r}, {self.fields!r})"
+
+
+def raise_problems(title: str, problems: list[Problem], values: dict[Loc, Any]) -> None:
+    """Raise one ValidationError with an entry per (problem, field), each at its own `loc`."""
+    if not problems:
+        return
+    details = [
+        InitErrorDetails(type=PydanticCustomError("config_conflict", problem.message), loc=loc,
+                         input=values.get(loc))
+        for problem in problems for loc in (problem.fields or ((),))
+    ]
+    raise ValidationError.from_exception_data(title, details)
+
+
+class Strict(BaseModel):
+    """Base for every config block: unknown fields and non-finite numbers are rejected."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ModelConfig(Strict):
+    name: ModelName = "lenet300_100"
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
+        default=None, max_length=32, description="Hidden layer widths, for `mlp` only."
+    )
+
+    @model_validator(mode="after")
+    def _hidden_only_for_mlp(self) -> ModelConfig:
+        if self.hidden is not None and self.name != "mlp":
+            raise_problems("ModelConfig", [Problem("model.hidden applies only to model.name 'mlp'",
+                                                   ("hidden",), ("name",))],
+                           {("hidden",): self.hidden, ("name",): self.name})
+        return self
+
+
+class DatasetConfig(Strict):
+    name: DatasetName = "digits"
+    limit: int | None = Field(default=None, ge=1, le=10_000_000, description="Use the first N training samples.")
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    optimizer: Optimizer = "sgd"
+    lr: float = Field(default=0.1, gt=0, le=100)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    lr_schedule: LrSchedule = "cosine"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> TrainingConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise_problems("TrainingConfig", [Problem("nesterov needs optimizer 'sgd' with momentum > 0",
+                                                      ("nesterov",), ("momentum",))],
+                           {("nesterov",): self.nesterov, ("momentum",): self.momentum})
+        return self
+
+
+class StdScaleThreshold(Strict):
+    std_scale: float = Field(gt=0, le=100, description="Han et al.: θ = q · std of each layer's weights.")
+
+
+class ScheduleConfig(Strict):
+    """When masks change. Epochs count from 1; a mask update "at epoch e" happens after its last step.
+
+    `start_epoch` s: the first update happens at the end of epoch s (s = 0: before the first step, so
+    the run is sparse from its start). `end_epoch` e: the target is reached at the end of epoch e.
+    `every_steps` k: between s and e the masks are updated every k optimizer steps (default: once per epoch).
+    """
+
+    kind: ScheduleKind = "cubic"
+    start_epoch: int = Field(default=1, ge=0, le=MAX_EPOCHS,
+                             description="First mask update at the end of this epoch (0: before training).")
+    end_epoch: int | None = Field(default=None, ge=0, le=MAX_EPOCHS,
+                                  description="Target sparsity reached at the end of this epoch; "
+                                              "default: 3/4 of the epochs.")
+    every_steps: int | None = Field(default=None, ge=1, le=1_000_000,
+                                    description="Optimizer steps between mask updates; default: once per epoch.")
+
+
+class RecoveryConfig(Strict):
+    kind: RecoveryKind = "none"
+    margin: float = Field(default=0.1, ge=0, lt=1, description="splice: hysteresis around θ.")
+    drop_fraction: float = Field(default=0.3, gt=0, le=1, description="random/gradient: share dropped per update.")
+    decay: DropDecay = "cosine"
+    every_steps: int = Field(default=100, ge=1, le=1_000_000,
+                             description="random/gradient: optimizer steps between drop-and-grow updates.")
+    end_epoch: int | None = Field(default=None, ge=0, le=MAX_EPOCHS,
+                                  description="Masks stop changing after this epoch. Empty: splice/feedback "
+                                              "go on to the last epoch; random/gradient stop at the "
+                                              "schedule's end_epoch.")
+
+
+class RegularizationConfig(Strict):
+    l1: float = Field(default=0.0, ge=0, le=10)
+
+
+Glob = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+class LayersConfig(Strict):
+    include: list[Glob] = Field(default=["*"], max_length=64)
+    exclude: list[Glob] = Field(default=[], max_length=64)
+
+
+class PruningConfig(Strict):
+    criterion: Criterion = "magnitude"
+    granularity: Granularity = "unstructured"
+    n_m: tuple[Annotated[int, Field(ge=1, le=64)], Annotated[int, Field(ge=2, le=64)]] | None = None
+    scope: Scope = "layer"
+    distribution: Distribution = "uniform"
+    activation_stat: ActivationStat = "mean_abs"
+    target_sparsity: float | None = Field(default=None, ge=0, lt=1)
+    threshold: float | StdScaleThreshold | None = None
+    schedule: ScheduleConfig = ScheduleConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+    regularization: RegularizationConfig = RegularizationConfig()
+    layers: LayersConfig = LayersConfig()
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_positive(cls, value: float | StdScaleThreshold | None) -> float | StdScaleThreshold | None:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("threshold must be ≥ 0")
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> PruningConfig:
+        values: dict[Loc, Any] = {
+            ("granularity",): self.granularity, ("n_m",): self.n_m, ("threshold",): self.threshold,
+            ("target_sparsity",): self.target_sparsity, ("criterion",): self.criterion,
+            ("recovery", "kind"): self.recovery.kind, ("scope",): self.scope, ("distribution",): self.distribution,
+            ("schedule", "start_epoch"): self.schedule.start_epoch, ("schedule", "end_epoch"): self.schedule.end_epoch,
+        }
+        raise_problems("PruningConfig", pruning_problems(self), values)
+        return self
+
+    @property
+    def dense_weights(self) -> bool:
+        """splice/feedback: parameters hold the dense weights; the mask only gates the forward pass."""
+        return self.recovery.kind in DENSE_RECOVERIES
+
+
+def pruning_problems(p: PruningConfig) -> list[Problem]:
+    """Every rule a pruning block must satisfy beyond single-field types (the engine's only validator)."""
+    out: list[Problem] = []
+    rec = p.recovery.kind
+    if p.granularity == "n:m":
+        if p.n_m is None:
+            out.append(Problem("granularity 'n:m' needs n_m, e.g. [2, 4]", ("n_m",), ("granularity",)))
+        elif p.n_m[0] >= p.n_m[1]:
+            out.append(Problem("n_m [n, m] needs n < m", ("n_m",)))
+        if p.threshold is not None or p.target_sparsity is not None:
+            out.append(Problem("granularity 'n:m' sets the sparsity (1 - n/m): leave threshold and "
+                               "target_sparsity null", ("granularity",),
+                               *([("threshold",)] if p.threshold is not None else []),
+                               *([("target_sparsity",)] if p.target_sparsity is not None else [])))
+        if rec in ("random", "gradient", "splice"):
+            out.append(Problem(f"recovery '{rec}' is not defined for granularity 'n:m'",
+                               ("recovery", "kind"), ("granularity",)))
+    else:
+        if p.n_m is not None:
+            out.append(Problem("n_m applies only to granularity 'n:m'", ("n_m",), ("granularity",)))
+        if p.threshold is None and p.target_sparsity is None:
+            out.append(Problem("set target_sparsity (with a schedule) or threshold",
+                               ("target_sparsity",), ("threshold",)))
+        if p.threshold is not None and p.target_sparsity is not None:
+            out.append(Problem("set either target_sparsity or threshold, not both",
+                               ("target_sparsity",), ("threshold",)))
+    if p.criterion == "activation" and p.granularity != "neuron":
+        out.append(Problem("criterion 'activation' scores neurons/channels: use granularity 'neuron'",
+                           ("criterion",), ("granularity",)))
+    if rec in REGROWTH_RECOVERIES:
+        if p.granularity != "unstructured" and p.granularity != "n:m":
+            out.append(Problem(f"recovery '{rec}' needs granularity 'unstructured'",
+                               ("recovery", "kind"), ("granularity",)))
+        if p.target_sparsity is None and p.granularity != "n:m":
+            out.append(Problem(f"recovery '{rec}' keeps a fixed sparsity: set target_sparsity",
+                               ("recovery", "kind"), ("target_sparsity",)))
+    if p.distribution == "erk" and p.scope != "layer":
+        out.append(Problem("distribution 'erk' allocates per-layer densities: use scope 'layer'",
+                           ("distribution",), ("scope",)))
+    if isinstance(p.threshold, StdScaleThreshold) and p.scope == "global":
+        out.append(Problem("threshold {'std_scale': q} is per layer: use scope 'layer'", ("threshold",), ("scope",)))
+    sched = p.schedule
+    if sched.end_epoch is not None and sched.end_epoch < sched.start_epoch:
+        out.append(Problem("schedule.end_epoch must be ≥ schedule.start_epoch",
+                           ("schedule", "end_epoch"), ("schedule", "start_epoch")))
+    return out
+
+
+RUN_CONFIG_EXAMPLE: dict[str, Any] = {
+    "name": "lenet300-dns",
+    "tags": ["mnist"],
+    "device": "auto",
+    "model": {"name": "lenet300_100"},
+    "dataset": {"name": "mnist"},
+    "training": {"epochs": 30, "batch_size": 128, "optimizer": "sgd", "lr": 0.1,
+                 "momentum": 0.9, "weight_decay": 5e-5, "lr_schedule": "cosine", "seed": 0},
+    "pruning": {"criterion": "magnitude", "granularity": "unstructured", "scope": "global",
+                "target_sparsity": 0.98,
+                "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 20, "every_steps": 100},
+                "recovery": {"kind": "splice"}, "threshold": None,
+                "regularization": {"l1": 0.0}, "layers": {"include": ["*"], "exclude": []}},
+}
+
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
+
+
+class RunConfig(Strict):
+    """A pruning run: what to train, how, and how to prune it."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [RUN_CONFIG_EXAMPLE]})
+
+    name: str = Field(default="untitled", min_length=1, max_length=200, pattern=NO_NUL)
+    tags: list[Tag] = Field(default=[], max_length=32)
+    device: Device = "auto"
+    preset: str | None = Field(default=None, max_length=64, pattern=NO_NUL,
+                               description="The preset this config started from.")
+    model: ModelConfig = ModelConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    training: TrainingConfig = TrainingConfig()
+    pruning: PruningConfig | None = None
+
+    @model_validator(mode="after")
+    def _epochs_cover_schedule(self) -> RunConfig:
+        p = self.pruning
+        if p is None:
+            return self
+        epochs = self.training.epochs
+        problems: list[Problem] = []
+        values: dict[Loc, Any] = {}
+        loc: Loc
+        for loc, value in ((("pruning", "schedule", "end_epoch"), p.schedule.end_epoch),
+                           (("pruning", "recovery", "end_epoch"), p.recovery.end_epoch),
+                           (("pruning", "schedule", "start_epoch"), p.schedule.start_epoch)):
+            if value is not None and value > epochs:
+                label = ".".join(str(part) for part in loc)
+                problems.append(Problem(f"{label} ({value}) is after the last epoch ({epochs})",
+                                        loc, ("training", "epochs")))
+                values[loc] = value
+        values[("training", "epochs")] = epochs
+        raise_problems("RunConfig", problems, values)
+        return self
+
+    def strategy(self) -> str:
+        """A short label of the pruning strategy, for lists and charts."""
+        p = self.pruning
+        if p is None:
+            return "dense"
+        label = f"{p.criterion}/{p.granularity}"
+        if p.recovery.kind != "none":
+            label += f"+{p.recovery.kind}"
+        return label
+
+
+def parse_run_config(data: Any) -> RunConfig:
+    """Validate a decoded JSON document as a run config (raises pydantic.ValidationError)."""
+    return RunConfig.model_validate(data)
+
+
+def parse_pruning(data: Any) -> PruningConfig:
+    """Validate a `pruning` block on its own (the SDK's `Pruner(model, optimizer, block)`)."""
+    if isinstance(data, PruningConfig):
+        return data
+    return PruningConfig.model_validate(data)
+
+
+OPTION_ALIASES: dict[str, Any] = {
+    "models": ModelName, "datasets": DatasetName, "devices": Device, "optimizers": Optimizer,
+    "lr_schedules": LrSchedule, "criteria": Criterion, "granularities": Granularity, "scopes": Scope,
+    "distributions": Distribution, "activation_stats": ActivationStat, "schedules": ScheduleKind,
+    "recoveries": RecoveryKind, "drop_decays": DropDecay,
+}
+
+
+def option_lists() -> dict[str, list[str]]:
+    """Every enumeration of the config by its `/api/options` key."""
+    return {key: choices(alias) for key, alias in OPTION_ALIASES.items()}

@@ -1,0 +1,82 @@
+"""What a run records: per-layer stats, the epoch record, the final summary and a mask snapshot's payload."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_DIM = 2**31 - 1  # one tensor dimension; larger shapes are refused as bad input
+MAX_LAYER_WEIGHTS = 2**31 - 1  # weights in one layer (a mask snapshot's declared size is bounded by settings)
+MAX_COUNT = 2**62  # non-zero / total weight counts, far inside SQL BIGINT
+MAX_LAYERS = 1000
+
+
+class Record(BaseModel):
+    """Base of recorded shapes: unknown fields and NaN/Infinity are refused (a diverged loss is null)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+Shape = list[int]
+
+
+class LayerStats(Record):
+    """One prunable layer at the end of an epoch."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")
+    shape: list[int] = Field(max_length=8, description="The weight tensor's shape")
+    sparsity: float = Field(ge=0, le=1)
+    pruned: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description="Weights pruned since the last epoch")
+    regrown: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description="Weights regrown since the last epoch")
+    threshold: float | None = Field(default=None, description="The score cut used at the last mask update")
+
+
+class EpochMetrics(Record):
+    """The scalar part of an epoch record."""
+
+    epoch: int = Field(ge=1, le=1000)
+    train_loss: float | None = None
+    train_acc: float | None = Field(default=None, ge=0, le=1)
+    test_loss: float | None = None
+    test_acc: float | None = Field(default=None, ge=0, le=1)
+    lr: float | None = None
+    sparsity: float | None = Field(default=None, ge=0, le=1)
+    target_sparsity: float | None = Field(default=None, ge=0, le=1)
+    nonzero: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    total: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    epoch_seconds: float | None = Field(default=None, ge=0)
+    samples_per_s: float | None = Field(default=None, ge=0)
+
+
+class EpochRecord(EpochMetrics):
+    """One epoch as it was measured and stored."""
+
+    layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
+
+
+class RunSummary(Record):
+    """How a run ended, as the engine measured it."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    final_test_acc: float | None = None
+    best_test_acc: float | None = None
+    final_sparsity: float | None = Field(default=None, ge=0, le=1)
+    nonzero: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    total: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    flops: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    wall_seconds: float | None = Field(default=None, ge=0)
+    epochs_done: int | None = Field(default=None, ge=0, le=1000)
+    stopped: bool = False
+
+
+MaskEncoding = Literal["key", "delta"]
+
+
+class MaskPayload(Record):
+    """One layer's mask snapshot on the wire (see `prunescope.maskcodec`)."""
+
+    shape: list[int] = Field(max_length=8)
+    encoding: MaskEncoding
+    data: str = Field(description="base64 of the encoded mask (a key frame, or a delta against the previous epoch)")

@@ -1,0 +1,99 @@
+"""The worker API: the paths and bodies through which workers claim, record and finish runs.
+
+Every call needs the worker token (`Authorization: Bearer`); every call about a claimed run also
+carries the lease that `start` returned, in the `X-Prunescope-Lease` header.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prunescope.contract.records import MAX_LAYERS, EpochMetrics, LayerStats, MaskPayload, RunSummary
+
+LEASE_HEADER = "X-Prunescope-Lease"
+WORKER_PREFIX = "/api/worker"
+ArtifactName = Literal["checkpoint.pt", "model.pt"]
+MAX_RUN_ID = 2**31 - 1
+
+
+class WorkerPaths:
+    """Paths of the worker API, relative to the API's base URL."""
+
+    heartbeat = f"{WORKER_PREFIX}/heartbeat"
+
+    @staticmethod
+    def run(run_id: int) -> str:
+        return f"{WORKER_PREFIX}/runs/{int(run_id)}"
+
+    @classmethod
+    def start(cls, run_id: int) -> str:
+        return f"{cls.run(run_id)}/start"
+
+    @classmethod
+    def epochs(cls, run_id: int) -> str:
+        return f"{cls.run(run_id)}/epochs"
+
+    @classmethod
+    def finish(cls, run_id: int) -> str:
+        return f"{cls.run(run_id)}/finish"
+
+    @classmethod
+    def artifact(cls, run_id: int, name: ArtifactName) -> str:
+        return f"{cls.run(run_id)}/artifacts/{name}"
+
+
+class WorkerMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+WorkerName = str
+
+
+class StartRequest(WorkerMessage):
+    worker: str = Field(min_length=1, max_length=200)
+
+
+class StartResponse(BaseModel):
+    proceed: bool
+    reason: str | None = None
+    config: dict[str, Any] | None = None
+    attempt: int = 0
+    lease: str | None = Field(default=None, description="Carry it in X-Prunescope-Lease on every later call")
+    resume: bool = Field(default=False, description="A checkpoint exists: download it and continue from it")
+    epochs_done: int = 0
+
+
+class EpochReport(EpochMetrics):
+    """One epoch's record as a worker sends it, with every layer's mask snapshot."""
+
+    worker: str = Field(min_length=1, max_length=200)
+    layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
+    masks: dict[str, MaskPayload] = Field(default={}, max_length=MAX_LAYERS)
+
+
+class ReportAck(BaseModel):
+    cancel: bool = Field(description="The run should stop: cancel requested, or it is no longer this worker's")
+    reason: str | None = None
+
+
+FinishStatus = Literal["completed", "failed", "cancelled", "requeue"]
+
+
+class FinishReport(WorkerMessage):
+    worker: str = Field(min_length=1, max_length=200)
+    status: FinishStatus = Field(
+        description="`requeue`: the worker is shutting down; the run resumes from its checkpoint elsewhere")
+    summary: RunSummary | None = None
+    error: str | None = Field(default=None, max_length=20000)
+
+
+class Heartbeat(WorkerMessage):
+    worker: str = Field(min_length=1, max_length=200)
+    hostname: str = Field(default="", max_length=200)
+    queues: list[str] = Field(default=[], max_length=8)
+    device: str = Field(default="cpu", max_length=16)
+    device_name: str = Field(default="", max_length=200)
+    gpu_memory_mb: float | None = Field(default=None, ge=0, le=2**40)
+    run_id: int | None = Field(default=None, ge=1, le=MAX_RUN_ID)
