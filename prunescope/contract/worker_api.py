@@ -97,3 +97,7 @@ class Heartbeat(WorkerMessage):
     device_name: str = Field(default="", max_length=200)
     gpu_memory_mb: float | None = Field(default=None, ge=0, le=2**40)
     run_id: int | None = Field(default=None, ge=1, le=MAX_RUN_ID)
+    models: dict[str, list[str]] = Field(default={}, max_length=500,
+                                         description="Plugin models this worker can build: name -> prunable layers")
+    datasets: list[str] = Field(default=[], max_length=500, description="Plugin datasets this worker can load")
+    plugin_errors: list[str] = Field(default=[], max_length=100, description="Plugins that failed to import")

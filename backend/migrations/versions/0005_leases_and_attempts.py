@@ -1,0 +1,25 @@
+"""leases on runs and the attempt that trained each epoch (issue 10)
+
+Revision ID: a5e1c0de0005
+Revises: 4b8e2d6f1c93
+Create Date: 2026-11-28 10:00:00.000000
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+import backend.tables  # noqa: F401  (custom column types)
+
+
+revision = 'a5e1c0de0005'
+down_revision = '4b8e2d6f1c93'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass  # filled in by the change that needs it (see the message above)
+
+
+def downgrade() -> None:
+    pass
