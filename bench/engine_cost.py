@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
@@ -23,12 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker.engine.networks import build_model
 from worker.engine.pruning import Pruner
+from worker.engine.training import train_step
 
 PRUNINGS = {
-    "masked (none: gmp/han)": {"target_sparsity": 0.9, "schedule": {"kind": "constant"}},
-    "masked (splice: dns)": {"target_sparsity": 0.9, "scope": "global", "schedule": {"kind": "constant"},
+    "masked (none: gmp/han)": {"target_sparsity": 0.9, "schedule": {"kind": "constant", "start_epoch": 0}},
+    "masked (splice: dns)": {"target_sparsity": 0.9, "scope": "global",
+                             "schedule": {"kind": "constant", "start_epoch": 0},
                              "recovery": {"kind": "splice"}},
-    "masked (gradient: rigl)": {"target_sparsity": 0.9, "schedule": {"kind": "constant"},
+    "masked (gradient: rigl)": {"target_sparsity": 0.9, "schedule": {"kind": "constant", "start_epoch": 0},
                                 "recovery": {"kind": "gradient", "every_steps": 100}},
 }
 
@@ -43,26 +44,17 @@ def make_variant(name: str) -> tuple[nn.Module, torch.optim.Optimizer, Pruner | 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     pruner = None
     if name in PRUNINGS:
-        pruner = Pruner(model, PRUNINGS[name], optimizer=optimizer, epochs=10**6, steps_per_epoch=10**6)
+        pruner = Pruner(model, optimizer, PRUNINGS[name], epochs=10**6, steps_per_epoch=10**6, attach=False)
         pruner.start()
     return model, optimizer, pruner
 
 
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, pruner: Pruner | None, x: torch.Tensor,
                 y: torch.Tensor, batches: list[torch.Tensor]) -> float:
-    """Training steps with the same step protocol as worker.engine.training; returns seconds."""
+    """The engine's own `train_step` over `batches`; returns seconds."""
     start = time.perf_counter()
     for index in batches:
-        if pruner is not None:
-            pruner.before_forward()
-        loss = F.cross_entropy(model(x[index]), y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if pruner is not None:
-            pruner.after_backward()
-        optimizer.step()
-        if pruner is not None:
-            pruner.after_step()
+        train_step(model, optimizer, x[index], y[index], pruner)
     return time.perf_counter() - start
 
 
@@ -97,7 +89,7 @@ def main() -> None:
         pruner = variants["masked (splice: dns)"][2]
         assert pruner is not None
         start = time.perf_counter()
-        pruner.epoch_report()
+        pruner.epoch_stats()
         recording.append(time.perf_counter() - start)
     # Other processes only ever add time: the 10th-percentile chunk is the least disturbed estimate.
     best = {name: statistics.quantiles(c, n=10)[0] * steps_per_epoch / args.chunk for name, c in chunks.items()}

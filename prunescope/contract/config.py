@@ -6,13 +6,21 @@ Cross-field rules raise errors located at every field involved, so a form marks 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-ModelName = Literal["lenet300_100", "lenet5", "mlp", "small_cnn"]
-DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "synthetic"]
+from prunescope.contract.base import Loc, Problem, Strict, choices, raise_problems
+from prunescope.contract.extensions import builtin_or_registered
+from prunescope.contract.sources import (
+    PLUGIN_NAME,
+    WIDTH_MODELS,
+    DatasetName,
+    ModelName,
+    PluginParams,
+    data_dir_relative,
+)
+
 Device = Literal["auto", "cpu", "cuda"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 LrSchedule = Literal["constant", "cosine", "step", "onecycle"]
@@ -24,6 +32,7 @@ ActivationStat = Literal["mean_abs", "apoz"]
 ScheduleKind = Literal["one_shot", "linear", "cubic", "constant"]
 RecoveryKind = Literal["none", "splice", "random", "gradient", "feedback"]
 DropDecay = Literal["cosine", "constant"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 #: Recoveries whose parameters keep the dense weights (the mask only gates the forward pass).
 DENSE_RECOVERIES: tuple[RecoveryKind, ...] = ("splice", "feedback")
@@ -34,63 +43,65 @@ NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it as bad inpu
 MAX_EPOCHS = 1000
 
 
-def choices(alias: Any) -> list[str]:
-    """The values of a `Literal` alias, in their declared order."""
-    return list(get_args(alias))
-
-
-Loc = tuple[str | int, ...]
-
-
-class Problem:
-    """One broken cross-field rule: the message and every field it involves."""
-
-    __slots__ = ("fields", "message")
-
-    def __init__(self, message: str, *fields: Loc) -> None:
-        self.message = message
-        self.fields = fields
-
-    def __repr__(self) -> str:
-        return f"Problem({self.message!r}, {self.fields!r})"
-
-
-def raise_problems(title: str, problems: list[Problem], values: dict[Loc, Any]) -> None:
-    """Raise one ValidationError with an entry per (problem, field), each at its own `loc`."""
-    if not problems:
-        return
-    details = [
-        InitErrorDetails(type=PydanticCustomError("config_conflict", problem.message), loc=loc,
-                         input=values.get(loc))
-        for problem in problems for loc in (problem.fields or ((),))
-    ]
-    raise ValidationError.from_exception_data(title, details)
-
-
-class Strict(BaseModel):
-    """Base for every config block: unknown fields and non-finite numbers are rejected."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
 class ModelConfig(Strict):
-    name: ModelName = "lenet300_100"
+    name: str = Field(default="lenet300_100", pattern=PLUGIN_NAME,
+                      description="A built-in model (`/api/options` lists them) or a plugin model an online "
+                                  "worker offers.")
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
         default=None, max_length=32, description="Hidden layer widths, for `mlp` only."
     )
+    width_multiplier: float | None = Field(
+        default=None, gt=0, le=16, description="Scales every channel width of resnet*, vgg16_bn and wrn22_2 "
+                                               "(default 1: the paper's widths).")
+    params: PluginParams = Field(default=None, max_length=32, description="A plugin model's build() kwargs.")
 
     @model_validator(mode="after")
-    def _hidden_only_for_mlp(self) -> ModelConfig:
+    def _fields_fit_the_model(self) -> ModelConfig:
+        problems = []
         if self.hidden is not None and self.name != "mlp":
-            raise_problems("ModelConfig", [Problem("model.hidden applies only to model.name 'mlp'",
-                                                   ("hidden",), ("name",))],
-                           {("hidden",): self.hidden, ("name",): self.name})
+            problems.append(Problem("model.hidden applies only to model.name 'mlp'", ("hidden",), ("name",)))
+        if self.width_multiplier is not None and self.name not in WIDTH_MODELS:
+            problems.append(Problem(f"model.width_multiplier applies only to {', '.join(WIDTH_MODELS)}",
+                                    ("width_multiplier",), ("name",)))
+        if self.params is not None and self.name in choices(ModelName):
+            problems.append(Problem("model.params are for plugin models; built-in models take none",
+                                    ("params",), ("name",)))
+        raise_problems("ModelConfig", problems, {("hidden",): self.hidden, ("name",): self.name,
+                                                 ("width_multiplier",): self.width_multiplier,
+                                                 ("params",): self.params})
         return self
 
 
 class DatasetConfig(Strict):
-    name: DatasetName = "digits"
+    name: str = Field(default="digits", pattern=PLUGIN_NAME,
+                      description="A built-in dataset (`/api/options` lists them) or a plugin dataset an online "
+                                  "worker offers.")
     limit: int | None = Field(default=None, ge=1, le=10_000_000, description="Use the first N training samples.")
+    path: str | None = Field(default=None, min_length=1, max_length=400, pattern=NO_NUL,
+                             description="image_folder: a folder inside the data directory (relative; it holds "
+                                         "`train/` and `test/` (or `val/`), one sub-folder per class).")
+    augment: bool | None = Field(default=None, description="Padded random crop (4 px) and horizontal flip of "
+                                                           "training images; default: on for cifar10/cifar100.")
+    params: PluginParams = Field(default=None, max_length=32, description="A plugin dataset's load() kwargs.")
+
+    @model_validator(mode="after")
+    def _fields_fit_the_dataset(self) -> DatasetConfig:
+        problems = []
+        if self.name == "image_folder":
+            if self.path is None:
+                problems.append(Problem("dataset 'image_folder' needs path: a folder inside the data directory",
+                                        ("path",), ("name",)))
+            elif not data_dir_relative(self.path):
+                problems.append(Problem("dataset.path must be a relative path inside the data directory "
+                                        "(no leading '/', '~' or '..')", ("path",)))
+        elif self.path is not None:
+            problems.append(Problem("dataset.path applies only to dataset 'image_folder'", ("path",), ("name",)))
+        if self.params is not None and self.name in choices(DatasetName):
+            problems.append(Problem("dataset.params are for plugin datasets; built-in datasets take none",
+                                    ("params",), ("name",)))
+        raise_problems("DatasetConfig", problems, {("path",): self.path, ("name",): self.name,
+                                                   ("params",): self.params})
+        return self
 
 
 class TrainingConfig(Strict):
@@ -103,6 +114,14 @@ class TrainingConfig(Strict):
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     lr_schedule: LrSchedule = "cosine"
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    precision: Precision = Field(
+        default="fp32", description="Autocast compute precision; weights, masks and optimizer state stay fp32 "
+                                    "(pruned weights stay exactly 0). bf16 runs on CPU and CUDA; fp16 needs CUDA "
+                                    "and scales the loss (GradScaler).")
+    channels_last: bool = Field(default=False, description="Channels-last memory format for conv models and "
+                                                           "their inputs (faster convolutions on CUDA).")
+    compile: bool = Field(default=False, description="torch.compile the model before training (pays a compile "
+                                                     "time at start; the recorded model is the same).")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> TrainingConfig:
@@ -118,25 +137,31 @@ class StdScaleThreshold(Strict):
 
 
 class ScheduleConfig(Strict):
-    """When masks change. Epochs count from 1; a mask update "at epoch e" happens after its last step.
-
-    `start_epoch` s: the first update happens at the end of epoch s (s = 0: before the first step, so
-    the run is sparse from its start). `end_epoch` e: the target is reached at the end of epoch e.
-    `every_steps` k: between s and e the masks are updated every k optimizer steps (default: once per epoch).
+    """When masks change. Epochs count from 1; an update "at epoch e" happens after its last step (e's record
+    shows it). Every kind honours `start_epoch` (`constant`: the target from then on, so SET/RigL use 0);
+    `cubic` is Zhu & Gupta from 0 at start_epoch's update to the target at end_epoch's.
     """
 
     kind: ScheduleKind = "cubic"
     start_epoch: int = Field(default=1, ge=0, le=MAX_EPOCHS,
-                             description="First mask update at the end of this epoch (0: before training).")
+                             description="First mask update at the end of this epoch (0: before the first step, "
+                                         "so the run is sparse from its start).")
     end_epoch: int | None = Field(default=None, ge=0, le=MAX_EPOCHS,
                                   description="Target sparsity reached at the end of this epoch; "
                                               "default: 3/4 of the epochs.")
     every_steps: int | None = Field(default=None, ge=1, le=1_000_000,
-                                    description="Optimizer steps between mask updates; default: once per epoch.")
+                                    description="Optimizer steps between mask updates, counted from the first "
+                                                "update; one always happens at the end of end_epoch; default: "
+                                                "once per epoch.")
 
 
 class RecoveryConfig(Strict):
     kind: RecoveryKind = "none"
+
+    @field_validator("kind", mode="wrap")
+    @classmethod
+    def _kind_known(cls, value: Any, handler: Any) -> Any:
+        return builtin_or_registered("recovery", value, handler)
     margin: float = Field(default=0.1, ge=0, lt=1, description="splice: hysteresis around θ.")
     drop_fraction: float = Field(default=0.3, gt=0, le=1, description="random/gradient: share dropped per update.")
     decay: DropDecay = "cosine"
@@ -173,6 +198,11 @@ class PruningConfig(Strict):
     recovery: RecoveryConfig = RecoveryConfig()
     regularization: RegularizationConfig = RegularizationConfig()
     layers: LayersConfig = LayersConfig()
+
+    @field_validator("criterion", mode="wrap")
+    @classmethod
+    def _criterion_known(cls, value: Any, handler: Any) -> Any:
+        return builtin_or_registered("criterion", value, handler)
 
     @field_validator("threshold")
     @classmethod
@@ -301,6 +331,15 @@ class RunConfig(Strict):
         raise_problems("RunConfig", problems, values)
         return self
 
+    @model_validator(mode="after")
+    def _fp16_needs_cuda(self) -> RunConfig:
+        if self.training.precision == "fp16" and self.device == "cpu":
+            raise_problems("RunConfig", [Problem("training.precision 'fp16' needs a CUDA device: use 'bf16' on a "
+                                                 "CPU, or device 'cuda' or 'auto'", ("training", "precision"),
+                                                 ("device",))],
+                           {("training", "precision"): "fp16", ("device",): "cpu"})
+        return self
+
     def strategy(self) -> str:
         """A short label of the pruning strategy, for lists and charts."""
         p = self.pruning
@@ -328,7 +367,7 @@ OPTION_ALIASES: dict[str, Any] = {
     "models": ModelName, "datasets": DatasetName, "devices": Device, "optimizers": Optimizer,
     "lr_schedules": LrSchedule, "criteria": Criterion, "granularities": Granularity, "scopes": Scope,
     "distributions": Distribution, "activation_stats": ActivationStat, "schedules": ScheduleKind,
-    "recoveries": RecoveryKind, "drop_decays": DropDecay,
+    "recoveries": RecoveryKind, "drop_decays": DropDecay, "precisions": Precision,
 }
 
 

@@ -10,6 +10,7 @@ MAX_DIM = 2**31 - 1  # one tensor dimension; larger shapes are refused as bad in
 MAX_LAYER_WEIGHTS = 2**31 - 1  # weights in one layer (a mask snapshot's declared size is bounded by settings)
 MAX_COUNT = 2**62  # non-zero / total weight counts, far inside SQL BIGINT
 MAX_LAYERS = 1000
+MAX_ATTEMPT = 2**31 - 1
 
 
 class Record(BaseModel):
@@ -21,6 +22,25 @@ class Record(BaseModel):
 Shape = list[int]
 
 
+MAX_HISTOGRAM_BINS = 64
+
+
+class WeightHistogram(Record):
+    """How many of a layer's weights fall in each magnitude bin (|w|, log-spaced edges; zeros left out)."""
+
+    edges: list[float] = Field(min_length=2, max_length=MAX_HISTOGRAM_BINS + 1,
+                               description="Bin edges of |w|, increasing; len(counts) + 1 values. Chosen per epoch "
+                                           "to span the layer's non-zero |w|, on one fixed grid: log10 edges are "
+                                           "multiples of the bin width (1/16 decade, wider only when the range "
+                                           "needs more than 64 bins), so equal widths mean identical bins")
+    counts: list[int] = Field(min_length=1, max_length=MAX_HISTOGRAM_BINS,
+                              description="Non-zero weights per bin: the layer's parameter values (the dense "
+                                          "weights for splice/feedback); exact zeros and non-finite values are "
+                                          "left out")
+    kept: list[int] | None = Field(default=None, max_length=MAX_HISTOGRAM_BINS,
+                                   description="Of those, the weights the mask keeps; null for a dense run (no mask)")
+
+
 class LayerStats(Record):
     """One prunable layer at the end of an epoch."""
 
@@ -30,6 +50,7 @@ class LayerStats(Record):
     pruned: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description="Weights pruned since the last epoch")
     regrown: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description="Weights regrown since the last epoch")
     threshold: float | None = Field(default=None, description="The score cut used at the last mask update")
+    histogram: WeightHistogram | None = Field(default=None, description="Weight magnitudes at the end of the epoch")
 
 
 class EpochMetrics(Record):
@@ -53,6 +74,10 @@ class EpochRecord(EpochMetrics):
     """One epoch as it was measured and stored."""
 
     layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
+    attempt: int | None = Field(default=None, ge=1, le=MAX_ATTEMPT,
+                                description="The attempt (start of the run by a worker) that trained this epoch")
+    extra: dict[str, float | None] | None = Field(default=None, max_length=500,
+                                                  description="A tracked run's other scalars, as logged")
 
 
 class RunSummary(Record):
@@ -69,6 +94,9 @@ class RunSummary(Record):
     wall_seconds: float | None = Field(default=None, ge=0)
     epochs_done: int | None = Field(default=None, ge=0, le=1000)
     stopped: bool = False
+    early_stop: str | None = Field(default=None, max_length=500, description=(
+        "Why training ended before its last epoch although the run is complete (e.g. converged); a `completed` "
+        "finish without it needs every epoch recorded"))
 
 
 MaskEncoding = Literal["key", "delta"]

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prunescope.contract.config import NO_NUL
+from prunescope.contract.queue import QueueName
 from prunescope.contract.records import MAX_LAYERS, EpochMetrics, LayerStats, MaskPayload, RunSummary
 
 LEASE_HEADER = "X-Prunescope-Lease"
@@ -52,7 +54,7 @@ WorkerName = str
 
 
 class StartRequest(WorkerMessage):
-    worker: str = Field(min_length=1, max_length=200)
+    worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class StartResponse(BaseModel):
@@ -68,7 +70,7 @@ class StartResponse(BaseModel):
 class EpochReport(EpochMetrics):
     """One epoch's record as a worker sends it, with every layer's mask snapshot."""
 
-    worker: str = Field(min_length=1, max_length=200)
+    worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
     masks: dict[str, MaskPayload] = Field(default={}, max_length=MAX_LAYERS)
 
@@ -82,7 +84,7 @@ FinishStatus = Literal["completed", "failed", "cancelled", "requeue"]
 
 
 class FinishReport(WorkerMessage):
-    worker: str = Field(min_length=1, max_length=200)
+    worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     status: FinishStatus = Field(
         description="`requeue`: the worker is shutting down; the run resumes from its checkpoint elsewhere")
     summary: RunSummary | None = None
@@ -90,11 +92,11 @@ class FinishReport(WorkerMessage):
 
 
 class Heartbeat(WorkerMessage):
-    worker: str = Field(min_length=1, max_length=200)
-    hostname: str = Field(default="", max_length=200)
-    queues: list[str] = Field(default=[], max_length=8)
-    device: str = Field(default="cpu", max_length=16)
-    device_name: str = Field(default="", max_length=200)
+    worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    hostname: str = Field(default="", max_length=200, pattern=NO_NUL)
+    queues: list[QueueName] = Field(default=[], max_length=8)
+    device: str = Field(default="cpu", max_length=16, pattern=NO_NUL)
+    device_name: str = Field(default="", max_length=200, pattern=NO_NUL)
     gpu_memory_mb: float | None = Field(default=None, ge=0, le=2**40)
     run_id: int | None = Field(default=None, ge=1, le=MAX_RUN_ID)
     models: dict[str, list[str]] = Field(default={}, max_length=500,

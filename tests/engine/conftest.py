@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+from prunescope.contract import EpochRecord
 from prunescope.contract.config import RunConfig
+
+
+class Epochs(list[dict[str, Any]]):
+    """An `on_epoch` callback that keeps each record as a dict, with its masks under "masks"."""
+
+    def __call__(self, record: EpochRecord, masks: dict[str, np.ndarray]) -> None:
+        self.append({**record.model_dump(), "masks": masks})
 
 
 def run_config(pruning: dict | None = None, **sections: Any) -> dict:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.engine.conftest import Epochs
 from worker.engine.pruning.pruner import Pruner
 from worker.engine.training import run_training
 
@@ -34,7 +35,7 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, pruner: Pruner, seed: in
 
 def _pruner(pruning: dict, model: nn.Module, lr: float = 0.0) -> tuple[torch.optim.Optimizer, Pruner]:
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    pruner = Pruner(model, pruning, optimizer=opt, epochs=2, steps_per_epoch=4)
+    pruner = Pruner(model, opt, pruning, epochs=2, steps_per_epoch=4, attach=False)
     pruner.start()
     return opt, pruner
 
@@ -42,7 +43,7 @@ def _pruner(pruning: dict, model: nn.Module, lr: float = 0.0) -> tuple[torch.opt
 def test_gradient_criterion_prunes_the_smallest_taylor_scores() -> None:
     model = _model()
     opt, pruner = _pruner({"criterion": "gradient", "target_sparsity": 0.5,
-                           "schedule": {"kind": "one_shot", "start_epoch": 1}}, model)
+                           "schedule": {"kind": "one_shot", "start_epoch": 0}}, model)
     weights = model[0].weight.detach().clone()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, 20, generator=gen)
@@ -58,7 +59,7 @@ def test_gradient_criterion_prunes_the_smallest_taylor_scores() -> None:
 def test_movement_criterion_keeps_weights_moving_away_from_zero() -> None:
     model = _model()
     opt, pruner = _pruner({"criterion": "movement", "target_sparsity": 0.5,
-                           "schedule": {"kind": "one_shot", "start_epoch": 1}}, model)
+                           "schedule": {"kind": "one_shot", "start_epoch": 0}}, model)
     weights = model[2].weight.detach().clone()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, 20, generator=gen)
@@ -73,7 +74,8 @@ def test_random_criterion_is_reproducible_from_the_seed() -> None:
     masks = []
     for _ in range(2):
         model = _model()
-        _, pruner = _pruner({"criterion": "random", "target_sparsity": 0.7, "schedule": {"kind": "constant"}},
+        _, pruner = _pruner({"criterion": "random", "target_sparsity": 0.7,
+                             "schedule": {"kind": "constant", "start_epoch": 0}},
                             model)
         masks.append(pruner.masks())
     assert all(torch.equal(masks[0][k], masks[1][k]) for k in masks[0])
@@ -86,7 +88,7 @@ def test_activation_criterion_disables_the_least_active_neurons(stat: str) -> No
     with torch.no_grad():
         model[0].bias[:8] = -100.0  # these 8 neurons never fire: ReLU output always 0
     opt, pruner = _pruner({"criterion": "activation", "activation_stat": stat, "granularity": "neuron",
-                           "target_sparsity": 0.25, "schedule": {"kind": "one_shot", "start_epoch": 1}}, model)
+                           "target_sparsity": 0.25, "schedule": {"kind": "one_shot", "start_epoch": 0}}, model)
     _step(model, opt, pruner)
     rows = pruner.layers[0].mask.any(dim=1)
     assert rows[:8].sum() == 0 and rows[8:].all()
@@ -97,7 +99,7 @@ def test_activation_criterion_disables_the_least_active_neurons(stat: str) -> No
 def test_neuron_granularity_prunes_whole_rows() -> None:
     model = _model()
     _, pruner = _pruner({"granularity": "neuron", "target_sparsity": 0.5, "scope": "global",
-                         "schedule": {"kind": "constant"}}, model)
+                         "schedule": {"kind": "constant", "start_epoch": 0}}, model)
     for layer in pruner.layers[:2]:
         per_row = layer.mask.sum(dim=1)
         assert ((per_row == 0) | (per_row == layer.mask.shape[1])).all()
@@ -108,7 +110,7 @@ def test_neuron_granularity_prunes_whole_rows() -> None:
 
 def test_absolute_threshold_prunes_scores_below_theta() -> None:
     model = _model()
-    _, pruner = _pruner({"threshold": 0.1, "schedule": {"kind": "constant"}}, model)
+    _, pruner = _pruner({"threshold": 0.1, "schedule": {"kind": "constant", "start_epoch": 0}}, model)
     for layer in pruner.layers:
         original = layer.mask  # weights below θ are now zero
         assert (layer.weight.detach().abs()[original] >= 0.1).all()
@@ -118,14 +120,14 @@ def test_absolute_threshold_prunes_scores_below_theta() -> None:
 def test_std_scale_threshold_uses_each_layers_std() -> None:
     model = _model()
     stds = [model[i].weight.detach().std().item() for i in (0, 2, 4)]
-    _, pruner = _pruner({"threshold": {"std_scale": 0.5}, "schedule": {"kind": "constant"}}, model)
+    _, pruner = _pruner({"threshold": {"std_scale": 0.5}, "schedule": {"kind": "constant", "start_epoch": 0}}, model)
     for layer, std in zip(pruner.layers, stds, strict=True):
         assert layer.threshold == pytest.approx(0.5 * std)
 
 
 def test_l1_regularisation_drives_weights_towards_zero(tmp_path: Path, make_config: Callable[..., dict]) -> None:
     def mean_abs(l1: float) -> float:
-        pruning = {"threshold": 0.0, "regularization": {"l1": l1}, "schedule": {"kind": "constant"}}
+        pruning = {"threshold": 0.0, "regularization": {"l1": l1}, "schedule": {"kind": "constant", "start_epoch": 0}}
         run_training(make_config(pruning), data_dir=tmp_path, checkpoint_path=tmp_path / f"{l1}" / "c.pt")
         state = torch.load(tmp_path / f"{l1}" / "model.pt", weights_only=True)["state_dict"]
         return float(state["fc1.weight"].abs().mean())
@@ -134,17 +136,17 @@ def test_l1_regularisation_drives_weights_towards_zero(tmp_path: Path, make_conf
 
 
 def test_layer_globs_choose_the_pruned_weights(tmp_path: Path, make_config: Callable[..., dict]) -> None:
-    records: list[dict] = []
-    pruning = {"target_sparsity": 0.5, "schedule": {"kind": "constant"},
+    records = Epochs()
+    pruning = {"target_sparsity": 0.5, "schedule": {"kind": "constant", "start_epoch": 0},
                "layers": {"include": ["fc*"], "exclude": ["fc3.*"]}}
-    run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records.append)
+    run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records)
     assert [layer["name"] for layer in records[0]["layers"]] == ["fc1.weight", "fc2.weight"]
 
 
 def test_erk_gives_small_layers_more_density(tmp_path: Path, make_config: Callable[..., dict]) -> None:
-    records: list[dict] = []
-    pruning = {"target_sparsity": 0.9, "distribution": "erk", "schedule": {"kind": "constant"}}
-    run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records.append)
+    records = Epochs()
+    pruning = {"target_sparsity": 0.9, "distribution": "erk", "schedule": {"kind": "constant", "start_epoch": 0}}
+    run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records)
     sparsities = [layer["sparsity"] for layer in records[0]["layers"]]
     assert sparsities[0] > sparsities[1] > sparsities[2]
     assert records[0]["sparsity"] == pytest.approx(0.9, abs=1e-3)
@@ -153,10 +155,10 @@ def test_erk_gives_small_layers_more_density(tmp_path: Path, make_config: Callab
 @pytest.mark.parametrize("recovery", ["none", "feedback"])
 def test_n_m_pattern_holds_in_every_group_after_training(tmp_path: Path, make_config: Callable[..., dict],
                                                          recovery: str) -> None:
-    records: list[dict] = []
+    records = Epochs()
     pruning = {"granularity": "n:m", "n_m": [2, 4], "schedule": {"kind": "linear", "every_steps": 2},
                "recovery": {"kind": recovery}}
-    run_training(make_config(pruning), data_dir=tmp_path, on_epoch=records.append)
+    run_training(make_config(pruning), data_dir=tmp_path, on_epoch=records)
     for name, mask in records[-1]["masks"].items():
         groups = torch.from_numpy(mask).reshape(mask.shape[0], -1, 4)
         assert (groups.sum(dim=2) == 2).all(), name

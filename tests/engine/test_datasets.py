@@ -125,3 +125,84 @@ def test_digits_split_is_deterministic(tmp_path: Path) -> None:
     a = load_dataset({"name": "digits"}, tmp_path, model_name="mlp")
     b = load_dataset({"name": "digits"}, tmp_path, model_name="mlp")
     assert torch.equal(a.test_y, b.test_y) and len(a.test_y) == 359
+
+
+def test_cifar100_loads_its_python_archive_with_fine_labels(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, n in (("train", 6), ("test", 3)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": [99, 0, 50, 1, 2, 3][:n],
+                 b"coarse_labels": [0] * n}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    bundle = load_dataset({"name": "cifar100"}, tmp_path, model_name="resnet20")
+    assert bundle.num_classes == 100 and bundle.train_x.shape == (6, 3, 32, 32)
+    assert bundle.train_y.tolist() == [99, 0, 50, 1, 2, 3] and bundle.augment is not None  # augmented by default
+
+
+def test_missing_cifar100_says_which_archive_to_extract(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"cifar-100-python\.tar\.gz"):
+        load_dataset({"name": "cifar100"}, tmp_path, model_name="resnet20")
+
+
+def test_pad_crop_flip_shifts_and_mirrors_each_image() -> None:
+    from worker.engine.datasets.augment import pad_crop_flip
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) + 1
+    out = pad_crop_flip(x, torch.Generator().manual_seed(0), padding=0)  # no room to shift: only flips
+    for image, source in zip(out, x, strict=True):
+        assert torch.equal(image, source) or torch.equal(image, source.flip(2))
+    shifted = pad_crop_flip(x, torch.Generator().manual_seed(3))
+    assert shifted.shape == x.shape and not torch.equal(shifted, x)
+    assert torch.equal(shifted, pad_crop_flip(x, torch.Generator().manual_seed(3)))  # seeded: reproducible
+    # Every output pixel is a pixel of the (zero-padded) source image, so the multiset shrinks or stays.
+    assert set(shifted[0].unique().tolist()) <= set(x[0].unique().tolist()) | {0.0}
+
+
+def test_augment_is_off_unless_asked_for_non_cifar_data(tmp_path: Path) -> None:
+    assert load_dataset({"name": "digits"}, tmp_path, model_name="mlp").augment is None
+    assert load_dataset({"name": "digits", "augment": True}, tmp_path, model_name="mlp").augment is not None
+
+
+def _image_folder(root: Path, size: tuple[int, int] = (10, 12)) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for label in ("cat", "dog"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_image_folder_reads_lazily_through_a_dataloader(tmp_path: Path) -> None:
+    _image_folder(tmp_path / "pets")
+    bundle = load_dataset({"name": "image_folder", "path": "pets", "limit": 5}, tmp_path, model_name="resnet20")
+    assert isinstance(bundle, datasets.LoaderBundle)
+    assert bundle.input_shape == (3, 12, 10) and bundle.num_classes == 2 and bundle.train_size == 5
+    batches = list(datasets.train_batches(bundle, 2, torch.Generator().manual_seed(0), "cpu"))
+    assert [len(y) for _, y in batches] == [2, 2, 1] and batches[0][0].shape == (2, 3, 12, 10)
+    test = list(datasets.eval_batches(bundle, 3, "cpu"))
+    assert sum(len(y) for _, y in test) == 4 and sorted(torch.cat([y for _, y in test]).tolist()) == [0, 0, 1, 1]
+    net = build_model({"name": "resnet20", "width_multiplier": 0.25}, bundle.input_shape, bundle.num_classes)
+    assert net(batches[0][0]).shape == (2, 2)
+
+
+def test_image_folder_paths_cannot_leave_the_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _image_folder(tmp_path / "outside")
+    (data / "link").symlink_to(tmp_path / "outside")
+    for path in ("../outside", "/etc", "link"):
+        with pytest.raises(ValueError, match="data directory"):
+            load_dataset({"name": "image_folder", "path": path}, data, model_name="mlp")
+
+
+def test_tensor_batches_cover_the_epoch_once_in_seeded_order(tmp_path: Path) -> None:
+    bundle = datasets.synthetic_bundle((1, 4, 4), n_train=10, n_test=3)
+    ys = [y for _, y in datasets.train_batches(bundle, 4, torch.Generator().manual_seed(5), "cpu")]
+    assert [len(y) for y in ys] == [4, 4, 2]
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(torch.cat(ys), bundle.train_y[order])

@@ -21,8 +21,8 @@ def _model() -> nn.Sequential:
 def _one_shot_pruner(model: nn.Module, amount: float, scope: str) -> Pruner:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     config = {"criterion": "magnitude", "scope": scope, "target_sparsity": amount,
-              "schedule": {"kind": "one_shot", "start_epoch": 1}}
-    pruner = Pruner(model, config, optimizer=optimizer, epochs=1, steps_per_epoch=1)
+              "schedule": {"kind": "one_shot", "start_epoch": 0}}
+    pruner = Pruner(model, optimizer, config, epochs=1, steps_per_epoch=1, attach=False)
     pruner.start()
     return pruner
 

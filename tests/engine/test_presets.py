@@ -9,15 +9,39 @@ import pytest
 
 from prunescope.contract.config import RunConfig
 from prunescope.presets import DESCRIPTIONS, load_presets
+from tests.engine.conftest import Epochs
 from worker.engine.training import run_training
 
 PRESETS = load_presets()
 
 
-def test_the_eight_named_presets_exist_with_descriptions() -> None:
-    assert set(PRESETS) == {"han2015", "dns", "gmp", "set", "rigl", "dpf", "one_shot", "dense"}
+def test_the_named_presets_exist_with_descriptions() -> None:
+    methods = {"han2015", "dns", "gmp", "set", "rigl", "dpf", "one_shot", "dense"}
+    paper_rows = {"gmp_92", "gmp_98_5", "gmp_99", "rigl_99", "set_99", "lenet5_99", "lenet5_99_6"}
+    assert set(PRESETS) == methods | paper_rows
     assert set(DESCRIPTIONS) == set(PRESETS)
     assert all(preset["preset"] == name for name, preset in PRESETS.items())
+
+
+@pytest.mark.parametrize(("name", "model", "target"), [
+    ("gmp_92", "lenet300_100", 0.92), ("dns", "lenet300_100", 0.982), ("gmp_98_5", "lenet300_100", 0.985),
+    ("gmp_99", "lenet300_100", 0.99), ("rigl_99", "lenet300_100", 0.99), ("set_99", "lenet300_100", 0.99),
+    ("lenet5_99", "lenet5", 0.99), ("lenet5_99_6", "lenet5", 0.996)])
+def test_paper_table_presets_prune_their_row_model_to_the_row_sparsity(name: str, model: str, target: float) -> None:
+    preset = PRESETS[name]
+    assert preset["model"]["name"] == model and preset["dataset"]["name"] == "mnist"
+    assert preset["pruning"]["target_sparsity"] == target
+    assert preset["training"]["epochs"] <= 60  # the table's budget
+
+
+def test_regrowth_presets_at_99_share_gmps_ramp_and_differ_only_in_recovery() -> None:
+    gmp = PRESETS["gmp_99"]
+    for name, kind in (("rigl_99", "gradient"), ("set_99", "random")):
+        preset = PRESETS[name]
+        assert preset["training"] == gmp["training"]
+        assert preset["pruning"]["schedule"] == gmp["pruning"]["schedule"]
+        assert preset["pruning"]["recovery"]["kind"] == kind
+        assert {**preset["pruning"], "recovery": None} == {**gmp["pruning"], "recovery": None}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -31,11 +55,21 @@ def test_preset_validates_and_trains_one_epoch_on_tiny_data(tmp_path: Path, name
         for block in (config["pruning"]["schedule"], config["pruning"]["recovery"]):
             for key in ("start_epoch", "end_epoch"):
                 if block.get(key) is not None:
-                    block[key] = 1
+                    block[key] = min(block[key], 1)  # 0 (sparse from the first step) stays 0
             block["every_steps"] = 1
     config = RunConfig.model_validate(config).model_dump(mode="json")
-    records: list[dict] = []
-    summary = run_training(config, data_dir=tmp_path, on_epoch=records.append)
-    assert len(records) == 1 and summary["epochs_done"] == 1
+    records = Epochs()
+    summary = run_training(config, data_dir=tmp_path, on_epoch=records)
+    assert len(records) == 1 and summary.epochs_done == 1
     if config["pruning"] is not None:
-        assert summary["final_sparsity"] > 0.5
+        assert summary.final_sparsity > 0.5
+
+
+def test_presets_keep_their_papers_trajectories_under_end_of_epoch_semantics() -> None:
+    # SET/RigL are sparse from the first step; one-shot presets prune after 10 dense epochs (shown in
+    # epoch 10's record); GMP ramps from the end of epoch 1 to the end of epoch 15.
+    schedules = {name: preset["pruning"]["schedule"] for name, preset in PRESETS.items() if preset["pruning"]}
+    assert schedules["set"]["start_epoch"] == schedules["rigl"]["start_epoch"] == 0
+    assert schedules["set"]["kind"] == schedules["rigl"]["kind"] == "constant"
+    assert schedules["one_shot"]["start_epoch"] == schedules["han2015"]["start_epoch"] == 10
+    assert (schedules["gmp"]["start_epoch"], schedules["gmp"]["end_epoch"]) == (1, 15)

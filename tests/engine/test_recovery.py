@@ -23,7 +23,7 @@ def _setup(pruning: dict, optimizer: str = "sgd", lr: float = 0.1, steps_per_epo
         opt = torch.optim.Adam(model.parameters(), lr=lr)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    pruner = Pruner(model, pruning, optimizer=opt, epochs=epochs, steps_per_epoch=steps_per_epoch, seed=0)
+    pruner = Pruner(model, opt, pruning, epochs=epochs, steps_per_epoch=steps_per_epoch, seed=0, attach=False)
     pruner.start()
     return model, opt, pruner
 
@@ -48,7 +48,7 @@ def _train(model: nn.Module, opt: torch.optim.Optimizer, pruner: Pruner, steps: 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_momentum_never_revives_a_pruned_weight(optimizer: str) -> None:
-    pruning = {"target_sparsity": 0.7, "schedule": {"kind": "constant"}, "recovery": {"kind": "none"}}
+    pruning = {"target_sparsity": 0.7, "schedule": {"kind": "constant", "start_epoch": 0}, "recovery": {"kind": "none"}}
     model, opt, pruner = _setup(pruning, optimizer, lr=0.05)
     first = pruner.masks()
 
@@ -81,14 +81,15 @@ def test_gradual_pruning_without_recovery_only_ever_removes_weights() -> None:
 
 
 def test_splice_brings_pruned_weights_back() -> None:
-    pruning = {"target_sparsity": 0.6, "scope": "global", "schedule": {"kind": "constant", "every_steps": 2},
+    pruning = {"target_sparsity": 0.6, "scope": "global",
+               "schedule": {"kind": "constant", "start_epoch": 0, "every_steps": 2},
                "recovery": {"kind": "splice", "margin": 0.05}}
     model, opt, pruner = _setup(pruning, lr=0.3)
     initially_pruned = ~pruner.layers[0].mask.clone()
     dense_before = pruner.layers[0].weight.detach().clone()
     _train(model, opt, pruner, 40)
-    layers, _ = pruner.epoch_report()
-    assert sum(layer["regrown"] for layer in layers) > 0
+    layers, _ = pruner.epoch_stats()
+    assert sum(layer.regrown for layer in layers) > 0
     assert (pruner.layers[0].mask & initially_pruned).any()  # some weight pruned at the start is back
     # dense weights at pruned positions kept learning (they received the gradient of the masked model)
     assert not torch.equal(pruner.layers[0].weight.detach()[initially_pruned], dense_before[initially_pruned])
@@ -98,7 +99,7 @@ def test_splice_brings_pruned_weights_back() -> None:
 
 
 def test_splice_with_threshold_uses_hysteresis_band() -> None:
-    pruning = {"threshold": 0.1, "schedule": {"kind": "constant", "every_steps": 1},
+    pruning = {"threshold": 0.1, "schedule": {"kind": "constant", "start_epoch": 0, "every_steps": 1},
                "recovery": {"kind": "splice", "margin": 0.2}}
     model, opt, pruner = _setup(pruning, lr=0.2)
 
@@ -112,7 +113,8 @@ def test_splice_with_threshold_uses_hysteresis_band() -> None:
 
 
 def test_forward_uses_masked_weights_under_splice_and_feedback() -> None:
-    pruning = {"target_sparsity": 0.5, "schedule": {"kind": "constant"}, "recovery": {"kind": "feedback"}}
+    pruning = {"target_sparsity": 0.5, "schedule": {"kind": "constant", "start_epoch": 0},
+               "recovery": {"kind": "feedback"}}
     model, opt, pruner = _setup(pruning)
     _train(model, opt, pruner, 5)
     x = torch.randn(8, 20)
@@ -130,7 +132,7 @@ def test_forward_uses_masked_weights_under_splice_and_feedback() -> None:
 
 @pytest.mark.parametrize("kind", ["random", "gradient"])
 def test_set_and_rigl_keep_sparsity_constant_while_weights_churn(kind: str) -> None:
-    pruning = {"target_sparsity": 0.75, "schedule": {"kind": "constant"},
+    pruning = {"target_sparsity": 0.75, "schedule": {"kind": "constant", "start_epoch": 0},
                "recovery": {"kind": kind, "drop_fraction": 0.3, "every_steps": 4, "end_epoch": 4}}
     model, opt, pruner = _setup(pruning, lr=0.05)
     kept = {layer.name: int(layer.mask.sum()) for layer in pruner.layers}
@@ -149,10 +151,10 @@ def test_set_and_rigl_keep_sparsity_constant_while_weights_churn(kind: str) -> N
 
     for layer in pruner.layers:
         snapshot[layer.name] = layer.mask.clone()
-    pruner.epoch_report()  # the initial pruning is not churn
+    pruner.epoch_stats()  # the initial pruning is not churn
     _train(model, opt, pruner, 40, check)
-    layers, _ = pruner.epoch_report()
-    churn["pruned"] = sum(layer["pruned"] for layer in layers)
-    churn["regrown"] = sum(layer["regrown"] for layer in layers)
+    layers, _ = pruner.epoch_stats()
+    churn["pruned"] = sum(layer.pruned for layer in layers)
+    churn["regrown"] = sum(layer.regrown for layer in layers)
     assert churn["pruned"] == churn["regrown"] > 0
     assert any(not torch.equal(pruner.masks()[n], m) for n, m in masks_before.items())

@@ -11,22 +11,20 @@ import numpy as np
 import pytest
 import torch
 
+from prunescope.contract import RunSummary
+from tests.engine.conftest import Epochs
 from worker.engine.training import run_training, train_main
 
-RECORD_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "nonzero", "total",
-               "epoch_seconds", "samples_per_s", "target_sparsity", "layers", "masks"}
-SUMMARY_KEYS = {"final_test_acc", "best_test_acc", "final_sparsity", "nonzero", "total", "flops", "wall_seconds",
-                "epochs_done", "stopped"}
 GMP = {"target_sparsity": 0.8, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 2, "every_steps": 2}}
 
 
 def test_pruned_run_reports_every_epoch_with_layer_stats_and_masks(tmp_path: Path,
                                                                    make_config: Callable[..., dict]) -> None:
-    records: list[dict] = []
-    summary = run_training(make_config(GMP), data_dir=tmp_path, on_epoch=records.append)
+    records = Epochs()
+    summary = run_training(make_config(GMP), data_dir=tmp_path, on_epoch=records)
     assert [r["epoch"] for r in records] == [1, 2]
     for record in records:
-        assert set(record) == RECORD_KEYS
+        assert record["train_loss"] is not None and record["test_loss"] is not None and record["lr"] is not None
         assert 0 <= record["train_acc"] <= 1 and 0 <= record["test_acc"] <= 1
         assert [layer["name"] for layer in record["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
         assert record["layers"][0]["shape"] == [300, 784]
@@ -39,30 +37,30 @@ def test_pruned_run_reports_every_epoch_with_layer_stats_and_masks(tmp_path: Pat
     assert records[-1]["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert sum(layer["pruned"] for r in records for layer in r["layers"]) == records[-1]["total"] - records[-1][
         "nonzero"]
-    assert set(summary) == SUMMARY_KEYS
-    assert summary["final_sparsity"] == pytest.approx(0.8, abs=1e-3) and summary["stopped"] is False
-    assert summary["flops"] == 2 * summary["nonzero"]  # an MLP: one multiply-add per weight
+    assert isinstance(summary, RunSummary) and summary.wall_seconds is not None and summary.epochs_done == 2
+    assert summary.final_sparsity == pytest.approx(0.8, abs=1e-3) and summary.stopped is False
+    assert summary.flops == 2 * summary.nonzero  # an MLP: one multiply-add per weight
 
 
 def test_dense_run_lists_layers_with_all_true_masks(tmp_path: Path, make_config: Callable[..., dict]) -> None:
-    records: list[dict] = []
-    summary = run_training(make_config(None, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records.append)
+    records = Epochs()
+    summary = run_training(make_config(None, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records)
     (record,) = records
     assert record["target_sparsity"] is None and record["sparsity"] == 0.0
     assert all(mask.all() for mask in record["masks"].values())
-    assert summary["nonzero"] == summary["total"] == 266_200
+    assert summary.nonzero == summary.total == 266_200
 
 
 def test_should_stop_ends_training_early(tmp_path: Path, make_config: Callable[..., dict]) -> None:
-    records: list[dict] = []
-    summary = run_training(make_config(GMP, training={"epochs": 3}), data_dir=tmp_path, on_epoch=records.append,
+    records = Epochs()
+    summary = run_training(make_config(GMP, training={"epochs": 3}), data_dir=tmp_path, on_epoch=records,
                            should_stop=lambda: len(records) >= 1)
-    assert summary["stopped"] is True and summary["epochs_done"] == 1 and len(records) == 1
+    assert summary.stopped is True and summary.epochs_done == 1 and len(records) == 1
 
 
 @pytest.mark.parametrize("pruning", [
     GMP,
-    {"target_sparsity": 0.7, "schedule": {"kind": "constant"},
+    {"target_sparsity": 0.7, "schedule": {"kind": "constant", "start_epoch": 0},
      "recovery": {"kind": "gradient", "every_steps": 3, "end_epoch": 3}},
     {"target_sparsity": 0.7, "scope": "global", "schedule": {"kind": "cubic", "every_steps": 3, "end_epoch": 2},
      "recovery": {"kind": "splice"}, "criterion": "movement"},
@@ -70,16 +68,16 @@ def test_should_stop_ends_training_early(tmp_path: Path, make_config: Callable[.
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path, make_config: Callable[..., dict],
                                                           pruning: dict) -> None:
     config = make_config(pruning, training={"epochs": 3, "optimizer": "adam", "lr": 0.003})
-    full: list[dict] = []
-    run_training(config, data_dir=tmp_path, on_epoch=full.append)
-    first: list[dict] = []
+    full = Epochs()
+    run_training(config, data_dir=tmp_path, on_epoch=full)
+    first = Epochs()
     checkpoint = tmp_path / "run" / "checkpoint.pt"
-    stopped = run_training(config, data_dir=tmp_path, on_epoch=first.append, checkpoint_path=checkpoint,
+    stopped = run_training(config, data_dir=tmp_path, on_epoch=first, checkpoint_path=checkpoint,
                            should_stop=lambda: len(first) >= 2)
-    assert stopped["stopped"] and checkpoint.exists()
-    rest: list[dict] = []
-    summary = run_training(config, data_dir=tmp_path, on_epoch=rest.append, checkpoint_path=checkpoint, resume=True)
-    assert [r["epoch"] for r in rest] == [3] and summary["epochs_done"] == 3
+    assert stopped.stopped and checkpoint.exists()
+    rest = Epochs()
+    summary = run_training(config, data_dir=tmp_path, on_epoch=rest, checkpoint_path=checkpoint, resume=True)
+    assert [r["epoch"] for r in rest] == [3] and summary.epochs_done == 3
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "nonzero",
                 "target_sparsity"):
         assert rest[0][key] == full[2][key], key
@@ -142,11 +140,11 @@ def test_train_main_returns_an_error_code_on_a_bad_config(tmp_path: Path,
 def test_every_optimizer_and_lr_schedule_trains(tmp_path: Path, make_config: Callable[..., dict], optimizer: str,
                                                 schedule: str) -> None:
     lr = 0.05 if optimizer == "sgd" else 0.002
-    records: list[dict] = []
+    records = Epochs()
     config = make_config(None, training={"epochs": 2, "optimizer": optimizer, "lr": lr, "lr_schedule": schedule,
                                          "nesterov": optimizer == "sgd"},
                          dataset={"name": "synthetic", "limit": 128})
-    run_training(config, data_dir=tmp_path, on_epoch=records.append)
+    run_training(config, data_dir=tmp_path, on_epoch=records)
     assert records[-1]["train_loss"] < records[0]["train_loss"] or records[-1]["train_acc"] > 0.5
     assert np.isfinite(records[-1]["test_loss"])
 
@@ -164,9 +162,9 @@ def test_flops_count_conv_weights_once_per_output_position() -> None:
 
 
 def test_threshold_runs_report_no_target(tmp_path: Path, make_config: Callable[..., dict]) -> None:
-    records: list[dict] = []
+    records = Epochs()
     pruning = {"threshold": 0.02, "schedule": {"kind": "one_shot", "start_epoch": 1}}
-    run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records.append)
+    run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records)
     assert records[0]["target_sparsity"] is None and records[0]["sparsity"] > 0.3
     assert all(layer["threshold"] == 0.02 for layer in records[0]["layers"])
 
@@ -176,3 +174,35 @@ def test_diverging_training_fails_with_an_actionable_message(tmp_path: Path,
     config = make_config(None, training={"epochs": 1, "lr": 100.0, "momentum": 0.9})
     with pytest.raises(ValueError, match=r"diverged.*lower training\.lr"):
         run_training(config, data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("start_epoch", [1, 2, 3])
+def test_one_shot_at_start_epoch_k_shows_first_in_epoch_ks_record(tmp_path: Path, make_config: Callable[..., dict],
+                                                                  start_epoch: int) -> None:
+    records = Epochs()
+    pruning = {"target_sparsity": 0.6, "schedule": {"kind": "one_shot", "start_epoch": start_epoch}}
+    run_training(make_config(pruning, training={"epochs": 3}), data_dir=tmp_path, on_epoch=records)
+    sparsities = [r["sparsity"] for r in records]
+    assert sparsities == [0.0] * (start_epoch - 1) + [pytest.approx(0.6, abs=1e-3)] * (4 - start_epoch)
+
+
+def test_sparsity_at_the_end_of_every_epoch_follows_the_cubic_formula(tmp_path: Path,
+                                                                     make_config: Callable[..., dict]) -> None:
+    records = Epochs()
+    pruning = {"target_sparsity": 0.9, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 4,
+                                                    "every_steps": 4}}
+    run_training(make_config(pruning, training={"epochs": 5}), data_dir=tmp_path, on_epoch=records)
+    # Zhu & Gupta with t0 = the end of epoch 1 and t0 + nΔt = the end of epoch 4 (in epochs: 8 steps each).
+    expected = [0.9 + (0.0 - 0.9) * (1 - (min(max(e, 1), 4) - 1) / 3) ** 3 for e in range(1, 6)]
+    assert [r["target_sparsity"] for r in records] == pytest.approx(expected, abs=1e-12)
+    assert [r["sparsity"] for r in records] == pytest.approx(expected, abs=1e-3)
+    assert records[3]["sparsity"] == pytest.approx(0.9, abs=1e-3) and records[2]["sparsity"] < 0.89
+
+
+def test_start_epoch_zero_is_sparse_from_the_first_step(tmp_path: Path, make_config: Callable[..., dict]) -> None:
+    records = Epochs()
+    pruning = {"target_sparsity": 0.7, "schedule": {"kind": "constant", "start_epoch": 0},
+               "recovery": {"kind": "random", "every_steps": 3}}
+    summary = run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records)
+    assert records[0]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    assert sum(layer["pruned"] for layer in records[0]["layers"]) > 0.7 * summary.total  # initial pruning + churn

@@ -1,4 +1,5 @@
-"""The pruned-model artifact (`model.pt`): masked state_dict + masks, and the forms it converts into."""
+"""The pruned-model artifact (`model.pt`): masked state_dict + masks, and the forms it converts into
+(torch.nn.utils.prune form, a shrunk Sequential, a shrunk TorchScript module that loads without prunescope)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,18 @@ def shrink_model(model: nn.Module) -> nn.Sequential:
         setattr(small, name, new)
         previous, kept_in = module, rows
     return small
+
+
+def export_shrunk(model_path: Path, out_path: Path) -> Path:
+    """The pruned model of a `model.pt` artifact with its dead neurons/channels removed, as TorchScript.
+
+    The result loads with `torch.jit.load(out_path)` alone (no prunescope) and gives the masked model's
+    outputs (eval mode) for inputs of the run's shape.
+    """
+    from worker.engine.shrink import export_torchscript, shrink_conv_model
+
+    model, _, artifact = load_exported(model_path)
+    shape = tuple(int(d) for d in artifact["input_shape"])
+    small = shrink_conv_model(model, shape) if hasattr(model, "channel_chains") else (  # type: ignore[arg-type]
+        shrink_model(model) if isinstance(model, nn.Sequential) else model)
+    return export_torchscript(small, shape, out_path)  # type: ignore[arg-type]

@@ -1,14 +1,15 @@
-"""The training loop: one run config in, per-epoch records out, a summary at the end. Torch only."""
+"""The training loop in parts: `train_step`, `train_epoch`, `evaluate`, and `run_training` that ties them up."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,14 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.engine.datasets import DataBundle, load_dataset
+from prunescope.contract import EpochRecord, RunConfig, RunSummary, parse_run_config
+from prunescope.contract.config import TrainingConfig
+from worker.engine.checkpoint import Checkpoint, restore_rng, rng_state
+from worker.engine.datasets import Data, eval_batches, load_dataset, train_batches
 from worker.engine.export import export_model
+from worker.engine.guards import CollapseGuard, advice
 from worker.engine.networks import build_model
-from worker.engine.pruning import Pruner, build_pruner, dense_report, prunable_weights
+from worker.engine.precision import FP32, Compute
+from worker.engine.pruning import Pruner, prunable_weights
+from worker.engine.records import EpochMeasures, build_epoch_record
 
 STOP_POLL_SECONDS = 0.5
 EVAL_BATCH = 1024
-CHECKPOINT_FORMAT = "prunescope.checkpoint/1"
+
+OnEpoch = Callable[[EpochRecord, dict[str, np.ndarray]], None]
 
 
 def seed_everything(seed: int) -> None:
@@ -33,56 +41,110 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: nn.Module, training: dict) -> torch.optim.Optimizer:
-    name, lr = training.get("optimizer", "sgd"), float(training.get("lr", 0.1))
-    weight_decay = float(training.get("weight_decay", 0.0))
+def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
     params = list(model.parameters())
-    if name == "sgd":
-        momentum = float(training.get("momentum", 0.9))
-        nesterov = bool(training.get("nesterov", False))
-        if nesterov and momentum <= 0:
-            raise ValueError("training.nesterov needs momentum > 0")
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose sgd, adam or adamw")
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov,
+                               weight_decay=training.weight_decay)
+    if training.optimizer == "adam":
+        return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
+    return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, training: dict,
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig,
                        steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step schedule over the whole run (step decay: x0.1 at 50 % and 75 % of the epochs)."""
-    kind = training.get("lr_schedule", "cosine")
-    epochs = int(training.get("epochs", 10))
+    epochs = training.epochs
     total = max(1, epochs * steps_per_epoch)
-    if kind == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=float(training.get("lr", 0.1)),
-                                                   total_steps=total + 1, cycle_momentum=False)
-    if kind == "constant":
+    if training.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=training.lr, total_steps=total + 1,
+                                                   cycle_momentum=False)
+    if training.lr_schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    if kind == "cosine":
+    if training.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    if kind == "step":
-        milestones = [round(0.5 * epochs) * steps_per_epoch, round(0.75 * epochs) * steps_per_epoch]
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.1 ** sum(step >= m for m in milestones if m > 0))
-    raise ValueError(f"unknown lr_schedule {kind!r}; choose constant, cosine, step or onecycle")
+    milestones = [round(0.5 * epochs) * steps_per_epoch, round(0.75 * epochs) * steps_per_epoch]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 ** sum(step >= m for m in milestones if m > 0))
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               pruner: Pruner | None = None,
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+               compute: Compute = FP32) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step with the pruner's explicit protocol; returns the (attached) loss and logits.
+
+    The pruner sees true (unscaled, fp32) gradients under every `compute.precision`."""
+    if pruner is not None:
+        pruner.before_forward()
+    with compute.autocast():
+        logits = model(compute.inputs(x))
+        loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    compute.backward(loss, optimizer)
+    if pruner is not None:
+        pruner.after_backward()
+    compute.step(optimizer)
+    if pruner is not None:
+        pruner.after_step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss, logits
+
+
+@dataclass
+class EpochTotals:
+    """What one pass over the training data measured."""
+
+    loss: float
+    accuracy: float
+    lr: float  # the learning rate of the epoch's last step
+    seconds: float
+    stopped: bool
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Data, *, batch_size: int,
+                shuffle: torch.Generator, device: str, pruner: Pruner | None = None,
+                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                should_stop: Callable[[], bool] | None = None, compute: Compute = FP32) -> EpochTotals:
+    """One shuffled pass; polls `should_stop` every `STOP_POLL_SECONDS` and ends the epoch early if asked."""
+    start = time.perf_counter()
+    # Sums stay on the device: a .item() per step would synchronise a GPU every step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    lr_used, last_poll, stopped = optimizer.param_groups[0]["lr"], time.monotonic(), False
+    model.train()
+    for x, y in train_batches(data, batch_size, shuffle, device):
+        lr_used = optimizer.param_groups[0]["lr"]
+        loss, logits = train_step(model, optimizer, x, y, pruner, scheduler, compute)
+        with torch.no_grad():
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(dim=1) == y).sum()
+        if should_stop is not None and time.monotonic() - last_poll >= STOP_POLL_SECONDS:
+            last_poll = time.monotonic()
+            if should_stop():
+                stopped = True
+                break
+    n = data.train_size
+    return EpochTotals(loss=float(loss_sum) / n, accuracy=int(correct) / n, lr=float(lr_used),
+                       seconds=time.perf_counter() - start, stopped=stopped)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on (x, y)."""
+def evaluate(model: nn.Module, data: Data, device: str, pruner: Pruner | None = None,
+             compute: Compute = FP32) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the (pruned) model on the test set, at the run's precision."""
+    was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(y), EVAL_BATCH):
-        logits = model(x[start: start + EVAL_BATCH])
-        target = y[start: start + EVAL_BATCH]
-        loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == target).sum())
-    model.train()
-    n = max(1, len(y))
-    return loss_sum / n, correct / n
+    loss_sum, correct, n = 0.0, 0, 0
+    with pruner.masked_weights() if pruner is not None else nullcontext():
+        for x, y in eval_batches(data, EVAL_BATCH, device):
+            with compute.autocast():
+                logits = model(compute.inputs(x))
+            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            n += len(y)
+    model.train(was_training)
+    return loss_sum / max(1, n), correct / max(1, n)
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -109,191 +171,115 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return flops
 
 
-def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
-    # Plain tensors/lists only, so checkpoints load with torch.load(weights_only=True).
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "random": {"version": version, "internal": list(internal), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    shuffle.set_state(state["shuffle"])
-    np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["gauss"]))
-    py = state["random"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # readers never see a half-written checkpoint
-
-
-def _epoch_report(model: nn.Module, pruner: Pruner | None) -> tuple[list[dict], dict[str, np.ndarray], int, int]:
-    layers, masks = pruner.epoch_report() if pruner is not None else dense_report(model)
-    total = sum(int(np.prod(layer["shape"])) for layer in layers)
-    nonzero = sum(round((1 - layer["sparsity"]) * int(np.prod(layer["shape"]))) for layer in layers)
-    return layers, masks, nonzero, total
-
-
-def run_training(config: dict, *, data_dir: Path, device: str = "cpu",
-                 on_epoch: Callable[[dict], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 checkpoint_path: Path | None = None,
-                 resume: bool = False) -> dict:
-    """Train (and prune) the run `config` describes; returns the summary dict."""
-    wall_start = time.perf_counter()
-    training = config.get("training") or {}
-    seed = int(training.get("seed", 0))
-    epochs = int(training.get("epochs", 10))
-    batch_size = int(training.get("batch_size", 128))
+def _check_device(device: str) -> None:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda' (resolve 'auto' before calling), got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but torch sees no CUDA device on this worker")
-    seed_everything(seed)
-    model_cfg = config.get("model") or {}
-    data: DataBundle = load_dataset(config.get("dataset") or {}, Path(data_dir),
-                                    model_name=model_cfg.get("name", "lenet300_100"))
-    model = build_model(model_cfg, data.input_shape, data.num_classes).to(device)
-    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
-    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
-    n_train = len(train_y)
-    steps_per_epoch = math.ceil(n_train / batch_size)
+
+
+def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: str = "cpu",
+                 on_epoch: OnEpoch | None = None, should_stop: Callable[[], bool] | None = None,
+                 checkpoint_path: Path | None = None, resume: bool = False) -> RunSummary:
+    """Train (and prune) the run `config` describes; `on_epoch(record, masks)` after every epoch.
+
+    A dict is validated with the contract first (pydantic's ValidationError, a ValueError, names the field).
+    Raises `TrainingDiverged` (a ValueError) when the run dies; see `worker.engine.guards`.
+    """
+    wall_start = time.perf_counter()
+    if not isinstance(config, RunConfig):
+        config = parse_run_config(config)
+    training = config.training
+    _check_device(device)
+    compute = Compute.for_run(training, device)  # refuses fp16 on a CPU before any work
+    seed_everything(training.seed)
+    data = load_dataset(config.dataset.model_dump(), Path(data_dir), model_name=config.model.name).to(device)
+    model = build_model(config.model.model_dump(), data.input_shape, data.num_classes).to(device)
+    forward = compute.prepare(model)  # what the loop calls; `model` stays the one pruned, saved and exported
+    n_train = data.train_size
+    steps_per_epoch = math.ceil(n_train / training.batch_size)
     optimizer = build_optimizer(model, training)
     scheduler = build_lr_scheduler(optimizer, training, steps_per_epoch)
-    pruner = build_pruner(model, config.get("pruning"), optimizer=optimizer, epochs=epochs,
-                          steps_per_epoch=steps_per_epoch, seed=seed)
-    shuffle = torch.Generator().manual_seed(seed)
+    pruner = None
+    if config.pruning is not None:
+        # The managed loop drives the explicit protocol (no hooks): same class, same results as hooks.
+        pruner = Pruner(model, optimizer, config.pruning, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
+                        seed=training.seed, attach=False)
+    shuffle = torch.Generator().manual_seed(training.seed)
+    guard = CollapseGuard(num_classes=data.num_classes, hint=advice(config))
+    config_doc = config.model_dump(mode="json")
 
     first_epoch, best_acc, final_acc, prior_wall = 1, 0.0, 0.0, 0.0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{checkpoint_path} is not a prunescope checkpoint")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if pruner is not None:
-            pruner.load_state_dict(state["pruner"])
-        _restore_rng(state["rng"], shuffle)
-        first_epoch = int(state["epoch"]) + 1
-        best_acc, final_acc = float(state["best_test_acc"]), float(state["final_test_acc"])
-        prior_wall = float(state.get("wall_seconds", 0.0))
+        state = Checkpoint.load(Path(checkpoint_path), map_location=device)
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        compute.load_state_dict(state.scaler)
+        if pruner is not None and state.pruner is not None:
+            pruner.load_state_dict(state.pruner)
+        restore_rng(state.rng, shuffle)
+        if state.guard:
+            guard.load_state_dict(state.guard)
+        first_epoch = state.epoch + 1
+        best_acc, final_acc, prior_wall = state.best_test_acc, state.final_test_acc, state.wall_seconds
     elif pruner is not None:
         pruner.start()
 
     stopped = False
     epochs_done = first_epoch - 1
-    last_poll = time.monotonic()
-    lr_used = optimizer.param_groups[0]["lr"]
-    model.train()
-    for epoch in range(first_epoch, epochs + 1):
+    for epoch in range(first_epoch, training.epochs + 1):
         if should_stop is not None and should_stop():
             stopped = True
             break
         epoch_start = time.perf_counter()
-        order = torch.randperm(n_train, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        for start in range(0, n_train, batch_size):
-            index = order[start: start + batch_size]
-            x, y = train_x[index], train_y[index]
-            if pruner is not None:
-                pruner.before_forward()
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if pruner is not None:
-                pruner.after_backward()
-            lr_used = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            if pruner is not None:
-                pruner.after_step()
-            with torch.no_grad():
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(dim=1) == y).sum()
-            if should_stop is not None and time.monotonic() - last_poll >= STOP_POLL_SECONDS:
-                last_poll = time.monotonic()
-                if should_stop():
-                    stopped = True
-                    break
-        if stopped:
+        totals = train_epoch(forward, optimizer, data, batch_size=training.batch_size, shuffle=shuffle, device=device,
+                             pruner=pruner, scheduler=scheduler, should_stop=should_stop, compute=compute)
+        if totals.stopped:
+            stopped = True
             break
-        train_seconds = time.perf_counter() - epoch_start
-        train_loss = float(loss_sum) / n_train
-        if not math.isfinite(train_loss):
-            raise ValueError(f"training diverged in epoch {epoch} (train loss {train_loss}): lower training.lr")
-        if pruner is not None:
-            with pruner.masked_weights():
-                test_loss, test_acc = evaluate(model, test_x, test_y)
-        else:
-            test_loss, test_acc = evaluate(model, test_x, test_y)
-        layers, masks, nonzero, total = _epoch_report(model, pruner)
+        test_loss, test_acc = evaluate(forward, data, device, pruner, compute)
+        guard.check(epoch, totals.loss, test_acc, pruning_started=pruner is not None and pruner.pruning_started)
         final_acc, best_acc = test_acc, max(best_acc, test_acc)
         epochs_done = epoch
-        record = {
-            "epoch": epoch, "train_loss": train_loss, "train_acc": int(correct) / n_train,
-            "test_loss": test_loss, "test_acc": test_acc, "lr": float(lr_used),
-            "sparsity": 1 - nonzero / total if total else 0.0, "nonzero": nonzero, "total": total,
-            "epoch_seconds": time.perf_counter() - epoch_start, "samples_per_s": n_train / max(train_seconds, 1e-9),
-            "target_sparsity": pruner.target_at(pruner.step) if pruner is not None else None,
-            "layers": layers, "masks": masks,
-        }
+        record, masks = build_epoch_record(EpochMeasures(
+            epoch=epoch, train_loss=totals.loss, train_acc=totals.accuracy, test_loss=test_loss, test_acc=test_acc,
+            lr=totals.lr, epoch_seconds=time.perf_counter() - epoch_start, train_seconds=totals.seconds,
+            samples=n_train), model, pruner)
         if on_epoch is not None:
-            on_epoch(record)
+            on_epoch(record, masks)
         if checkpoint_path is not None:
             # Written after on_epoch: a crash in between re-runs (and re-reports) the epoch, never loses it.
-            _save_atomic({
-                "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": config, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "pruner": pruner.state_dict() if pruner is not None else None, "rng": _rng_state(shuffle),
-                "best_test_acc": best_acc, "final_test_acc": final_acc,
-                "wall_seconds": prior_wall + time.perf_counter() - wall_start,
-            }, Path(checkpoint_path))
+            Checkpoint(epoch=epoch, config=config_doc, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                       scheduler=scheduler.state_dict(), pruner=pruner.state_dict() if pruner is not None else None,
+                       scaler=compute.state_dict(),
+                       rng=rng_state(shuffle), best_test_acc=best_acc, final_test_acc=final_acc,
+                       wall_seconds=prior_wall + time.perf_counter() - wall_start,
+                       guard=guard.state_dict()).save(Path(checkpoint_path))
 
     if pruner is not None:
         pruner.finalize()
         masks_now = pruner.masks()
+        nonzero = sum(int(m.sum()) for m in masks_now.values())
     else:
-        masks_now = {name: torch.ones_like(module.weight, dtype=torch.bool)
-                     for name, module in prunable_weights(model)}
-    nonzero = sum(int(m.sum()) for m in masks_now.values()) if pruner is not None else sum(
-        int(torch.count_nonzero(module.weight)) for _, module in prunable_weights(model))
+        masks_now = {name: torch.ones_like(module.weight, dtype=torch.bool) for name, module in prunable_weights(model)}
+        nonzero = sum(int(torch.count_nonzero(module.weight)) for _, module in prunable_weights(model))
     total = sum(m.numel() for m in masks_now.values())
     if checkpoint_path is not None:
-        export_model(model, masks_now, Path(checkpoint_path).parent / "model.pt", config=config,
+        export_model(model, masks_now, Path(checkpoint_path).parent / "model.pt", config=config_doc,
                      input_shape=data.input_shape, num_classes=data.num_classes)
-    return {
-        "final_test_acc": final_acc, "best_test_acc": best_acc,
-        "final_sparsity": 1 - nonzero / total if total else 0.0, "nonzero": nonzero, "total": total,
-        "flops": count_flops(model, data.input_shape),
-        "wall_seconds": prior_wall + time.perf_counter() - wall_start,
-        "epochs_done": epochs_done, "stopped": stopped,
-    }
+    return RunSummary(final_test_acc=final_acc, best_test_acc=best_acc,
+                      final_sparsity=1 - nonzero / total if total else 0.0, nonzero=nonzero, total=total,
+                      flops=count_flops(model, data.input_shape),
+                      wall_seconds=prior_wall + time.perf_counter() - wall_start, epochs_done=epochs_done,
+                      stopped=stopped)
 
 
-def train_main(config: dict, *, data_dir: Path, device: str, out: TextIO) -> int:
+def train_main(config: RunConfig | dict[str, Any], *, data_dir: Path, device: str, out: TextIO) -> int:
     """`prunescope train`: one JSON line per epoch (without masks), then `{"summary": {...}}`."""
 
-    def print_epoch(record: dict) -> None:
-        out.write(json.dumps({k: v for k, v in record.items() if k != "masks"}) + "\n")
+    def print_epoch(record: EpochRecord, masks: dict[str, np.ndarray]) -> None:
+        out.write(record.model_dump_json() + "\n")
         out.flush()
 
     try:
@@ -301,6 +287,6 @@ def train_main(config: dict, *, data_dir: Path, device: str, out: TextIO) -> int
     except (ValueError, FileNotFoundError) as exc:
         print(f"prunescope train: {exc}", file=sys.stderr)
         return 2
-    out.write(json.dumps({"summary": summary}) + "\n")
+    out.write(json.dumps({"summary": summary.model_dump(mode="json")}) + "\n")
     out.flush()
     return 0

@@ -1,262 +1,174 @@
-"""The pruner: turns a pruning config into boolean masks and keeps them in force while the model trains.
+"""The pruner: keeps a model's masks in force while it trains, step by step; scoring, selection and
+recovery are small classes it composes (see criteria.py, selection.py, recovery.py).
 
-Two ways of keeping masks, chosen by the recovery kind:
+Two ways of keeping masks, chosen by the recovery:
 - `none`, `random` (SET), `gradient` (RigL): the weights themselves are zero where masked, and so is
   the optimizer state (zeroed whenever a mask changes). Each step multiplies the gradients by the
   masks (one fused op for all layers) before the optimizer step: with zero weight, gradient and state,
   SGD (momentum, Nesterov, weight decay), Adam and AdamW leave a pruned weight exactly 0, so nothing
-  can revive it and re-multiplying the weights after every step would be a no-op costing ~3 % of a
-  step. No forward hooks.
+  can revive it. No forward hooks.
 - `splice` (DNS), `feedback` (DPF): the parameters hold the *dense* weights, which keep learning.
   Around forward/backward the pruner swaps the masked weights in (`param.data` swap, one multiply
   per layer and step) so the gradient is taken at the pruned model and applied to the dense one.
   A swap is cheaper than `torch.nn.utils.prune`'s per-forward hook and leaves model code untouched.
+
+Two ways of driving it, with identical results: `attach()` hooks it into the optimizer (step pre/post
+hooks) and, for splice/feedback, the model (a forward pre-hook), so a plain `loss.backward();
+optimizer.step()` loop needs no other call (the SDK); or the loop calls `before_forward()`,
+`after_backward()` and `after_step()` itself (the managed loop, `attach=False`).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from worker.engine.pruning.criteria import (
-    ACTIVATION_STATS,
-    CRITERIA,
-    GRADIENT_CRITERIA,
-    accumulate_gradient_score,
-    activation_score,
-    row_score,
-)
-from worker.engine.pruning.ranking import (
-    erk_densities,
-    keep_top,
-    keep_top_global,
-    keep_units_by_weight,
-    keep_with_hysteresis,
-    n_m_mask,
-    prune_count,
-)
-from worker.engine.pruning.schedule import DropSchedule, SparsitySchedule
-
-PRUNABLE_MODULES = (nn.Linear, nn.Conv2d)
-GRANULARITIES = ("unstructured", "neuron", "n:m")
-RECOVERIES = ("none", "splice", "random", "gradient", "feedback")
-DENSE_RECOVERIES = ("splice", "feedback")  # parameters keep dense weights
-
-
-def config_problems(p: dict) -> list[str]:
-    """Combinations the engine cannot run, as messages a user can act on (mirrors the API schema)."""
-    out: list[str] = []
-    criterion, granularity = p.get("criterion", "magnitude"), p.get("granularity", "unstructured")
-    recovery = (p.get("recovery") or {}).get("kind", "none")
-    threshold, target = p.get("threshold"), p.get("target_sparsity")
-    for key, value, allowed in (("criterion", criterion, CRITERIA), ("granularity", granularity, GRANULARITIES),
-                                ("recovery.kind", recovery, RECOVERIES),
-                                ("scope", p.get("scope", "layer"), ("layer", "global")),
-                                ("distribution", p.get("distribution", "uniform"), ("uniform", "erk")),
-                                ("activation_stat", p.get("activation_stat", "mean_abs"), ACTIVATION_STATS)):
-        if value not in allowed:
-            out.append(f"pruning.{key} {value!r} is not one of {', '.join(allowed)}")
-    if granularity == "n:m":
-        n_m = p.get("n_m")
-        if not n_m or len(n_m) != 2:
-            out.append("granularity 'n:m' needs n_m, e.g. [2, 4]")
-        elif not 0 < n_m[0] < n_m[1]:
-            out.append("n_m [n, m] needs 0 < n < m")
-        if threshold is not None or target is not None:
-            out.append("granularity 'n:m' sets the sparsity (1 - n/m): leave threshold and target_sparsity null")
-        if recovery in ("random", "gradient", "splice"):
-            out.append(f"recovery '{recovery}' is not defined for granularity 'n:m'")
-    else:
-        if p.get("n_m") is not None:
-            out.append("n_m applies only to granularity 'n:m'")
-        if threshold is None and target is None:
-            out.append("set target_sparsity (with a schedule) or threshold")
-        if threshold is not None and target is not None:
-            out.append("set either target_sparsity or threshold, not both")
-    if target is not None and not 0 <= target < 1:
-        out.append("target_sparsity must be in [0, 1)")
-    if criterion == "activation" and granularity != "neuron":
-        out.append("criterion 'activation' scores neurons/channels: use granularity 'neuron'")
-    if recovery in ("random", "gradient"):
-        if granularity != "unstructured":
-            out.append(f"recovery '{recovery}' needs granularity 'unstructured'")
-        if target is None:
-            out.append(f"recovery '{recovery}' keeps a fixed sparsity: set target_sparsity")
-    if p.get("distribution", "uniform") == "erk" and p.get("scope", "layer") != "layer":
-        out.append("distribution 'erk' allocates per-layer densities: use scope 'layer'")
-    if isinstance(threshold, dict):
-        if "std_scale" not in threshold:
-            out.append("threshold must be a number or {'std_scale': q}")
-        elif p.get("scope", "layer") == "global":
-            out.append("threshold {'std_scale': q} is per layer: use scope 'layer'")
-    elif isinstance(threshold, int | float) and threshold < 0:
-        out.append("threshold must be ≥ 0")
-    return out
-
-
-def prunable_weights(model: nn.Module, include: list[str] | None = None,
-                     exclude: list[str] | None = None) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
-    """(parameter name, module) of every Linear/Conv weight whose name matches the include/exclude globs."""
-    include = include if include is not None else ["*"]
-    exclude = exclude or []
-    out: list[tuple[str, nn.Linear | nn.Conv2d]] = []
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.Linear | nn.Conv2d):
-            name = f"{module_name}.weight" if module_name else "weight"
-            if any(fnmatch.fnmatchcase(name, g) for g in include) and not any(
-                    fnmatch.fnmatchcase(name, g) for g in exclude):
-                out.append((name, module))
-    return out
-
-
-@dataclass
-class PrunedLayer:
-    """One prunable weight tensor, its mask and the bookkeeping around it."""
-
-    name: str
-    module: nn.Module
-    weight: nn.Parameter
-    bias: nn.Parameter | None  # zeroed with its row under neuron granularity (a disabled neuron emits 0)
-    mask: torch.Tensor  # bool, weight-shaped; also registered on the module as buffer `weight_mask`
-    row_pruning: bool  # False for the output layer under neuron granularity: its rows are the classes
-    keep: torch.Tensor = field(init=False)  # float copy of mask: multiplying by it is the fast path
-    bias_keep: torch.Tensor | None = field(init=False)
-    spare: torch.Tensor | None = None  # the other half of the dense/masked swap
-    spare_bias: torch.Tensor | None = None
-    score_acc: torch.Tensor | None = None
-    act_sum: torch.Tensor | None = None
-    act_zeros: torch.Tensor | None = None
-    act_count: int = 0
-    grown_grad: torch.Tensor | None = None
-    pruned: int = 0
-    regrown: int = 0
-    threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        self.refresh_keep()
-
-    def refresh_keep(self) -> None:
-        self.keep = self.mask.to(self.weight.dtype)
-        self.bias_keep = None
-        if self.bias is not None and self.row_pruning and self.mask.dim() > 0:
-            self.bias_keep = self.mask.reshape(self.mask.shape[0], -1).any(dim=1).to(self.weight.dtype)
-
-    @property
-    def rows(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def row_size(self) -> int:
-        return int(self.weight[0].numel())
+from prunescope.contract import LayerStats, PruningConfig, parse_pruning
+from worker.engine.pruning.criteria import CRITERIA, Criterion
+from worker.engine.pruning.layer import PrunedLayer, prunable_weights
+from worker.engine.pruning.recovery import RECOVERIES, Recovery
+from worker.engine.pruning.schedule import SparsitySchedule
+from worker.engine.pruning.selection import SELECTIONS, Selection, selection_for
 
 
 class Pruner:
-    """Dynamic pruning of a model's Linear/Conv weights, driven step by step by the training loop.
+    """Dynamic pruning of a model's Linear/Conv weights.
 
-    Per step the loop calls `before_forward()`, runs forward/backward, `after_backward()`,
-    `optimizer.step()`, then `after_step()`. Evaluation runs inside `with pruner.masked_weights():`.
+    `Pruner(model, optimizer, pruning, epochs=, steps_per_epoch=)` takes a run config's `pruning` block
+    (a `PruningConfig`, or a dict validated into one: a bad block raises pydantic's field-located
+    ValidationError) and, unless `attach=False`, hooks itself in at once.
     """
 
-    def __init__(self, model: nn.Module, pruning: dict, *, optimizer: torch.optim.Optimizer, epochs: int,
-                 steps_per_epoch: int, seed: int = 0) -> None:
-        problems = config_problems(pruning)
-        if problems:
-            raise ValueError("invalid pruning config: " + "; ".join(problems))
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, pruning: PruningConfig | dict[str, Any],
+                 *, epochs: int, steps_per_epoch: int, seed: int = 0, attach: bool = True) -> None:
+        config = parse_pruning(pruning)
+        self.config = config
         self.model = model
         self.optimizer = optimizer
-        self.criterion: str = pruning.get("criterion", "magnitude")
-        self.granularity: str = pruning.get("granularity", "unstructured")
-        self.scope: str = pruning.get("scope", "layer")
-        self.distribution: str = pruning.get("distribution", "uniform")
-        self.activation_stat: str = pruning.get("activation_stat", "mean_abs")
-        n_m = pruning.get("n_m")
-        self.n_m: tuple[int, int] | None = (int(n_m[0]), int(n_m[1])) if n_m else None
-        self.target: float | None = pruning.get("target_sparsity")
-        self.threshold: float | dict | None = pruning.get("threshold")
-        recovery = pruning.get("recovery") or {}
-        self.recovery: str = recovery.get("kind", "none")
-        self.margin = float(recovery.get("margin", 0.1))
-        self.l1 = float((pruning.get("regularization") or {}).get("l1", 0.0))
-        layers_cfg = pruning.get("layers") or {}
+        self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
-        self.schedule = SparsitySchedule.from_config(
-            pruning.get("schedule") or {}, final=self.target or 0.0, epochs=epochs,
-            steps_per_epoch=steps_per_epoch, needs_gradient=self.criterion in (*GRADIENT_CRITERIA, "activation"))
-        rec_end = recovery.get("end_epoch")
-        if rec_end is not None and rec_end > epochs:
-            raise ValueError(f"pruning.recovery.end_epoch ({rec_end}) is after the last epoch ({epochs})")
-        if self.recovery in ("random", "gradient"):
-            end_step = self.schedule.end_step if rec_end is None else rec_end * steps_per_epoch
-            self.drop: DropSchedule | None = DropSchedule(
-                drop_fraction=float(recovery.get("drop_fraction", 0.3)), decay=recovery.get("decay", "cosine"),
-                every_steps=int(recovery.get("every_steps", 100)), end_step=end_step)
-        else:
-            self.drop = None
-        # Splice/feedback go on re-deciding masks after the schedule ends, until recovery.end_epoch.
-        self.recovery_end_step = (epochs if rec_end is None else rec_end) * steps_per_epoch
-        # Without recovery, a fixed target (constant/one-shot) or N:M pattern never changes after it is set.
-        self._static = self.recovery == "none" and (
-            self.n_m is not None or (self.target is not None and self.schedule.kind in ("constant", "one_shot")))
         self.step = 0
         self.generator = torch.Generator().manual_seed(int(seed) + 7919)
-        selected = prunable_weights(model, layers_cfg.get("include"), layers_cfg.get("exclude"))
+        self.layers = self._select_layers(model, config)
+        criterion_cls = CRITERIA[config.criterion]
+        self.schedule = SparsitySchedule.from_config(config.schedule, final=config.target_sparsity or 0.0,
+                                                     epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                                     needs_steps=criterion_cls.needs_steps)
+        self.criterion: Criterion = criterion_cls(self.layers, config, self.generator)
+        self.recovery: Recovery = RECOVERIES[config.recovery.kind](
+            config, self.layers, self.schedule, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            generator=self.generator)
+        self.selection: Selection = SELECTIONS[selection_for(config)](config, self.layers)
+        self._dense = self.recovery.dense_weights
+        self._spares: list[tuple[torch.Tensor, torch.Tensor | None]] = [
+            (torch.empty_like(layer.weight.data),
+             torch.empty_like(layer.bias.data) if layer.bias is not None and layer.row_pruning else None)
+            for layer in self.layers] if self._dense else []
+        self._swapped = False  # splice/feedback: the parameters hold the masked weights right now
+        # A fixed target (constant/one-shot) or N:M pattern that never gives units back is final once set.
+        self._static = self.recovery.freezes_masks and (
+            config.n_m is not None or (config.target_sparsity is not None
+                                       and self.schedule.kind in ("constant", "one_shot")))
+        self._gradient_work = self.criterion.observes_gradients or config.regularization.l1 > 0
+        self._criterion_hooks = self.criterion.hooks(model)
+        self._hooks: list[Any] = []
+        self._started = False
+        self._refresh_masked_pairs()
+        if attach:
+            self.attach()
+
+    def _select_layers(self, model: nn.Module, config: PruningConfig) -> list[PrunedLayer]:
+        selected = prunable_weights(model, config.layers.include, config.layers.exclude)
         if not selected:
             names = [n for n, _ in prunable_weights(model)]
             raise ValueError(f"pruning.layers matched no prunable weight; the model's weights are {names}")
-        all_prunable = prunable_weights(model)
-        output_name = all_prunable[-1][0]
-        self.layers: list[PrunedLayer] = []
+        output_name = prunable_weights(model)[-1][0]
+        layers = []
         for name, module in selected:
-            weight: nn.Parameter = module.weight  # type: ignore[assignment]
-            bias = module.bias if isinstance(module.bias, nn.Parameter) else None
-            mask = torch.ones_like(weight, dtype=torch.bool)
             if "weight_mask" in module._buffers:
                 raise ValueError(f"{name} already carries a weight_mask (torch.nn.utils.prune?): remove it first")
+            weight: nn.Parameter = module.weight  # type: ignore[assignment]
+            mask = torch.ones_like(weight, dtype=torch.bool)
             module.register_buffer("weight_mask", mask, persistent=False)
-            row_pruning = self.granularity == "neuron" and name != output_name
-            layer = PrunedLayer(name=name, module=module, weight=weight, bias=bias, mask=mask,
-                                row_pruning=row_pruning)
-            if self.recovery in DENSE_RECOVERIES:
-                layer.spare = torch.empty_like(weight.data)
-                layer.spare_bias = torch.empty_like(bias.data) if bias is not None and row_pruning else None
-            if self.criterion in GRADIENT_CRITERIA:
-                layer.score_acc = torch.zeros_like(weight.data)
-            self.layers.append(layer)
-        self._hooks: list[Any] = []
-        if self.criterion == "activation":
-            for layer in self.layers:
-                if layer.row_pruning:
-                    self._hooks.append(layer.module.register_forward_hook(self._activation_hook(layer)))
-        self._layer_densities = self._densities()
-        self._per_layer_work = self.criterion in GRADIENT_CRITERIA or self.l1 > 0
-        self._refresh_masked_pairs()
+            layers.append(PrunedLayer(name=name, module=module, weight=weight,
+                                      bias=module.bias if isinstance(module.bias, nn.Parameter) else None,
+                                      mask=mask, row_pruning=config.granularity == "neuron" and name != output_name))
+        return layers
 
-    # ----- the per-step protocol -------------------------------------------------------------------
+    # ----- hooking into a user's loop ----------------------------------------------------------------
+    def attach(self) -> Pruner:
+        """Hook into the optimizer (and model): `optimizer.step()` then keeps the masks with no other call."""
+        if self._hooks:
+            return self
+        self._hooks = [self.optimizer.register_step_pre_hook(lambda *_: self._before_step()),
+                       self.optimizer.register_step_post_hook(lambda *_: self._after_step())]
+        if self._dense:
+            self._hooks.append(self.model.register_forward_pre_hook(lambda *_: self._before_forward()))
+        self.start()
+        return self
+
+    def detach(self) -> None:
+        """Remove the optimizer/model hooks (the explicit protocol works again)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._hooks)
+
+    # ----- the explicit per-step protocol ------------------------------------------------------------
     def start(self) -> None:
-        """Before the first step: masks due at step 0 (sparse-from-the-start schedules)."""
-        if self.step == 0 and self._schedule_due(0):
+        """Before the first step: masks due at step 0 (runs sparse from their start)."""
+        if not self._started and self.step == 0 and self._schedule_due(0):
             self._update_masks(0)
+        self._started = True
 
     def before_forward(self) -> None:
-        if self.recovery in DENSE_RECOVERIES:
-            self._swap_masked_in()
+        self._refuse_if_attached()
+        self._before_forward()
 
     def after_backward(self) -> None:
         """Between backward and optimizer.step: dense weights back, scores, L1, gradient masking."""
-        if self.recovery in DENSE_RECOVERIES:
+        self._refuse_if_attached()
+        self._before_step()
+
+    def after_step(self) -> None:
+        """After optimizer.step: update masks when the schedule (or the recovery) says so."""
+        self._refuse_if_attached()
+        self._after_step()
+
+    def _refuse_if_attached(self) -> None:
+        if self._hooks:
+            raise RuntimeError("this Pruner is attached: optimizer.step() already runs its per-step work; "
+                               "call detach() to drive it by hand")
+
+    def _before_forward(self) -> None:
+        if self._dense and not self._swapped:
+            self._swap_masked_in()
+
+    def _before_step(self) -> None:
+        if self._dense and self._swapped:
             self._swap_dense_back()
-        grow_due = self.recovery == "gradient" and self.drop is not None and self.drop.updates_at(self.step + 1)
-        if self._per_layer_work or grow_due:
-            self._gradient_work(grow_due)
-        if self.recovery not in DENSE_RECOVERIES:
+        grow_due = self.recovery.wants_gradient(self.step + 1)
+        if self._gradient_work or grow_due:
+            l1 = self.config.regularization.l1
+            for index, layer in enumerate(self.layers):
+                grad = layer.weight.grad
+                if grad is None:
+                    continue
+                if self.criterion.observes_gradients:
+                    self.criterion.observe_gradient(index, layer.weight.data, grad)
+                if grow_due:
+                    self.recovery.observe_gradient(index, grad)
+                if l1 > 0:
+                    grad.add_(torch.sign(layer.weight.data), alpha=l1)
+        if not self._dense:
             # Zero gradient ⇒ SGD momentum and Adam moments stay exactly zero at pruned positions.
             grads = [p.grad for p in self._masked_params]
             if all(g is not None for g in grads):
@@ -266,30 +178,16 @@ class Pruner:
                     if grad is not None:
                         grad.mul_(keep)
 
-    def _gradient_work(self, grow_due: bool) -> None:
-        for layer in self.layers:
-            grad = layer.weight.grad
-            if grad is None:
-                continue
-            if layer.score_acc is not None:
-                accumulate_gradient_score(self.criterion, layer.score_acc, layer.weight.data, grad)
-            if grow_due:
-                layer.grown_grad = grad.abs()  # RigL grows where the *dense* gradient is largest
-            if self.l1 > 0:
-                grad.add_(torch.sign(layer.weight.data), alpha=self.l1)
-
-    def after_step(self) -> None:
-        """After optimizer.step: update masks when the schedule (or SET/RigL) says so."""
+    def _after_step(self) -> None:
         self.step += 1
         if self._schedule_due(self.step):
             self._update_masks(self.step)
-        if self.drop is not None and self.drop.updates_at(self.step):
-            self._drop_and_grow(self.step)
+        self.recovery.after_step(self.step, self)
 
     @contextmanager
     def masked_weights(self) -> Iterator[None]:
         """Evaluate (or export) the pruned model: for splice/feedback swap the masked weights in."""
-        if self.recovery not in DENSE_RECOVERIES:
+        if not self._dense or self._swapped:
             yield
             return
         self._swap_masked_in()
@@ -299,33 +197,41 @@ class Pruner:
             self._swap_dense_back()
 
     def finalize(self) -> None:
-        """Make the parameters the pruned model for good (drops splice/feedback's dense weights)."""
+        """Make the parameters the pruned model for good (drops splice/feedback's dense weights), unhook."""
+        if self._swapped:
+            self._swap_dense_back()
         with torch.no_grad():
             for layer in self.layers:
                 layer.weight.mul_(layer.keep)
                 if layer.bias_keep is not None and layer.bias is not None:
                     layer.bias.mul_(layer.bias_keep)
-        for hook in self._hooks:
+        for hook in self._criterion_hooks:
             hook.remove()
-        self._hooks = []
+        self._criterion_hooks = []
+        self.detach()
 
     # ----- reporting ---------------------------------------------------------------------------------
+    @property
+    def pruning_started(self) -> bool:
+        return self.step >= self.schedule.start_step
+
     def target_at(self, step: int) -> float | None:
         """The schedule's target sparsity after `step` steps (None when a threshold decides)."""
-        if self.n_m is not None:
-            return 1 - self.n_m[0] / self.n_m[1] if step >= self.schedule.start_step else 0.0
-        if self.target is None:
+        if self.config.n_m is not None:
+            n, m = self.config.n_m
+            return 1 - n / m if step >= self.schedule.start_step else 0.0
+        if self.config.target_sparsity is None:
             return None
         return self.schedule.sparsity_at(step)
 
-    def epoch_report(self) -> tuple[list[dict], dict[str, np.ndarray]]:
-        """Per-layer stats since the previous report, and mask snapshots; resets the churn counters."""
+    def epoch_stats(self) -> tuple[list[LayerStats], dict[str, np.ndarray]]:
+        """Per-layer stats since the previous call, and mask snapshots; resets the churn counters."""
         layers, masks = [], {}
         for layer in self.layers:
             total = layer.mask.numel()
-            kept = int(layer.mask.sum())
-            layers.append({"name": layer.name, "shape": list(layer.mask.shape), "sparsity": 1 - kept / total,
-                           "pruned": layer.pruned, "regrown": layer.regrown, "threshold": layer.threshold})
+            layers.append(LayerStats(name=layer.name, shape=list(layer.mask.shape),
+                                     sparsity=1 - int(layer.mask.sum()) / total, pruned=layer.pruned,
+                                     regrown=layer.regrown, threshold=layer.threshold))
             masks[layer.name] = layer.mask.cpu().numpy().copy()
             layer.pruned = layer.regrown = 0
         return layers, masks
@@ -338,35 +244,67 @@ class Pruner:
         def per_layer(attr: str) -> dict[str, Any]:
             return {layer.name: getattr(layer, attr) for layer in self.layers}
 
-        return {"step": self.step, "masks": per_layer("mask"), "score_acc": per_layer("score_acc"),
-                "act_sum": per_layer("act_sum"), "act_zeros": per_layer("act_zeros"),
-                "act_count": per_layer("act_count"), "threshold": per_layer("threshold"),
-                "pruned": per_layer("pruned"), "regrown": per_layer("regrown"),
-                "generator": self.generator.get_state()}
+        return {"step": self.step, "started": self._started, "masks": per_layer("mask"),
+                "threshold": per_layer("threshold"), "pruned": per_layer("pruned"), "regrown": per_layer("regrown"),
+                "generator": self.generator.get_state(), "criterion": self.criterion.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
+        self._started = bool(state["started"])
         self.generator.set_state(state["generator"])
         for layer in self.layers:
             layer.mask.copy_(state["masks"][layer.name])
             layer.refresh_keep()
-            for attr in ("score_acc", "act_sum", "act_zeros"):
-                value = state[attr][layer.name]
-                setattr(layer, attr, None if value is None else value.to(layer.weight.device))
-            layer.act_count = int(state["act_count"][layer.name])
             layer.threshold = state["threshold"][layer.name]
             layer.pruned, layer.regrown = int(state["pruned"][layer.name]), int(state["regrown"][layer.name])
+        self.criterion.load_state_dict(state["criterion"])
         self._refresh_masked_pairs()
 
     # ----- internals ---------------------------------------------------------------------------------
     def _schedule_due(self, step: int) -> bool:
         if self._static and step != self.schedule.start_step:
             return False  # the first selection is final: re-ranking would only cost time
-        if self.schedule.updates_at(step):
-            return True
-        # DNS keeps splicing and DPF keeps re-deciding after the target is reached.
-        return (self.recovery in DENSE_RECOVERIES and self.schedule.end_step < step <= self.recovery_end_step
-                and self.schedule.aligned(step))
+        return self.schedule.updates_at(step) or self.recovery.updates_after_schedule(step)
+
+    def _unit_scores(self, index: int) -> torch.Tensor:
+        layer = self.layers[index]
+        if not self.selection.neuron:
+            return self.criterion.weight_scores(index)
+        if not layer.row_pruning:
+            return torch.ones(layer.rows, device=layer.weight.device)  # the output layer keeps its rows
+        return self.criterion.unit_scores(index)
+
+    def _update_masks(self, step: int) -> None:
+        neuron = self.selection.neuron
+        scores = [self._unit_scores(i) for i in range(len(self.layers))]
+        unit_masks = [layer.unit_mask(neuron) for layer in self.layers]
+        scores = self.recovery.rank(scores, unit_masks, self.selection.by_target)
+        choices = self.selection.select(scores, unit_masks, self.schedule.sparsity_at(step), self.recovery)
+        for layer, (unit_keep, theta) in zip(self.layers, choices, strict=True):
+            layer.threshold = theta
+            self.commit(layer, self.recovery.merge(layer.expand(unit_keep, neuron), layer.mask))
+        self.criterion.masks_updated()
+
+    def commit(self, layer: PrunedLayer, new: torch.Tensor) -> None:
+        """Install a new mask: count churn, zero what left (and what arrived, RigL), clean optimizer state."""
+        old = layer.mask
+        layer.pruned += int((old & ~new).sum())
+        layer.regrown += int((new & ~old).sum())
+        layer.mask.copy_(new)
+        layer.refresh_keep()
+        self._refresh_masked_pairs()
+        if self._dense:
+            return  # dense weights and their optimizer state keep learning; the mask only gates forward
+        with torch.no_grad():
+            layer.weight.mul_(layer.keep)
+            if layer.bias_keep is not None and layer.bias is not None:
+                layer.bias.mul_(layer.bias_keep)
+            for param, keep in ((layer.weight, layer.keep), (layer.bias, layer.bias_keep)):
+                if param is None or keep is None:
+                    continue
+                for value in self.optimizer.state.get(param, {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                        value.mul_(keep)
 
     def _refresh_masked_pairs(self) -> None:
         """Cache the (tensor, float mask) pairs the per-step multiplies work on."""
@@ -380,241 +318,20 @@ class Pruner:
 
     def _swap_masked_in(self) -> None:
         with torch.no_grad():
-            for layer in self.layers:
-                assert layer.spare is not None
-                torch.mul(layer.weight.data, layer.keep, out=layer.spare)
-                layer.weight.data, layer.spare = layer.spare, layer.weight.data
-                if layer.spare_bias is not None and layer.bias is not None and layer.bias_keep is not None:
-                    torch.mul(layer.bias.data, layer.bias_keep, out=layer.spare_bias)
-                    layer.bias.data, layer.spare_bias = layer.spare_bias, layer.bias.data
+            for i, (layer, (spare, spare_bias)) in enumerate(zip(self.layers, self._spares, strict=True)):
+                torch.mul(layer.weight.data, layer.keep, out=spare)
+                layer.weight.data, spare = spare, layer.weight.data
+                if spare_bias is not None and layer.bias is not None and layer.bias_keep is not None:
+                    torch.mul(layer.bias.data, layer.bias_keep, out=spare_bias)
+                    layer.bias.data, spare_bias = spare_bias, layer.bias.data
+                self._spares[i] = (spare, spare_bias)
+        self._swapped = True
 
     def _swap_dense_back(self) -> None:
-        for layer in self.layers:
-            assert layer.spare is not None
-            layer.weight.data, layer.spare = layer.spare, layer.weight.data
-            if layer.spare_bias is not None and layer.bias is not None:
-                layer.bias.data, layer.spare_bias = layer.spare_bias, layer.bias.data
+        for i, (layer, (spare, spare_bias)) in enumerate(zip(self.layers, self._spares, strict=True)):
+            layer.weight.data, spare = spare, layer.weight.data
+            if spare_bias is not None and layer.bias is not None:
+                layer.bias.data, spare_bias = spare_bias, layer.bias.data
+            self._spares[i] = (spare, spare_bias)
+        self._swapped = False
 
-    def _activation_hook(self, layer: PrunedLayer) -> Any:
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            if not module.training:
-                return
-            with torch.no_grad():
-                # Every prunable hidden layer of the zoo is followed by a ReLU: score what it passes on.
-                active = output.detach().clamp_min(0)
-                dims = [d for d in range(active.dim()) if d != 1]
-                per_sample = active[0].numel() // active.shape[1]
-                sums = active.sum(dim=dims) / per_sample
-                zeros = (active == 0).sum(dim=dims).to(active.dtype) / per_sample
-                if layer.act_sum is None or layer.act_zeros is None:
-                    layer.act_sum, layer.act_zeros = sums, zeros
-                else:
-                    layer.act_sum.add_(sums)
-                    layer.act_zeros.add_(zeros)
-                layer.act_count += active.shape[0]
-        return hook
-
-    def _densities(self) -> list[float]:
-        if self.target is None:
-            return [1.0] * len(self.layers)
-        if self.distribution == "erk":
-            return erk_densities([tuple(layer.weight.shape) for layer in self.layers], 1 - self.target)
-        return [1 - self.target] * len(self.layers)
-
-    def _weight_scores(self, layer: PrunedLayer) -> torch.Tensor:
-        if self.criterion == "magnitude":
-            return layer.weight.data.abs()
-        if self.criterion in GRADIENT_CRITERIA:
-            assert layer.score_acc is not None
-            return layer.score_acc.clone()
-        if self.criterion == "random":
-            return torch.rand(layer.weight.shape, generator=self.generator).to(layer.weight.device)
-        raise ValueError(f"criterion {self.criterion!r} has no per-weight score")
-
-    def _unit_scores(self, layer: PrunedLayer) -> torch.Tensor:
-        """Scores of the units the granularity prunes: weights, or rows (neurons/filters)."""
-        if self.granularity != "neuron":
-            return self._weight_scores(layer)
-        if not layer.row_pruning:
-            return torch.ones(layer.rows, device=layer.weight.device)  # the output layer keeps its rows
-        if self.criterion == "activation":
-            if layer.act_sum is None or layer.act_zeros is None:
-                return activation_score(self.activation_stat, torch.zeros(layer.rows), torch.zeros(layer.rows), 0)
-            return activation_score(self.activation_stat, layer.act_sum, layer.act_zeros, layer.act_count)
-        if self.criterion == "random":
-            return torch.rand(layer.rows, generator=self.generator).to(layer.weight.device)
-        # Mean |w| makes rows of different fan-in comparable under global scope; sums for accumulations.
-        return row_score(self._weight_scores(layer), "mean" if self.criterion == "magnitude" else "sum")
-
-    def _unit_mask(self, layer: PrunedLayer) -> torch.Tensor:
-        if self.granularity == "neuron":
-            return layer.mask.reshape(layer.rows, -1).any(dim=1)
-        return layer.mask
-
-    def _layer_threshold(self, layer: PrunedLayer) -> float:
-        if isinstance(self.threshold, dict):
-            # Han et al. 2015: θ = q·std of the layer's weights (pruned zeros included, so that
-            # re-applying the rule converges instead of pruning ever more).
-            return float(self.threshold["std_scale"]) * float(layer.weight.data.float().std())
-        assert self.threshold is not None
-        return float(self.threshold)
-
-    def _select(self, step: int) -> list[tuple[torch.Tensor, float | None]]:
-        """New unit masks (and thresholds) for every layer at `step`."""
-        scores = [self._unit_scores(layer) for layer in self.layers]
-        unit_masks = [self._unit_mask(layer) for layer in self.layers]
-        if self.recovery == "none":
-            # Pruned units never come back: they cannot win a place in the ranking.
-            scores = [torch.where(m, s, torch.full_like(s, float("-inf"))) for s, m in zip(scores, unit_masks,
-                                                                                            strict=True)]
-        if self.n_m is not None:
-            n, m = self.n_m
-            return [(n_m_mask(s, n, m), None) for s in scores]
-        if self.target is None:
-            out = []
-            for layer, s, um in zip(self.layers, scores, unit_masks, strict=True):
-                theta = self._layer_threshold(layer)
-                if self.recovery == "splice":
-                    out.append(keep_with_hysteresis(s, um, None, theta, self.margin))
-                else:
-                    out.append((s >= theta, theta))
-                if not layer.row_pruning and self.granularity == "neuron":
-                    out[-1] = (torch.ones_like(um), None)
-            return out
-        if self.recovery == "splice":
-            scores = [torch.where(um, s / (1 - self.margin), s / (1 + self.margin))
-                      for s, um in zip(scores, unit_masks, strict=True)]
-        sparsity = self.schedule.sparsity_at(step)
-        if self.granularity == "neuron":
-            return self._select_rows(scores, sparsity)
-        if self.scope == "global":
-            total = sum(s.numel() for s in scores)
-            masks, cut = keep_top_global(scores, total - prune_count(sparsity, total))
-            return [(mask, cut) for mask in masks]
-        out = []
-        for s, density in zip(scores, self._layer_densities, strict=True):
-            layer_sparsity = sparsity * (1 - density) / self.target if self.target else 0.0
-            out.append(keep_top(s, s.numel() - prune_count(layer_sparsity, s.numel())))
-        return out
-
-    def _select_rows(self, scores: list[torch.Tensor], sparsity: float) -> list[tuple[torch.Tensor, float | None]]:
-        if self.scope == "global":
-            index = [i for i, layer in enumerate(self.layers) if layer.row_pruning]
-            total = sum(layer.weight.numel() for layer in self.layers)
-            kept = keep_units_by_weight([scores[i] for i in index], [self.layers[i].row_size for i in index],
-                                        prune_count(sparsity, total))
-            out: list[tuple[torch.Tensor, float | None]] = [(torch.ones_like(s, dtype=torch.bool), None)
-                                                           for s in scores]
-            for i, keep in zip(index, kept, strict=True):
-                alive = scores[i][keep]
-                out[i] = (keep, float(alive.min()) if alive.numel() else None)
-            return out
-        out = []
-        for layer, s, density in zip(self.layers, scores, self._layer_densities, strict=True):
-            if not layer.row_pruning:
-                out.append((torch.ones_like(s, dtype=torch.bool), None))
-                continue
-            layer_sparsity = sparsity * (1 - density) / self.target if self.target else 0.0
-            out.append(keep_top(s, layer.rows - prune_count(layer_sparsity, layer.rows)))
-        return out
-
-    def _update_masks(self, step: int) -> None:
-        for layer, (unit_keep, theta) in zip(self.layers, self._select(step), strict=True):
-            if self.granularity == "neuron":
-                new = unit_keep.view(-1, *([1] * (layer.weight.dim() - 1))).expand_as(layer.mask)
-            else:
-                new = unit_keep
-            if self.recovery == "none":
-                new = new & layer.mask
-            layer.threshold = theta
-            self._commit(layer, new)
-            if self.criterion == "gradient" and layer.score_acc is not None:
-                layer.score_acc.zero_()  # |w·g| is judged per interval; movement accumulates for good
-            if self.criterion == "activation":
-                layer.act_sum = layer.act_zeros = None
-                layer.act_count = 0
-
-    def _drop_and_grow(self, step: int) -> None:
-        """SET/RigL: drop the weakest share of active weights, regrow as many among inactive positions."""
-        assert self.drop is not None
-        fraction = self.drop.fraction_at(step)
-        for layer in self.layers:
-            mask = layer.mask.reshape(-1)
-            active = int(mask.sum())
-            inactive_before = ~mask
-            n_move = min(round(fraction * active), int(inactive_before.sum()))
-            if n_move <= 0:
-                continue
-            scores = self._weight_scores(layer).reshape(-1)
-            drop_rank = torch.where(mask, scores, torch.full_like(scores, float("inf")))
-            dropped = torch.topk(drop_rank, n_move, largest=False).indices
-            after_drop = mask.clone()
-            after_drop[dropped] = False
-            if self.recovery == "gradient":
-                assert layer.grown_grad is not None, "RigL needs the dense gradient of this step"
-                grow_score = layer.grown_grad.reshape(-1).clone()
-                candidates = ~after_drop  # RigL may re-pick a just-dropped weight
-                layer.grown_grad = None
-            else:
-                grow_score = torch.rand(mask.shape, generator=self.generator).to(mask.device)
-                candidates = inactive_before  # SET regrows elsewhere
-            grow_score = torch.where(candidates, grow_score, torch.full_like(grow_score, float("-inf")))
-            grown = torch.topk(grow_score, n_move).indices
-            new = after_drop.clone()
-            new[grown] = True
-            layer.threshold = float(scores[dropped].max())
-            self._commit(layer, new.view_as(layer.mask))
-            if self.recovery == "random":
-                self._init_regrown(layer, grown)
-
-    def _init_regrown(self, layer: PrunedLayer, grown: torch.Tensor) -> None:
-        # SET gives new connections fresh random values (RigL starts them at 0): PyTorch's default
-        # Linear/Conv init range, so a regrown weight is not the first to be dropped again.
-        bound = 1.0 / math.sqrt(layer.row_size)
-        values = (torch.rand(grown.numel(), generator=self.generator) * 2 - 1) * bound
-        with torch.no_grad():
-            layer.weight.view(-1)[grown] = values.to(layer.weight.device, layer.weight.dtype)
-
-    def _commit(self, layer: PrunedLayer, new: torch.Tensor) -> None:
-        """Install a new mask: count churn, zero what left (and what arrived, RigL), clean optimizer state."""
-        old = layer.mask
-        left = old & ~new
-        arrived = new & ~old
-        layer.pruned += int(left.sum())
-        layer.regrown += int(arrived.sum())
-        layer.mask.copy_(new)
-        layer.refresh_keep()
-        self._refresh_masked_pairs()
-        if self.recovery in DENSE_RECOVERIES:
-            return  # dense weights and their optimizer state keep learning; the mask only gates forward
-        with torch.no_grad():
-            layer.weight.mul_(layer.keep)  # regrown weights were zero already: they start at 0
-            if layer.bias_keep is not None and layer.bias is not None:
-                layer.bias.mul_(layer.bias_keep)
-            for param, keep in ((layer.weight, layer.keep), (layer.bias, layer.bias_keep)):
-                if param is None or keep is None:
-                    continue
-                for value in self.optimizer.state.get(param, {}).values():
-                    if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                        value.mul_(keep)
-
-
-def build_pruner(model: nn.Module, pruning: dict | None, *, optimizer: torch.optim.Optimizer, epochs: int,
-                 steps_per_epoch: int, seed: int = 0) -> Pruner | None:
-    """The one place a config becomes a pruner; None for a dense run."""
-    if pruning is None:
-        return None
-    return Pruner(model, pruning, optimizer=optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed)
-
-
-def dense_report(model: nn.Module) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Epoch stats of an unpruned model: sparsity from actual zeros, all-True masks."""
-    layers, masks = [], {}
-    for name, module in prunable_weights(model):
-        weight = module.weight.detach()
-        total = weight.numel()
-        layers.append({"name": name, "shape": list(weight.shape),
-                       "sparsity": 1 - int(torch.count_nonzero(weight)) / total,
-                       "pruned": 0, "regrown": 0, "threshold": None})
-        masks[name] = np.ones(tuple(weight.shape), dtype=bool)
-    return layers, masks

@@ -1,7 +1,10 @@
-"""When masks change and how sparse the network should be at each optimizer step.
+"""When masks change and how sparse the network should be after each optimizer step.
 
-Steps count completed optimizer steps (0 = before training). Epochs are 1-based: pruning starts at
-the beginning of `start_epoch` and reaches the target at the end of `end_epoch`.
+Steps count completed optimizer steps (0 = before training; the end of epoch e is step e·steps_per_epoch).
+Epochs count from 1. `start_epoch` s puts the first mask update at the end of epoch s (step s·spe; s = 0:
+before the first step), `end_epoch` e reaches the target at the end of epoch e, and between them masks
+update every `every_steps` steps counted from the first update, always including the end of e. So an
+update "at epoch k" shows in epoch k's record, as the contract's `ScheduleConfig` says.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SCHEDULE_KINDS = ("one_shot", "linear", "cubic", "constant")
+from prunescope.contract.config import ScheduleConfig
 
 
 @dataclass(frozen=True)
@@ -24,39 +27,28 @@ class SparsitySchedule:
     initial: float = 0.0
 
     @classmethod
-    def from_config(cls, schedule: dict, *, final: float, epochs: int, steps_per_epoch: int,
-                    needs_gradient: bool = False) -> SparsitySchedule:
-        kind = schedule.get("kind", "cubic")
-        if kind not in SCHEDULE_KINDS:
-            raise ValueError(f"unknown schedule kind {kind!r}; choose one of {', '.join(SCHEDULE_KINDS)}")
-        start_epoch = int(schedule.get("start_epoch", 1))
-        end_epoch = schedule.get("end_epoch")
-        if end_epoch is None:
-            end_epoch = max(start_epoch, math.ceil(0.75 * epochs))
+    def from_config(cls, schedule: ScheduleConfig, *, final: float, epochs: int, steps_per_epoch: int,
+                    needs_steps: bool = False) -> SparsitySchedule:
+        start_epoch = schedule.start_epoch
+        end_epoch = schedule.end_epoch if schedule.end_epoch is not None else max(start_epoch, math.ceil(0.75 * epochs))
         if end_epoch < start_epoch:
             raise ValueError(f"schedule.end_epoch ({end_epoch}) must be ≥ schedule.start_epoch ({start_epoch})")
         for label, value in (("start_epoch", start_epoch), ("end_epoch", end_epoch)):
             if value > epochs:
                 raise ValueError(f"pruning.schedule.{label} ({value}) is after the last epoch ({epochs})")
         # Unset: once per epoch, whatever the dataset's size (a fixed count suits only one dataset).
-        every_steps = schedule.get("every_steps")
-        every = steps_per_epoch if every_steps is None else int(every_steps)
-        if every < 1:
-            raise ValueError("schedule.every_steps must be ≥ 1")
-        start = 0 if kind == "constant" else max(0, start_epoch - 1) * steps_per_epoch
-        # Gradient-based scores need one backward pass before they mean anything.
-        if needs_gradient:
-            start = max(start, 1)
-        end = max(start, int(end_epoch) * steps_per_epoch)
-        return cls(kind=kind, final=final, start_step=start, end_step=end, every_steps=every)
+        every = steps_per_epoch if schedule.every_steps is None else schedule.every_steps
+        start = start_epoch * steps_per_epoch
+        if needs_steps:
+            start = max(start, 1)  # gradient/activation scores need one training step before they mean anything
+        end = max(start, end_epoch * steps_per_epoch)
+        return cls(kind=schedule.kind, final=final, start_step=start, end_step=end, every_steps=every)
 
     def sparsity_at(self, step: int) -> float:
         """The target sparsity after `step` optimizer steps."""
-        if self.kind == "constant":
-            return self.final
         if step < self.start_step:
             return self.initial
-        if self.kind == "one_shot" or step >= self.end_step:
+        if self.kind in ("constant", "one_shot") or step >= self.end_step:
             return self.final
         progress = (step - self.start_step) / (self.end_step - self.start_step)
         if self.kind == "linear":

@@ -1,8 +1,4 @@
-"""The model zoo: small classifiers built as named `nn.Sequential`s so parameter names read `fc1.weight`.
-
-Every model adapts to the data's (channels, height, width); conv models need at least 28x28, so the
-dataset loader upsamples the 8x8 `digits` images to 28x28 for them (see `worker.engine.datasets`).
-"""
+"""The small classifiers (LeNet-300-100, MLP, LeNet-5, a small CNN) as named `nn.Sequential`s (`fc1.weight`)."""
 
 from __future__ import annotations
 
@@ -11,10 +7,10 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-CONV_MODELS = ("lenet5", "small_cnn")
+from prunescope.layernames import DEFAULT_MLP_HIDDEN
 
 
-def _mlp(widths: list[int], in_features: int, num_classes: int) -> nn.Sequential:
+def mlp(widths: list[int], in_features: int, num_classes: int) -> nn.Sequential:
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     previous = in_features
     for index, width in enumerate(widths, start=1):
@@ -47,17 +43,15 @@ def _conv_net(conv: OrderedDict[str, nn.Module], fc: list[tuple[str, int]], inpu
     return nn.Sequential(layers)
 
 
-def build_model(model_cfg: dict, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """Build `model_cfg["name"]` for inputs of `input_shape` (C, H, W) and `num_classes` outputs."""
-    name = model_cfg.get("name", "lenet300_100")
+def build_classic(name: str, model_cfg: dict, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     channels, height, width = input_shape
     in_features = channels * height * width
     if name == "lenet300_100":
-        return _mlp([300, 100], in_features, num_classes)
+        return mlp([300, 100], in_features, num_classes)
     if name == "mlp":
-        hidden = model_cfg.get("hidden") or [256, 256]
-        return _mlp(list(hidden), in_features, num_classes)
-    if name in CONV_MODELS and min(height, width) < 28:
+        hidden = model_cfg.get("hidden") or DEFAULT_MLP_HIDDEN
+        return mlp(list(hidden), in_features, num_classes)
+    if min(height, width) < 28:
         raise ValueError(f"model {name!r} needs images of at least 28x28, got {height}x{width}")
     if name == "lenet5":
         # Caffe's LeNet-5 widths (20, 50 filters; 500 hidden): 431k weights on 28x28 inputs.
@@ -75,4 +69,4 @@ def build_model(model_cfg: dict, input_shape: tuple[int, int, int], num_classes:
             conv3=nn.Conv2d(64, 128, 3, padding=1), relu_conv3=nn.ReLU(), pool3=nn.MaxPool2d(2),
         )
         return _conv_net(conv, [("fc1", 256)], input_shape, num_classes)
-    raise ValueError(f"unknown model {name!r}; choose lenet300_100, lenet5, mlp or small_cnn")
+    raise ValueError(f"{name!r} is not a classic model")

@@ -1,0 +1,78 @@
+"""Runs that die end failed with advice: non-finite or exploding loss, accuracy fallen to chance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from worker.engine.guards import CollapseGuard, TrainingDiverged
+from worker.engine.training import run_training
+
+
+def _guard() -> CollapseGuard:
+    return CollapseGuard(num_classes=10, hint="lower training.lr")
+
+
+def test_loss_above_ten_times_its_best_for_two_epochs_is_an_explosion() -> None:
+    guard = _guard()
+    for epoch, loss in enumerate([1.0, 0.3, 0.1, 4.0], start=1):
+        guard.check(epoch, loss, 0.9, pruning_started=True)
+    with pytest.raises(TrainingDiverged, match=r"exploded after pruning in epochs 4-5 .*lower training\.lr"):
+        guard.check(5, 80.0, 0.9, pruning_started=True)
+
+
+def test_one_spike_or_a_small_loss_growing_tenfold_is_not_flagged() -> None:
+    guard = _guard()
+    for epoch, loss in enumerate([0.5, 9.0, 0.4, 0.001, 0.05, 0.2, 0.01], start=1):
+        guard.check(epoch, loss, 0.9, pruning_started=True)  # 0.2 is 200x the best but below ln 10
+
+
+def test_accuracy_at_chance_after_learning_is_a_collapse() -> None:
+    guard = _guard()
+    guard.check(1, 0.5, 0.9, pruning_started=False)
+    guard.check(2, 2.2, 0.11, pruning_started=True)
+    with pytest.raises(TrainingDiverged, match=r"collapsed after pruning at epoch 2 \(test acc 12 % in epoch 3, "
+                                               r"chance 10 %, best so far 90 %"):
+        guard.check(3, 2.2, 0.12, pruning_started=True)
+
+
+def test_a_network_that_has_not_learnt_yet_is_left_alone() -> None:
+    guard = _guard()
+    for epoch in range(1, 6):
+        guard.check(epoch, 2.25, 0.1, pruning_started=False)  # at chance, but no worse than a uniform guess
+
+
+def test_guard_state_survives_a_checkpoint() -> None:
+    guard = _guard()
+    guard.check(1, 0.5, 0.9, pruning_started=True)
+    guard.check(2, 2.2, 0.1, pruning_started=True)
+    resumed = _guard()
+    resumed.load_state_dict(guard.state_dict())
+    with pytest.raises(TrainingDiverged, match="collapsed"):
+        resumed.check(3, 2.2, 0.1, pruning_started=True)
+
+
+def _digits(pruning: dict | None, **training: object) -> dict:
+    return {"model": {"name": "lenet300_100"}, "dataset": {"name": "digits", "limit": 512},
+            "training": {"epochs": 5, "batch_size": 64, "lr_schedule": "constant", **training}, "pruning": pruning}
+
+
+def test_pruning_that_kills_the_network_fails_the_run_with_advice(tmp_path: Path) -> None:
+    epochs: list[int] = []
+    pruning = {"target_sparsity": 0.999, "schedule": {"kind": "one_shot", "start_epoch": 2}}
+    with pytest.raises(TrainingDiverged, match=r"collapsed after pruning at epoch 2 .*target_sparsity"):
+        run_training(_digits(pruning, lr=0.1), data_dir=tmp_path, on_epoch=lambda r, m: epochs.append(r.epoch))
+    assert epochs == [1, 2]  # epoch 3, the second at chance, is never reported as a success
+
+
+def test_a_diverging_lr_fails_the_run_even_when_the_loss_stays_finite(tmp_path: Path) -> None:
+    with pytest.raises(TrainingDiverged, match=r"collapsed at epoch \d+ .*lower training\.lr"):
+        run_training(_digits(None, lr=3.0, momentum=0.9), data_dir=tmp_path)
+
+
+def test_non_finite_loss_fails_at_once(tmp_path: Path, make_config: Callable[..., dict]) -> None:
+    config = make_config(None, training={"epochs": 1, "lr": 100.0, "momentum": 0.9})
+    with pytest.raises(TrainingDiverged, match=r"diverged.*lower training\.lr"):
+        run_training(config, data_dir=tmp_path)

@@ -1,0 +1,194 @@
+"""Datasets: in-memory tensors (`DataBundle`) or lazily read datasets (`LoaderBundle`), and their batches.
+
+Small and medium data sits in one (N, C, H, W) float32 tensor batched by index; data that should not
+(an image folder, a plugin's on-disk set) comes as map-style datasets read through a DataLoader.
+`train_batches` / `eval_batches` give the training loop (x, y) batches from either, augmented when asked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from prunescope import plugins
+from worker.engine.datasets.augment import pad_crop_flip
+from worker.engine.datasets.cifar import CIFAR_MEAN, CIFAR_STD, LAYOUTS, load_cifar
+from worker.engine.datasets.folder import image_folder
+from worker.engine.datasets.idx import IDX_FILES, MNIST_MIRRORS, NORMALIZATION, mnist_like, read_idx
+from worker.engine.networks import CIFAR_MODELS, CONV_MODELS
+
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IDX_FILES", "MNIST_MIRRORS", "NORMALIZATION", "DataBundle", "LoaderBundle",
+           "eval_batches", "load_dataset", "read_idx", "synthetic_bundle", "train_batches"]
+
+#: Datasets augmented (padded crop + flip) unless `dataset.augment` is false.
+AUGMENTED_BY_DEFAULT = ("cifar10", "cifar100")
+Augment = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+@dataclass
+class DataBundle:
+    """Train/test tensors and what the model needs to know about them."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    augment: Augment | None = None  # applied to each training batch, never to evaluation
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_y)
+
+    def to(self, device: str | torch.device) -> DataBundle:
+        """The same data on `device` (moved once, before the first epoch)."""
+        return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+                       test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+
+
+@dataclass
+class LoaderBundle:
+    """Map-style datasets of (C×H×W float tensor, int label) items, batched by a DataLoader."""
+
+    train: Dataset
+    test: Dataset
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    augment: Augment | None = None
+    num_workers: int = 0
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train)  # type: ignore[arg-type]
+
+    def to(self, device: str | torch.device) -> LoaderBundle:
+        return self  # batches move to the device one at a time
+
+
+Data = DataBundle | LoaderBundle
+
+
+def train_batches(data: Data, batch_size: int, generator: torch.Generator,
+                  device: str | torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled (x, y) training batches on `device`, augmented if the data says so.
+
+    For a DataBundle the order is `torch.randperm(n, generator=generator)`, batches of consecutive indices.
+    """
+    if isinstance(data, DataBundle):
+        order = torch.randperm(data.train_size, generator=generator).to(data.train_x.device)
+        batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = (
+            (data.train_x[index], data.train_y[index]) for index in order.split(batch_size))
+    else:
+        batches = iter(DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=generator,
+                                  num_workers=data.num_workers, pin_memory=str(device).startswith("cuda")))
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield (data.augment(x, generator) if data.augment is not None else x), y
+
+
+def eval_batches(data: Data, batch_size: int,
+                 device: str | torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The test set in order, in batches of `batch_size`, on `device`; never augmented."""
+    if isinstance(data, DataBundle):
+        for start in range(0, len(data.test_y), batch_size):
+            yield (data.test_x[start: start + batch_size].to(device),
+                   data.test_y[start: start + batch_size].to(device))
+        return
+    for x, y in DataLoader(data.test, batch_size=batch_size, num_workers=data.num_workers):
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def load_dataset(dataset_cfg: dict, data_dir: Path, *, model_name: str) -> Data:
+    """Load `dataset_cfg["name"]` shaped for `model_name`; `limit` keeps the first N training samples."""
+    name = dataset_cfg.get("name", "digits")
+    data_dir = Path(data_dir)
+    bundle: Data
+    if name == "digits":
+        bundle = _digits(upsample=model_name in CONV_MODELS)
+    elif name in MNIST_MIRRORS:
+        train_x, train_y, test_x, test_y = mnist_like(name, data_dir)
+        bundle = DataBundle(train_x, train_y, test_x, test_y, (1, 28, 28), 10)
+    elif name in LAYOUTS:
+        train_x, train_y, test_x, test_y, classes = load_cifar(name, data_dir)
+        bundle = DataBundle(train_x, train_y, test_x, test_y, (3, 32, 32), classes)
+    elif name == "image_folder":
+        if not dataset_cfg.get("path"):
+            raise ValueError("dataset 'image_folder' needs path: a folder inside the data directory")
+        train, test, shape, classes = image_folder(data_dir, str(dataset_cfg["path"]))
+        bundle = LoaderBundle(train, test, shape, classes)
+    elif name == "synthetic":
+        shape = (3, 32, 32) if model_name == "small_cnn" or model_name in CIFAR_MODELS else (1, 28, 28)
+        bundle = synthetic_bundle(shape)
+    else:
+        bundle = _plugin_dataset(name, data_dir, dataset_cfg.get("params") or {})
+    augment = dataset_cfg.get("augment")
+    if augment if augment is not None else name in AUGMENTED_BY_DEFAULT:
+        bundle.augment = pad_crop_flip
+    limit = dataset_cfg.get("limit")
+    if limit is not None:
+        if isinstance(bundle, DataBundle):
+            bundle.train_x, bundle.train_y = bundle.train_x[:limit], bundle.train_y[:limit]
+        else:
+            bundle.train = Subset(bundle.train, range(min(int(limit), bundle.train_size)))
+    return bundle
+
+
+def _plugin_dataset(name: str, data_dir: Path, params: dict) -> Data:
+    plugin = plugins.dataset_plugin(name)  # a registered name only: a request never imports anything
+    if plugin is None:
+        known = ["digits", "mnist", "fashion_mnist", *LAYOUTS, "image_folder", "synthetic",
+                 *sorted(plugins.REGISTRY.datasets)]
+        raise ValueError(f"unknown dataset {name!r}; this worker knows {', '.join(known)}")
+    bundle = plugin.load(data_dir, **params)
+    if not isinstance(bundle, DataBundle | LoaderBundle):
+        raise TypeError(f"dataset plugin {name!r} ({plugin.source}) returned {type(bundle).__name__}; "
+                        "return a worker.engine.datasets.DataBundle or LoaderBundle")
+    if len(bundle.input_shape) != 3 or bundle.num_classes < 1 or bundle.train_size < 1:
+        raise ValueError(f"dataset plugin {name!r} returned input_shape {bundle.input_shape}, "
+                         f"{bundle.num_classes} classes and {bundle.train_size} training samples")
+    return bundle
+
+
+def synthetic_bundle(shape: tuple[int, int, int], *, n_train: int = 1024, n_test: int = 256,
+                     num_classes: int = 10, seed: int = 1234) -> DataBundle:
+    """Deterministic, learnable random data: a fixed prototype per class plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(num_classes, *shape, generator=gen)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, num_classes, (n,), generator=gen)
+        x = prototypes[y] + 1.5 * torch.randn(n, *shape, generator=gen)
+        return x, y
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    return DataBundle(train_x, train_y, test_x, test_y, shape, num_classes)
+
+
+def _digits(*, upsample: bool) -> DataBundle:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    if upsample:
+        # Conv models (5x5 kernels, two poolings) need ≥ 28x28: scale the 8x8 digits up like MNIST.
+        x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
+    x = (x - x.mean()) / x.std()
+    order = torch.from_numpy(np.random.RandomState(0).permutation(len(y)))  # fixed split, any seed
+    x, y = x[order], y[order]
+    n_test = len(y) // 5
+    shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
+    return DataBundle(x[n_test:], y[n_test:], x[:n_test], y[:n_test], shape, 10)
+
+
+def steps_per_epoch(data: Data, batch_size: int) -> int:
+    return math.ceil(data.train_size / batch_size)

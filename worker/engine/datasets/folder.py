@@ -1,0 +1,91 @@
+"""Any image folder in torchvision's ImageFolder layout, read lazily (a `LoaderBundle`), confined to the data dir.
+
+`<data_dir>/<path>/train/<class>/*.png` and `.../test/<class>/...` (or `val/`). Classes are the sorted
+sub-folder names of `train/`; every image is converted to RGB and resized to the first training image's size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from prunescope.contract.config import data_dir_relative
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+STATS_SAMPLE = 256  # images read to estimate the channel mean/std
+
+
+def confined(data_dir: Path, path: str) -> Path:
+    """`data_dir / path`, refusing anything that resolves outside `data_dir` (`..`, absolute paths, symlinks)."""
+    if not data_dir_relative(path):
+        raise ValueError(f"dataset.path {path!r} must be a relative path inside the data directory")
+    root = Path(data_dir).resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root):
+        raise ValueError(f"dataset.path {path!r} leads outside the data directory")
+    return target
+
+
+def _open_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError as exc:  # an optional dependency: only image folders need it
+        raise RuntimeError("dataset 'image_folder' needs Pillow: pip install 'prunescope[images]'") from exc
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        if size is not None and rgb.size != size:
+            rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+class ImageFiles(Dataset[tuple[torch.Tensor, int]]):
+    """Decodes one image per item: (normalised (3, H, W) float32 tensor, class index)."""
+
+    def __init__(self, files: list[tuple[Path, int]], size: tuple[int, int], mean: torch.Tensor,
+                 std: torch.Tensor) -> None:
+        self.files, self.size, self.mean, self.std = files, size, mean, std
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.files[index]
+        pixels = torch.from_numpy(_open_rgb(path, self.size).copy()).permute(2, 0, 1).float() / 255.0
+        return (pixels - self.mean) / self.std, label
+
+
+def _listing(split: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    files = []
+    for index, name in enumerate(classes):
+        folder = split / name
+        if folder.is_dir():
+            files += [(p, index) for p in sorted(folder.iterdir())
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return files
+
+
+def image_folder(data_dir: Path, path: str) -> tuple[ImageFiles, ImageFiles, tuple[int, int, int], int]:
+    """(train set, test set, input shape, classes) of the image folder at `data_dir / path`."""
+    root = confined(data_dir, path)
+    train_dir = root / "train"
+    test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
+    if not train_dir.is_dir() or test_dir is None:
+        raise FileNotFoundError(f"{root} needs train/ and test/ (or val/) folders with one sub-folder per class")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    unknown = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(classes))
+    if unknown:
+        raise ValueError(f"{test_dir} has classes {unknown} that train/ does not have")
+    train, test = _listing(train_dir, classes), _listing(test_dir, classes)
+    if len(classes) < 2 or not train or not test:
+        raise ValueError(f"{root}: need at least 2 classes and images in both train/ and {test_dir.name}/")
+    first = _open_rgb(train[0][0], None)
+    size = (first.shape[1], first.shape[0])  # PIL sizes are (width, height)
+    sample = [train[i][0] for i in np.linspace(0, len(train) - 1, min(STATS_SAMPLE, len(train))).astype(int)]
+    pixels = np.stack([_open_rgb(p, size) for p in sample]).astype(np.float32) / 255.0
+    mean = torch.from_numpy(pixels.mean(axis=(0, 1, 2))).view(3, 1, 1)
+    std = torch.from_numpy(pixels.std(axis=(0, 1, 2))).clamp_min(1e-3).view(3, 1, 1)
+    shape = (3, size[1], size[0])
+    return ImageFiles(train, size, mean, std), ImageFiles(test, size, mean, std), shape, len(classes)

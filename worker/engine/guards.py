@@ -1,0 +1,92 @@
+"""Catching runs that die: a non-finite or exploding training loss, or test accuracy stuck at chance.
+
+A dead run must end `failed` with advice, never `completed` with 11 % accuracy. The rules, checked once
+per epoch:
+- the training loss is NaN/inf (at once);
+- the training loss is above both 10x the best epoch loss so far and the loss of a uniform guess
+  (ln C for C classes) for `PATIENCE` consecutive epochs: a run that merely gets a little worse after a
+  pruning step is not flagged, one that loses what it learnt is;
+- the test accuracy is at chance (≤ 1.5/C) for `PATIENCE` consecutive epochs after it had been well above
+  it (≥ 3/C, or halfway from 1.5/C to 1 when C is small), or while the training loss is above a uniform
+  guess's ln C: a network that learnt and fell to chance died, one that does worse than guessing diverged.
+  A network at chance with a loss below ln C may just not have learnt yet, and is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from prunescope.contract import RunConfig
+
+EXPLOSION_FACTOR = 10.0
+PATIENCE = 2
+CHANCE_FACTOR = 1.5
+
+
+class TrainingDiverged(ValueError):
+    """The run cannot produce a useful model any more; the message says what to change."""
+
+
+def advice(config: RunConfig) -> str:
+    """What a user can change, for the run's kind of pruning."""
+    p = config.pruning
+    if p is None:
+        return "lower training.lr"
+    if p.dense_weights:
+        return ("lower training.lr, or damp mask changes: a larger pruning.recovery.margin or an earlier "
+                "pruning.recovery.end_epoch")
+    return "lower training.lr, or prune more gently: a lower pruning.target_sparsity or a later schedule.end_epoch"
+
+
+@dataclass
+class CollapseGuard:
+    """Watches each epoch's losses and accuracy; raises `TrainingDiverged` when the run has died."""
+
+    num_classes: int
+    hint: str
+    best_loss: float = math.inf
+    best_acc: float = 0.0
+    exploded_epochs: int = 0
+    chance_epochs: int = 0
+
+    @property
+    def chance_level(self) -> float:
+        return CHANCE_FACTOR / self.num_classes
+
+    @property
+    def learnt_level(self) -> float:
+        return min(2 * self.chance_level, (1 + self.chance_level) / 2)
+
+    def check(self, epoch: int, train_loss: float, test_acc: float, pruning_started: bool) -> None:
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training diverged in epoch {epoch} (train loss {train_loss}): {self.hint}")
+        when = "after pruning " if pruning_started else ""
+        uniform_loss = math.log(self.num_classes)
+        exploded = train_loss > max(EXPLOSION_FACTOR * self.best_loss, uniform_loss)
+        self.exploded_epochs = self.exploded_epochs + 1 if exploded else 0
+        at_chance = test_acc <= self.chance_level and (self.best_acc >= self.learnt_level or train_loss > uniform_loss)
+        self.chance_epochs = self.chance_epochs + 1 if at_chance else 0
+        if self.exploded_epochs >= PATIENCE:
+            raise TrainingDiverged(
+                f"training loss exploded {when}in epochs {epoch - PATIENCE + 1}-{epoch} "
+                f"(train loss {train_loss:.3g}, best {self.best_loss:.3g}): {self.hint}")
+        if self.chance_epochs >= PATIENCE:
+            raise TrainingDiverged(
+                f"training collapsed {when}at epoch {epoch - PATIENCE + 1} (test acc {100 * test_acc:.0f} % in "
+                f"epoch {epoch}, "
+                f"chance {100 / self.num_classes:.0f} %, best so far {100 * self.best_acc:.0f} %, "
+                f"train loss {train_loss:.3g}): {self.hint}")
+        self.best_loss = min(self.best_loss, train_loss)
+        self.best_acc = max(self.best_acc, test_acc)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_loss": self.best_loss, "best_acc": self.best_acc, "exploded_epochs": self.exploded_epochs,
+                "chance_epochs": self.chance_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("best_loss", "best_acc"):
+            setattr(self, key, float(state[key]))
+        for key in ("exploded_epochs", "chance_epochs"):
+            setattr(self, key, int(state[key]))
