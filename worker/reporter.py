@@ -1,4 +1,10 @@
-"""Reports to the API from a background thread, in order; buffers while the API is away and retries with backoff."""
+"""An ordered outbox of one run's reports, delivered from a background thread; every failure is accounted for.
+
+Training never waits for the API: `send` queues. Deliveries happen in order (a delta mask needs the epoch
+before it), each retried for a bounded time. A definite refusal, an exhausted retry or any unexpected error
+stops the outbox, drops what is left and is reported once through `on_failure`: the thread never dies
+silently and `flush` never waits without a bound.
+"""
 
 from __future__ import annotations
 
@@ -9,93 +15,64 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
+from worker.api_client import ApiRefused
 
-log = logging.getLogger("prunescope.reporter")
+log = logging.getLogger("prunescope.worker.reporter")
 
-RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
-
-
-class ReportError(Exception):
-    """The API refused a report for good (a 4xx other than a transient one)."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(f"HTTP {status_code}: {detail}")
-        self.status_code = status_code
+Deliver = Callable[[Callable[[], bool]], None]
+"""Sends one report; gets a `stop()` to poll while it retries (true once the outbox is aborted)."""
 
 
-class ApiClient:
-    """Synchronous calls to the worker endpoints, retried while the API is unreachable."""
+@dataclass
+class Failure:
+    """Why the outbox stopped: `superseded` when the API gave the run to another attempt (409)."""
 
-    def __init__(self, api_url: str, token: str, *, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout,
-                                 headers={"Authorization": f"Bearer {token}"})
+    what: str
+    reason: str
+    superseded: bool = False
 
-    def request(self, method: str, path: str, *, retry_for: float = float("inf"),
-                stop: Callable[[], bool] = lambda: False, **kwargs: Any) -> httpx.Response:
-        """Send until the API answers with a definite result; ReportError on a definite refusal."""
-        delay, deadline = 0.2, time.monotonic() + retry_for
-        while True:
-            try:
-                response = self.http.request(method, path, **kwargs)
-                if response.status_code not in RETRYABLE:
-                    if response.status_code >= 400:
-                        raise ReportError(response.status_code, response.text[:500])
-                    return response
-                problem = f"HTTP {response.status_code}"
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() + delay > deadline or stop():
-                raise ConnectionError(f"API at {self.http.base_url} unreachable: {problem}")
-            log.warning("report %s %s failed (%s); retrying in %.1f s", method, path, problem, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    def close(self) -> None:
-        self.http.close()
+    def __str__(self) -> str:
+        return f"{self.what}: {self.reason}"
 
 
 @dataclass
 class _Item:
-    method: str
-    path: str
-    json: dict[str, Any] | None = None
-    upload: Path | None = None
-    kind: str = "report"
-    on_reply: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    what: str
+    deliver: Deliver
+    key: str | None = None  # items with the same key replace each other while waiting (latest checkpoint)
+    spool: Path | None = field(default=None, repr=False)  # removed once delivered or dropped
+
+    def discard(self) -> None:
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
 
 
 class Reporter:
-    """An ordered outbox of reports: `send` never blocks training; `flush` waits until all are delivered."""
+    """The outbox: `send` never blocks, `flush(timeout)` waits for delivery, `failure` says why it stopped."""
 
-    def __init__(self, client: ApiClient, *, on_refused: Callable[[ReportError], None]) -> None:
-        self.client = client
-        self.on_refused = on_refused
+    def __init__(self, *, on_failure: Callable[[Failure], None], name: str = "prunescope-reporter") -> None:
+        self.on_failure = on_failure
+        self.failure: Failure | None = None
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="prunescope-reporter", daemon=True)
+        self._aborted = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def send(self, path: str, body: dict[str, Any], on_reply: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self._put(_Item("POST", path, json=body, on_reply=on_reply))
-
-    def upload(self, path: str, file: Path, *, latest_only: bool = False) -> None:
-        """Queue a file upload; with latest_only, an older upload of the same path still waiting is dropped."""
+    def send(self, what: str, deliver: Deliver, *, key: str | None = None, spool: Path | None = None) -> None:
+        """Queue a delivery; with `key`, a queued delivery of the same key that has not started is dropped."""
+        item = _Item(what, deliver, key, spool)
         with self._cond:
-            if latest_only:
-                for item in [i for i in self._items if i.kind == "upload" and i.path == path]:
-                    self._items.remove(item)
-                    if item.upload:
-                        item.upload.unlink(missing_ok=True)
-            self._items.append(_Item("PUT", path, upload=file, kind="upload"))
-            self._cond.notify_all()
-
-    def _put(self, item: _Item) -> None:
-        with self._cond:
+            if self._aborted.is_set() or self._closed:
+                item.discard()
+                return
+            if key is not None:
+                for old in [i for i in self._items if i.key == key]:
+                    self._items.remove(old)
+                    old.discard()
             self._items.append(item)
             self._cond.notify_all()
 
@@ -103,22 +80,35 @@ class Reporter:
         with self._cond:
             return len(self._items) + (1 if self._busy else 0)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued report is delivered (or refused); False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued report is delivered (or the outbox stopped); False after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             while self._items or self._busy:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return False
-                self._cond.wait(remaining if remaining is not None else 1.0)
+                self._cond.wait(remaining)
         return True
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """Stop delivering: a delivery in progress stops retrying, queued ones are dropped."""
+        self._aborted.set()
+        self._drop_all()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Abort whatever is left and wait (bounded) for the thread to end."""
+        self.abort()
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)
+
+    def _drop_all(self) -> None:
+        with self._cond:
+            while self._items:
+                self._items.popleft().discard()
+            self._cond.notify_all()
 
     def _loop(self) -> None:
         while True:
@@ -132,24 +122,27 @@ class Reporter:
             try:
                 self._deliver(item)
             finally:
+                item.discard()
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
     def _deliver(self, item: _Item) -> None:
         try:
-            if item.upload is not None:
-                with item.upload.open("rb") as handle:
-                    content = handle.read()
-                self.client.request(item.method, item.path, content=content,
-                                    headers={"Content-Type": "application/octet-stream"})
-                item.upload.unlink(missing_ok=True)
-                return
-            response = self.client.request(item.method, item.path, json=item.json)
-            if item.on_reply and response.content:
-                item.on_reply(response.json())
-        except ReportError as exc:
-            log.error("API refused %s %s: %s", item.method, item.path, exc)
-            self.on_refused(exc)
-        except ConnectionError as exc:  # only when retries are bounded; the outbox retries forever
-            log.error("gave up on %s %s: %s", item.method, item.path, exc)
+            item.deliver(self._aborted.is_set)
+            return
+        except ApiRefused as exc:
+            failure = Failure(item.what, str(exc), superseded=exc.superseded)
+        except Exception as exc:  # ApiUnreachable after its bound, a missing spool file, a bug: all end the run
+            failure = Failure(item.what, f"{type(exc).__name__}: {exc}")
+        if self._aborted.is_set() and self.failure is None and not failure.superseded:
+            return  # aborted on purpose (shutdown): nothing failed
+        log.error("report stopped: %s", failure)
+        self._aborted.set()
+        self._drop_all()
+        if self.failure is None:
+            self.failure = failure
+            try:
+                self.on_failure(failure)
+            except Exception:  # the callback must not take the thread down with it
+                log.exception("reporter failure callback raised")

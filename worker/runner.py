@@ -1,135 +1,41 @@
-"""Runs one queued run inside a worker: claim it, train it, report every epoch and its masks, finish it."""
+"""One attempt at one run inside a worker: claim it under a lease, train it, report every epoch, finish it."""
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import shutil
-import socket
-import threading
+import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
+from pydantic import ValidationError
 
 from prunescope import maskcodec
 from prunescope.config import Settings
-from worker.reporter import ApiClient, Reporter, ReportError
+from prunescope.contract import EpochRecord, RunConfig, RunSummary, WorkerOutcome, parse_run_config
+from prunescope.contract.worker_api import ArtifactName, EpochReport, FinishReport, ReportAck, StartResponse
+from worker.api_client import ApiRefused, ApiUnreachable, WorkerApi
+from worker.heartbeat import SHUTDOWN, ActiveRun, WorkerIdentity, WorkerState
+from worker.reporter import Failure, Reporter
 
 log = logging.getLogger("prunescope.worker")
-SHUTDOWN = "worker shutting down"
+CLAIM_RETRY_SECONDS = 600.0  # the task is already off the queue: wait out an API restart rather than drop it
+SHUTDOWN_PATIENCE = 15.0  # shutting down, the worker waits this long for the API before it lets the run go
 
 
-@dataclass
-class WorkerIdentity:
-    """Who this worker is, as heartbeats tell the API."""
-
-    name: str
-    hostname: str
-    queues: list[str]
-    device: str  # "cpu" or "cuda": what `auto` runs on here
-    device_name: str = ""
-
-    @classmethod
-    def detect(cls, queues: list[str]) -> WorkerIdentity:
-        hostname = socket.gethostname()
-        device, device_name = "cpu", "cpu"
-        if "gpu" in queues:
-            import torch
-
-            if torch.cuda.is_available():
-                device, device_name = "cuda", torch.cuda.get_device_name(0)
-        return cls(name=f"{hostname}:{os.getpid()}", hostname=hostname, queues=queues, device=device,
-                   device_name=device_name)
+class Trainer(Protocol):
+    def __call__(self, config: RunConfig, *, data_dir: Path, device: str,
+                 on_epoch: Callable[[EpochRecord, dict[str, np.ndarray]], None], should_stop: Callable[[], bool],
+                 checkpoint_path: Path, resume: bool) -> RunSummary: ...
 
 
-@dataclass
-class WorkerState:
-    """What the heartbeat thread and the training loop share."""
+def engine_trainer() -> Trainer:
+    from worker.engine.training import run_training  # torch is imported only when a run starts
 
-    run_id: int | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-    stop_reason: str | None = None
-
-    def request_stop(self, reason: str) -> None:
-        if not self.stop.is_set():
-            self.stop_reason = reason
-            self.stop.set()
-
-
-def heartbeat_body(identity: WorkerIdentity, state: WorkerState) -> dict[str, Any]:
-    body: dict[str, Any] = {"worker": identity.name, "hostname": identity.hostname, "queues": identity.queues,
-                            "device": identity.device, "device_name": identity.device_name, "run_id": state.run_id}
-    if identity.device == "cuda":
-        import torch
-
-        body["gpu_memory_mb"] = torch.cuda.memory_allocated() / 2**20
-    return body
-
-
-class Heartbeat:
-    """Tells the API this worker is alive, every second during a run (so cancel lands fast), less when idle."""
-
-    def __init__(self, settings: Settings, identity: WorkerIdentity, state: WorkerState) -> None:
-        self.settings, self.identity, self.state = settings, identity, state
-        self.client = ApiClient(settings.api_url, settings.resolved_worker_token(), timeout=10)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="prunescope-heartbeat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def beat(self) -> None:
-        try:
-            reply = self.client.request("POST", "/api/worker/heartbeat", retry_for=0,
-                                        json=heartbeat_body(self.identity, self.state)).json()
-        except (ConnectionError, ReportError) as exc:
-            log.warning("heartbeat failed: %s", exc)
-            return
-        if reply.get("cancel") and self.state.run_id is not None:
-            self.state.request_stop(reply.get("reason") or "cancel requested")
-
-    def _loop(self) -> None:
-        while not self._stopped.is_set():
-            self.beat()
-            busy = self.state.run_id is not None
-            interval = min(1.0, self.settings.heartbeat_seconds) if busy else self.settings.heartbeat_seconds
-            self._stopped.wait(interval)
-
-
-class MaskEncoder:
-    """Encodes each epoch's masks as deltas against the previous epoch, with a key frame every few epochs."""
-
-    def __init__(self) -> None:
-        self.previous: dict[str, np.ndarray] = {}
-        self.previous_epoch: int | None = None
-
-    def encode(self, epoch: int, layer_masks: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-        chained = self.previous_epoch == epoch - 1 and epoch % maskcodec.KEYFRAME_EVERY != 1
-        out = {}
-        for name, mask in layer_masks.items():
-            base = self.previous.get(name) if chained else None
-            out[name] = maskcodec.encode(mask, base).to_json()
-        self.previous = {name: np.array(mask, dtype=bool, copy=True) for name, mask in layer_masks.items()}
-        self.previous_epoch = epoch
-        return out
-
-
-def finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: a diverged loss is reported as null rather than refused."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
+    return run_training
 
 
 def resolve_device(requested: str, identity: WorkerIdentity) -> str:
@@ -138,95 +44,185 @@ def resolve_device(requested: str, identity: WorkerIdentity) -> str:
     return identity.device if requested == "auto" else requested
 
 
-def execute_run(run_id: int, settings: Settings, identity: WorkerIdentity, state: WorkerState) -> str:
-    """Train run `run_id` end to end; returns how it ended ('completed', 'failed', 'cancelled', or 'skipped')."""
-    client = ApiClient(settings.api_url, settings.resolved_worker_token())
-    base = f"/api/worker/runs/{run_id}"
-    try:
-        answer = client.request("POST", f"{base}/start", json={"worker": identity.name}, retry_for=600).json()
-    except (ConnectionError, ReportError) as exc:
-        log.error("run %s: could not claim it: %s", run_id, exc)
-        return "skipped"
-    if not answer["proceed"]:
-        log.info("run %s skipped: %s", run_id, answer.get("reason"))
-        return "skipped"
+class RunSession:
+    """One attempt: the lease, the spool directory, the outbox, and how the attempt ended."""
 
-    state.run_id, state.stop_reason = run_id, None
-    state.stop.clear()
-    workdir = settings.resolved_artifact_dir / "worker" / f"run-{run_id}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = workdir / "checkpoint.pt"
-    reassigned = threading.Event()
+    def __init__(self, run_id: int, settings: Settings, identity: WorkerIdentity, state: WorkerState,
+                 api: WorkerApi, *, trainer: Callable[[], Trainer] = engine_trainer) -> None:
+        self.run_id, self.settings, self.identity, self.state, self.api = run_id, settings, identity, state, api
+        self.trainer = trainer
+        # Each worker process spools in a directory of its own: workers sharing a home never touch each other's files.
+        self.workdir = settings.resolved_artifact_dir / "worker" / identity.spool_name / f"run-{run_id}"
+        self.checkpoint = self.workdir / "checkpoint.pt"
+        self.encoder = maskcodec.MaskEncoder()
+        self.active: ActiveRun | None = None
+        self.reporter: Reporter | None = None
+        self.last_reported_epoch = 0
+        self.uploads = 0
 
-    def refused(exc: ReportError) -> None:
-        if exc.status_code == 409:  # the API gave the run to someone else, or it has ended
-            reassigned.set()
-            state.request_stop(f"API no longer assigns this run here: {exc}")
-
-    reporter = Reporter(client, on_refused=refused)
-    encoder = MaskEncoder()
-
-    def on_reply(reply: dict[str, Any]) -> None:
-        if reply.get("cancel"):
-            state.request_stop(reply.get("reason") or "cancel requested")
-
-    def on_epoch(record: dict[str, Any]) -> None:
-        layer_masks = record.pop("masks", {}) or {}
-        body = {**finite(record), "worker": identity.name, "masks": encoder.encode(record["epoch"], layer_masks)}
-        reporter.send(f"{base}/epochs", body, on_reply=on_reply)
-        if checkpoint.exists():
-            # The engine writes epoch N's checkpoint after this callback, so the file holds epoch N-1: the
-            # API gets it after epoch N's report and never holds a checkpoint ahead of its recorded epochs.
-            # A run resumed elsewhere re-runs (and re-reports, idempotently) at most one epoch.
-            spool = workdir / f"upload-checkpoint-{record['epoch']}.pt"
-            shutil.copyfile(checkpoint, spool)
-            reporter.upload(f"{base}/artifacts/checkpoint.pt", spool, latest_only=True)
-
-    outcome, summary, error = "failed", None, None
-    try:
-        resume = bool(answer.get("resume"))
-        if resume:
-            _download(client, f"{base}/artifacts/checkpoint.pt", checkpoint)
-        else:
-            checkpoint.unlink(missing_ok=True)
-        from worker.engine.training import run_training  # torch is imported only when a run starts
-
-        config = answer["config"]
-        summary = run_training(
-            config, data_dir=settings.resolved_data_dir, device=resolve_device(config.get("device", "auto"), identity),
-            on_epoch=on_epoch, should_stop=state.stop.is_set, checkpoint_path=checkpoint, resume=resume,
-        )
-        if summary.get("stopped"):
-            outcome = "requeue" if state.stop_reason == SHUTDOWN else "cancelled"
-        else:
-            outcome = "completed"
-        model = workdir / "model.pt"
-        if outcome == "completed" and model.exists():
-            reporter.upload(f"{base}/artifacts/model.pt", model)
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc().splitlines(True)[-12:])
-        log.exception("run %s failed", run_id)
-    finally:
-        state.run_id = None
-    # Shutting down, the worker waits a bounded time for the API; a run it could not hand back is
-    # noticed by the heartbeat timeout and resumed from the checkpoint the API already holds.
-    patience = 15.0 if state.stop_reason == SHUTDOWN else float("inf")
-    reporter.flush(timeout=None if patience == float("inf") else patience)
-    if not reassigned.is_set():
-        body = {"worker": identity.name, "status": outcome, "summary": summary, "error": error}
+    # -- the attempt ---------------------------------------------------------------------------------------------
+    def run(self) -> WorkerOutcome:
+        """Claim, train and finish the run; returns how this attempt ended."""
+        answer = self._claim()
+        if answer is None or not answer.proceed or not answer.lease:
+            return WorkerOutcome.SKIPPED
+        active = self.active = ActiveRun(self.run_id, answer.lease, answer.attempt)
+        reporter = self.reporter = Reporter(on_failure=self._reporter_failed, name=f"prunescope-reporter-{self.run_id}")
+        self.state.hold(active)  # the heartbeat names the run (with its lease) until finish is settled
         try:
-            client.request("POST", f"{base}/finish", json=body, retry_for=patience)
-        except (ReportError, ConnectionError) as exc:
-            log.error("run %s: finish not delivered: %s", run_id, exc)
-    reporter.close()
-    client.close()
-    if outcome == "completed":
-        shutil.rmtree(workdir, ignore_errors=True)
-    return outcome if not reassigned.is_set() else "skipped"
+            outcome, summary, error = self._train(answer)
+            if outcome == WorkerOutcome.REQUEUE and self.checkpoint.exists():
+                # Hand back with the newest checkpoint, so the next claim trains no epoch again.
+                self._upload("checkpoint.pt", self.checkpoint, key="checkpoint")
+            elif outcome == WorkerOutcome.COMPLETED and (self.workdir / "model.pt").exists():
+                self._upload("model.pt", self.workdir / "model.pt")
+            outcome = self._finish(outcome, summary, error)
+        finally:
+            reporter.close()
+            self.state.release()
+            shutil.rmtree(self.workdir, ignore_errors=True)  # the spool goes whatever the outcome
+        return outcome
+
+    def _claim(self) -> StartResponse | None:
+        try:
+            answer = self.api.start(self.run_id, self.identity.name, retry_for=CLAIM_RETRY_SECONDS)
+        except (ApiRefused, ApiUnreachable) as exc:
+            log.error("run %s: could not claim it: %s", self.run_id, exc)
+            return None
+        if not answer.proceed:
+            log.info("run %s skipped: %s", self.run_id, answer.reason)
+        return answer
+
+    def _train(self, answer: StartResponse) -> tuple[WorkerOutcome, RunSummary | None, str | None]:
+        assert self.active is not None
+        try:
+            config = parse_run_config(answer.config or {})
+        except (ValidationError, ValueError) as exc:
+            return WorkerOutcome.FAILED, None, f"the stored config is not valid: {exc}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint.unlink(missing_ok=True)
+        try:
+            resume = answer.resume and self.api.download(
+                self.run_id, self.active.lease, "checkpoint.pt", self.checkpoint,
+                retry_for=self.settings.report_retry_seconds)
+            summary = self.trainer()(
+                config, data_dir=self.settings.resolved_data_dir, device=resolve_device(config.device, self.identity),
+                on_epoch=self.on_epoch, should_stop=self.active.stop.is_set, checkpoint_path=self.checkpoint,
+                resume=resume)
+        except ApiRefused as exc:
+            if exc.superseded:
+                self.active.let_go(str(exc))
+                return WorkerOutcome.SKIPPED, None, None
+            return WorkerOutcome.FAILED, None, f"the API refused the checkpoint download: {exc}"
+        except Exception as exc:
+            log.exception("run %s failed", self.run_id)
+            tail = "".join(traceback.format_exc().splitlines(True)[-12:])
+            return WorkerOutcome.FAILED, None, f"{type(exc).__name__}: {exc}\n{tail}"
+        return self._outcome(summary), summary, self._failure_text()
+
+    def _outcome(self, summary: RunSummary) -> WorkerOutcome:
+        assert self.active is not None
+        if self.active.superseded:
+            return WorkerOutcome.SKIPPED
+        if self.reporter is not None and self.reporter.failure is not None:
+            return WorkerOutcome.FAILED
+        if not summary.stopped:
+            return WorkerOutcome.COMPLETED
+        return WorkerOutcome.REQUEUE if self.active.stop_reason == SHUTDOWN else WorkerOutcome.CANCELLED
+
+    def _failure_text(self) -> str | None:
+        failure = self.reporter.failure if self.reporter is not None else None
+        return f"reports to the API stopped: {failure}" if failure is not None and not failure.superseded else None
+
+    # -- reports -------------------------------------------------------------------------------------------------
+    def on_epoch(self, record: EpochRecord, masks: dict[str, np.ndarray]) -> None:
+        """Queue the epoch's report; before it, the checkpoint on disk (the engine writes epoch N's after this call,
+        so it holds N-1, already reported): the API never holds a checkpoint ahead of its records, and a run
+        resumed after a crash re-runs at most the one epoch after it."""
+        active, reporter = self.active, self.reporter
+        assert active is not None and reporter is not None
+        if active.superseded or reporter.failure is not None:
+            return
+        if self.checkpoint.exists() and record.epoch - 1 <= self.last_reported_epoch:
+            self._upload("checkpoint.pt", self.checkpoint, key="checkpoint")
+        # The API, not the worker, says which attempt trained the epoch; other record fields are not reports'.
+        fields = record.model_dump(include=set(EpochReport.model_fields) - {"worker", "masks"})
+        report = EpochReport(**fields, worker=self.identity.name, masks=self.encoder.encode(record.epoch, masks))
+        lease, retry_for = active.lease, self.settings.report_retry_seconds
+
+        def deliver(stop: Callable[[], bool]) -> None:
+            self._on_ack(self.api.report_epoch(self.run_id, lease, report, retry_for=retry_for, stop=stop))
+
+        reporter.send(f"epoch {record.epoch} report", deliver)
+        self.last_reported_epoch = record.epoch
+
+    def _upload(self, name: ArtifactName, source: Path, *, key: str | None = None) -> None:
+        """Queue an upload of a copy of `source` (the engine overwrites the original next epoch)."""
+        active, reporter = self.active, self.reporter
+        assert active is not None and reporter is not None
+        self.uploads += 1
+        spool = self.workdir / f"upload-{self.uploads}-{name}"
+        shutil.copyfile(source, spool)
+        lease, retry_for = active.lease, self.settings.report_retry_seconds
+
+        def deliver(stop: Callable[[], bool]) -> None:
+            self.api.upload(self.run_id, lease, name, spool, retry_for=retry_for, stop=stop)
+
+        reporter.send(f"{name} upload", deliver, key=key, spool=spool)
+
+    def _on_ack(self, ack: ReportAck) -> None:
+        if ack.cancel and self.active is not None:
+            self.active.request_stop(ack.reason or "cancel requested")
+
+    def _reporter_failed(self, failure: Failure) -> None:
+        assert self.active is not None
+        if failure.superseded:
+            self.active.let_go(str(failure))
+        else:
+            self.active.request_stop(f"reports to the API stopped: {failure}")
+
+    # -- the end -------------------------------------------------------------------------------------------------
+    def _finish(self, outcome: WorkerOutcome, summary: RunSummary | None, error: str | None) -> WorkerOutcome:
+        """Deliver what is queued, then settle the attempt with the API (all bounded)."""
+        active, reporter = self.active, self.reporter
+        assert active is not None and reporter is not None
+        if not self._flush(reporter):
+            log.error("run %s: reports not delivered in time; letting the run go", self.run_id)
+            reporter.abort()
+            return WorkerOutcome.SKIPPED  # the API resumes it from the checkpoint it holds after the heartbeat timeout
+        patience = SHUTDOWN_PATIENCE if self.state.shutting_down else self.settings.report_retry_seconds
+        if active.superseded:
+            log.warning("run %s was given to another attempt; this one stops without finishing it", self.run_id)
+            return WorkerOutcome.SKIPPED
+        if reporter.failure is not None and outcome != WorkerOutcome.FAILED:
+            outcome, error = WorkerOutcome.FAILED, self._failure_text()
+        report = FinishReport(worker=self.identity.name, status=outcome.value,
+                              summary=summary, error=error[:20000] if error else None)
+        try:
+            self.api.finish(self.run_id, active.lease, report, retry_for=patience)
+        except (ApiRefused, ApiUnreachable) as exc:
+            log.error("run %s: finish (%s) not delivered: %s", self.run_id, outcome.value, exc)
+            return WorkerOutcome.SKIPPED
+        return outcome
 
 
-def _download(client: ApiClient, path: str, target: Path) -> None:
-    response = client.request("GET", path, retry_for=600)
-    tmp = target.with_suffix(".download")
-    tmp.write_bytes(response.content)
-    os.replace(tmp, target)
+    def _flush(self, reporter: Reporter) -> bool:
+        """Wait for the outbox: up to the retry bound, or SHUTDOWN_PATIENCE once the worker is shutting down."""
+        deadline = time.monotonic() + self.settings.report_retry_seconds + 5
+        while not reporter.flush(timeout=0.5):
+            if self.state.shutting_down:
+                deadline = min(deadline, time.monotonic() + SHUTDOWN_PATIENCE)
+            if time.monotonic() > deadline:
+                return False
+        return True
+
+
+def execute_run(run_id: int, settings: Settings, identity: WorkerIdentity, state: WorkerState,
+                api: WorkerApi | None = None) -> WorkerOutcome:
+    """Train run `run_id` as one attempt; returns how it ended."""
+    client = api or WorkerApi(settings.api_url, settings.resolved_worker_token())
+    try:
+        return RunSession(run_id, settings, identity, state, client).run()
+    finally:
+        if api is None:
+            client.close()

@@ -1,99 +1,133 @@
-"""Endpoints workers report through; every one needs the worker token."""
+"""Endpoints workers report through; every one needs the worker token, and every call about a run its lease."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Header, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from backend.artifacts import ArtifactName, artifact_path
-from backend.deps import DatabaseDep, HubDep, SettingsDep, WorkerAuth
+from backend.deps import DatabaseDep, SettingsDep, WorkerAuth, WritableRunDep, WriteSessionDep, after_commit
+from backend.errors import AppError, NotFound
 from backend.reports import service
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartRequest, StartResponse
 from backend.runs.schemas import RunId
 from backend.tables import Run
+from prunescope.config import Settings
+from prunescope.contract.status import FINISHED_STATUSES
+from prunescope.contract.worker_api import LEASE_HEADER
 
 router = APIRouter(prefix="/api/worker", tags=["worker reports"], dependencies=[WorkerAuth])
 
-
-def _run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
-    return run
+LeaseDep = Annotated[str | None, Header(
+    alias=LEASE_HEADER, max_length=200,
+    description="The lease `start` returned; missing or superseded: 409 and nothing is written")]
 
 
-def _rejected(exc: service.ReportRejected) -> HTTPException:
-    return HTTPException(exc.status_code, str(exc))
+class StorageUnavailable(AppError):
+    """The artifact directory cannot be written just now; the worker retries."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+def _release_checkpoint_if_ended(session: Session, run: Run, settings: Settings) -> None:
+    """A checkpoint is kept only while the run can resume: it goes once the run has ended (after commit)."""
+    if run.status in FINISHED_STATUSES:
+        path = artifact_path(settings.resolved_artifact_dir, run.id, "checkpoint.pt")
+        after_commit(session, lambda: path.unlink(missing_ok=True))
 
 
 @router.post("/runs/{run_id}/start", response_model=StartResponse)
-def start(run_id: RunId, body: StartRequest, db: DatabaseDep, hub: HubDep, settings: SettingsDep) -> StartResponse:
-    """Claim a run; the answer carries its config and whether to resume from the stored checkpoint."""
-    has_checkpoint = artifact_path(settings.resolved_artifact_dir, run_id, "checkpoint.pt").exists()
-    with db.writing() as session:
-        answer = service.start_run(session, _run(session, run_id), body.worker,
-                                   heartbeat_timeout=settings.heartbeat_timeout, has_checkpoint=has_checkpoint)
-    hub.notify(run_id)
+def start(run: WritableRunDep, body: StartRequest, session: WriteSessionDep, settings: SettingsDep) -> StartResponse:
+    """Claim a run: the answer carries its config, a fresh lease, and whether to resume from the stored checkpoint."""
+    has_checkpoint = artifact_path(settings.resolved_artifact_dir, run.id, "checkpoint.pt").exists()
+    answer = service.start_run(session, run, body.worker, heartbeat_timeout=settings.heartbeat_timeout,
+                               has_checkpoint=has_checkpoint)
+    _release_checkpoint_if_ended(session, run, settings)
     return answer
 
 
 @router.post("/runs/{run_id}/epochs", response_model=ReportAck)
-def report_epoch(run_id: RunId, body: EpochReport, db: DatabaseDep, hub: HubDep) -> ReportAck:
+def report_epoch(run: WritableRunDep, body: EpochReport, session: WriteSessionDep,
+                 lease: LeaseDep = None) -> ReportAck:
     """Record one epoch with its per-layer stats and mask snapshots (idempotent on run and epoch)."""
-    try:
-        with db.writing() as session:
-            ack = service.record_epoch(session, _run(session, run_id), body)
-    except service.ReportRejected as exc:
-        raise _rejected(exc) from exc
-    hub.notify(run_id)
-    return ack
+    return service.record_epoch(session, run, body, lease)
 
 
 @router.post("/runs/{run_id}/finish", status_code=status.HTTP_204_NO_CONTENT)
-def finish(run_id: RunId, body: FinishReport, db: DatabaseDep, hub: HubDep) -> None:
-    """End a run: completed (with its summary), failed (with the error) or cancelled."""
-    try:
-        with db.writing() as session:
-            service.finish_run(session, _run(session, run_id), body)
-    except service.ReportRejected as exc:
-        raise _rejected(exc) from exc
-    hub.notify(run_id)
+def finish(run: WritableRunDep, body: FinishReport, session: WriteSessionDep, settings: SettingsDep,
+           lease: LeaseDep = None) -> None:
+    """End an attempt: completed (every epoch recorded), failed (with the error), cancelled, or handed back."""
+    service.finish_run(session, run, body, lease)
+    _release_checkpoint_if_ended(session, run, settings)
 
 
 @router.post("/heartbeat", response_model=ReportAck)
-def heartbeat(body: Heartbeat, db: DatabaseDep) -> ReportAck:
-    """A worker is alive; the answer says whether its current run should stop."""
-    with db.writing() as session:
-        return service.heartbeat(session, body)
+def heartbeat(body: Heartbeat, session: WriteSessionDep, lease: LeaseDep = None) -> ReportAck:
+    """A worker is alive; the answer says whether its current run should stop (a beat naming a run needs its lease)."""
+    return service.heartbeat(session, body, lease)
 
 
 @router.put("/runs/{run_id}/artifacts/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def upload_artifact(run_id: RunId, name: ArtifactName, request: Request, db: DatabaseDep,
-                          settings: SettingsDep) -> None:
-    """Store a checkpoint or the pruned model; written to a temporary file, then renamed into place."""
-    with db.session() as session:
-        _run(session, run_id)
+                          settings: SettingsDep, lease: LeaseDep = None) -> None:
+    """Store a checkpoint or the pruned model under the run's lease: checked before a byte is written,
+    and again when the temporary file is renamed into place."""
+    # Database work runs in the thread pool: a writer waiting for SQLite's lock on the event loop would
+    # block the very loop that lets the lock's holder commit (every request stalls until the busy timeout).
+    await run_in_threadpool(_check_run_lease, db, run_id, lease)
     target = artifact_path(settings.resolved_artifact_dir, run_id, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    except OSError as exc:
+        raise StorageUnavailable(f"artifact storage unavailable: {exc.strerror or exc}",
+                                 headers={"Retry-After": "2"}) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             async for chunk in request.stream():
                 handle.write(chunk)
-        os.replace(tmp, target)
+        # The lease may have passed to another attempt while the body streamed in: re-check under the
+        # run's row lock, so that a superseded upload never replaces what the new attempt relies on.
+        await run_in_threadpool(_replace_under_lease, db, run_id, lease, Path(tmp), target)
+    except OSError as exc:
+        raise StorageUnavailable(f"artifact storage unavailable: {exc.strerror or exc}",
+                                 headers={"Retry-After": "2"}) from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
 @router.get("/runs/{run_id}/artifacts/{name}", response_class=FileResponse)
-def download_artifact(run_id: RunId, name: ArtifactName, settings: SettingsDep) -> FileResponse:
-    """A stored checkpoint or model, for a worker resuming the run."""
+def download_artifact(run_id: RunId, name: ArtifactName, db: DatabaseDep, settings: SettingsDep,
+                      lease: LeaseDep = None) -> FileResponse:
+    """A stored checkpoint or model, for the worker holding the run's lease (resuming it)."""
+    _check_run_lease(db, run_id, lease)
     path = artifact_path(settings.resolved_artifact_dir, run_id, name)
     if not path.exists():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} has no {name}")
+        raise NotFound(f"run {run_id} has no {name}")
     return FileResponse(path, media_type="application/octet-stream")
+
+
+def _check_run_lease(db: DatabaseDep, run_id: int, lease: str | None) -> None:
+    with db.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        service.check_lease(run, lease)
+
+
+def _replace_under_lease(db: DatabaseDep, run_id: int, lease: str | None, tmp: Path, target: Path) -> None:
+    """Move the upload into place while holding the run's row (and SQLite's write lock): a new attempt cannot
+    take the lease in between."""
+    with db.writing() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        service.check_lease(run, lease)
+        os.replace(tmp, target)

@@ -1,66 +1,77 @@
-"""What worker reports do to the database: start, record an epoch with its masks, finish, heartbeat."""
+"""What worker reports do to the database: start (lease), record an epoch with its masks, finish, heartbeat."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import secrets
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from backend import capabilities
+from backend.errors import Conflict, Invalid
 from backend.events import record_event
 from backend.maskviews.service import MaskNotFound, mask_at
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartResponse
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, Worker, utcnow
 from prunescope import maskcodec
+from prunescope.contract.status import FINISHED_STATUSES, RunStatus, WorkerOutcome
 
 
-class ReportRejected(Exception):
-    """The report cannot be applied (HTTP 409 for state, 422 for content)."""
-
-    def __init__(self, message: str, status_code: int = 409) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+def new_lease() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def start_run(session: Session, run: Run, worker: str, *, heartbeat_timeout: float,
               has_checkpoint: bool) -> StartResponse:
-    """A worker picked up the run's task: claim the run unless it was cancelled, finished or is alive elsewhere."""
-    if run.status in ("completed", "failed", "cancelled"):
+    """A worker picked up the run's task: claim it (a fresh lease) unless it ended, was cancelled or lives elsewhere."""
+    if run.status in FINISHED_STATUSES:
         return StartResponse(proceed=False, reason=f"run is {run.status}")
     if run.cancel_requested:
-        runs.set_status(session, run, "cancelled", reason="cancelled before it restarted")
+        runs.set_status(session, run, RunStatus.CANCELLED, reason="cancelled before it restarted")
+        run.lease = None
         return StartResponse(proceed=False, reason="run was cancelled")
-    if run.status == "running" and run.worker != worker:
+    if run.status == RunStatus.RUNNING:
         fresh = run.last_heartbeat_at and utcnow() - run.last_heartbeat_at < timedelta(seconds=heartbeat_timeout)
         if fresh:
             return StartResponse(proceed=False, reason=f"run is running on {run.worker}")
+    # Attempts only grow, so `attempt` names one start for good (epochs record it); a new lease
+    # supersedes whatever an earlier attempt's worker still holds.
     run.attempts += 1
+    run.lease = new_lease()
     run.worker = worker
     run.last_heartbeat_at = utcnow()
     run.error = None
-    resume = has_checkpoint and run.attempts > 1
-    runs.set_status(session, run, "running", reason=f"attempt {run.attempts}" + (" (resuming)" if resume else ""))
-    return StartResponse(proceed=True, config=run.config, attempt=run.attempts, resume=resume,
+    # Resume whenever the API holds a checkpoint: it is kept only while the run can resume, and a
+    # worker uploads epoch k's checkpoint only after epoch k's report, so it is never ahead of the records.
+    resume = has_checkpoint
+    runs.set_status(session, run, RunStatus.RUNNING,
+                    reason=f"attempt {run.attempts}" + (" (resuming from its checkpoint)" if resume else ""))
+    return StartResponse(proceed=True, config=run.config, attempt=run.attempts, lease=run.lease, resume=resume,
                          epochs_done=run.epochs_done)
 
 
-def _assigned(run: Run, worker: str) -> None:
-    if run.status != "running" or run.worker != worker:
-        raise ReportRejected(f"run {run.id} is {run.status} and not assigned to {worker}")
+def check_lease(run: Run, lease: str | None) -> None:
+    """Only the worker holding the current attempt's lease may write for a running run."""
+    if run.status != RunStatus.RUNNING or not run.lease:
+        raise Conflict(f"run {run.id} is {run.status}: no attempt holds a lease")
+    if not lease or not hmac.compare_digest(lease.encode(), run.lease.encode()):
+        raise Conflict(f"run {run.id}: the lease is missing or superseded (attempt {run.attempts} holds it)")
 
 
-def record_epoch(session: Session, run: Run, report: EpochReport) -> ReportAck:
+def record_epoch(session: Session, run: Run, report: EpochReport, lease: str | None) -> ReportAck:
     """Store an epoch and its mask snapshots; a repeated epoch replaces the earlier one (idempotent)."""
-    _assigned(run, report.worker)
+    check_lease(run, lease)
     if report.epoch > run.epochs_total:
-        raise ReportRejected(f"epoch {report.epoch} is past the run's {run.epochs_total} epochs", 422)
+        raise Invalid(f"epoch {report.epoch} is past the run's {run.epochs_total} epochs")
     snapshots = _decode_masks(session, run.id, report)
     session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch == report.epoch))
     session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch == report.epoch))
-    record = report.model_dump(exclude={"worker", "masks"})
+    record = {**report.model_dump(exclude={"worker", "masks"}), "attempt": run.attempts}
     session.add(Epoch(run_id=run.id, **record))
     session.add_all(snapshots)
     if report.epoch >= run.epochs_done:
@@ -79,61 +90,87 @@ def _decode_masks(session: Session, run_id: int, report: EpochReport) -> list[Ma
     out = []
     for layer, payload in report.masks.items():
         if not 0 < len(layer) <= 200:
-            raise ReportRejected("mask layer names are 1 to 200 characters", 422)
+            raise Invalid("mask layer names are 1 to 200 characters")
         try:
             data = base64.b64decode(payload.data, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ReportRejected(f"mask {layer!r}: data is not base64", 422) from exc
+            raise Invalid(f"mask {layer!r}: data is not base64") from exc
         encoded = maskcodec.EncodedMask(tuple(payload.shape), payload.encoding, data)
         previous = None
         if payload.encoding == maskcodec.DELTA:
             try:
                 previous = mask_at(session, run_id, layer, report.epoch - 1)
             except MaskNotFound as exc:
-                raise ReportRejected(f"mask {layer!r}: a delta needs epoch {report.epoch - 1} stored first", 422) \
-                    from exc
+                raise Invalid(f"mask {layer!r}: a delta needs epoch {report.epoch - 1} stored first") from exc
         try:
             maskcodec.decode(encoded, previous)
         except maskcodec.MaskDecodeError as exc:
-            raise ReportRejected(f"mask {layer!r}: {exc}", 422) from exc
+            raise Invalid(f"mask {layer!r}: {exc}") from exc
         out.append(MaskSnapshot(run_id=run_id, layer=layer, epoch=report.epoch, shape=list(payload.shape),
                                 encoding=payload.encoding, data=data, nbytes=len(data)))
     return out
 
 
-def finish_run(session: Session, run: Run, report: FinishReport) -> None:
-    _assigned(run, report.worker)
-    if report.status == "requeue":
-        run.dispatched, run.worker = False, None
-        run.attempts = max(0, run.attempts - 1)  # a clean hand-back is not a failed attempt
-        runs.set_status(session, run, "queued", reason=f"worker {report.worker} shut down; requeued to resume")
+def missing_epochs(session: Session, run: Run, through: int) -> int:
+    """How many of epochs 1..through have no record."""
+    recorded = session.scalar(select(func.count()).select_from(Epoch)
+                              .where(Epoch.run_id == run.id, Epoch.epoch >= 1, Epoch.epoch <= through)) or 0
+    return through - int(recorded)
+
+
+def finish_run(session: Session, run: Run, report: FinishReport, lease: str | None) -> None:
+    """End the attempt: hand the run back (requeue), or end it completed, failed or cancelled."""
+    check_lease(run, lease)
+    if report.status == WorkerOutcome.REQUEUE:
+        run.dispatched, run.worker, run.lease = False, None, None
+        run.handbacks += 1  # a clean hand-back is not a failed attempt
+        runs.set_status(session, run, RunStatus.QUEUED,
+                        reason=f"worker {report.worker} shut down; requeued to resume from its checkpoint")
         return
+    status = RunStatus(report.status)
+    if status == RunStatus.COMPLETED and run.cancel_requested:
+        status = RunStatus.CANCELLED
+    if status == RunStatus.COMPLETED:
+        _check_complete(session, run, report)
     if report.summary is not None:
-        summary = report.summary.model_dump(mode="json", exclude_unset=True)
-        run.summary = summary
-        for key, column in (("final_sparsity", "sparsity"), ("final_test_acc", "test_acc"),
-                            ("best_test_acc", "best_test_acc")):
-            value = summary.get(key)
-            if isinstance(value, int | float):
-                setattr(run, column, float(value))
-    status = "cancelled" if report.status == "completed" and run.cancel_requested else report.status
+        runs.apply_summary(run, report.summary, status)
+    run.lease = None
     runs.set_status(session, run, status, error=report.error)
 
 
-def heartbeat(session: Session, beat: Heartbeat) -> ReportAck:
-    """Record that a worker is alive (and its run, if any); tell it whether that run should stop."""
+def _check_complete(session: Session, run: Run, report: FinishReport) -> None:
+    """`completed` needs epochs 1..N recorded, or an early stop the summary states (then 1..epochs_done)."""
+    summary = report.summary
+    through = run.epochs_total
+    if summary is not None and summary.early_stop:
+        if not summary.epochs_done:
+            raise Conflict(f"run {run.id}: an early stop must say how many epochs ran (summary.epochs_done)")
+        through = min(summary.epochs_done, run.epochs_total)
+    missing = missing_epochs(session, run, through)
+    if missing:
+        raise Conflict(f"run {run.id} cannot complete: {missing} of epochs 1..{through} are not recorded")
+
+
+def heartbeat(session: Session, beat: Heartbeat, lease: str | None) -> ReportAck:
+    """Record that a worker is alive (and keep its run alive); tell it whether that run should stop.
+
+    A beat naming a run needs that run's lease: a stale worker's beat is a 409 and changes nothing.
+    """
+    run = session.get(Run, beat.run_id) if beat.run_id is not None else None
+    if beat.run_id is not None:
+        if run is None:
+            raise Conflict(f"run {beat.run_id} does not exist")
+        check_lease(run, lease)
     worker = session.get(Worker, beat.worker)
     if worker is None:
         worker = Worker(name=beat.worker, started_at=utcnow())
         session.add(worker)
-    worker.hostname, worker.queues, worker.device = beat.hostname, beat.queues, beat.device
+    worker.hostname, worker.queues, worker.device = beat.hostname, list(beat.queues), beat.device
     worker.device_name, worker.gpu_memory_mb = beat.device_name, beat.gpu_memory_mb
     worker.current_run_id = beat.run_id
     worker.last_heartbeat = utcnow()
-    if beat.run_id is None:
+    capabilities.remember(beat)  # plugin models/datasets it offers, for /api/options and submission checks
+    if run is None:
         return ReportAck(cancel=False)
-    run = session.get(Run, beat.run_id)
-    if run is None or run.status != "running" or run.worker != beat.worker:
-        return ReportAck(cancel=True, reason="run is no longer assigned to this worker")
     run.last_heartbeat_at = utcnow()
     return ReportAck(cancel=run.cancel_requested, reason="cancel requested" if run.cancel_requested else None)

@@ -17,6 +17,7 @@ import pytest
 from prunescope import services
 
 WORKER_TOKEN = "integration-worker-token"
+CLI = "import sys; from prunescope.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 class Stack:
@@ -37,14 +38,16 @@ class Stack:
             "PRUNESCOPE_REDISPATCH_SECONDS": "5",
             "OMP_NUM_THREADS": "1",
         }
+        self.api_env: dict[str, str] = {}  # settings only the API process sees
         self.redis: subprocess.Popen[bytes] | None = None
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.http = httpx.Client(base_url=self.api_url, timeout=30)
 
-    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         handle = (self.tmp / log).open("ab")
-        return subprocess.Popen([sys.executable, "-m", "prunescope.cli", *args], env={**os.environ, **self.env},
+        # As the `prunescope` console script runs it: import the CLI module, then call main.
+        return subprocess.Popen([sys.executable, "-c", CLI, *args], env={**os.environ, **self.env, **(env or {})},
                                 stdout=handle, stderr=subprocess.STDOUT)
 
     def start_redis(self) -> None:
@@ -56,7 +59,7 @@ class Stack:
             self.redis = None
 
     def start_api(self) -> None:
-        self.api = self._spawn(["api"], "api.log")
+        self.api = self._spawn(["api"], "api.log", self.api_env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.api.poll() is not None:

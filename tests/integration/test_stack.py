@@ -38,9 +38,13 @@ def test_run_through_a_real_worker_records_every_epoch_and_streams_it(stack: Sta
         assert grid["sparsity"] == pytest.approx(layer["sparsity"], abs=1e-6)
     conn = stack.http.get(f"/api/runs/{run_id}/connectivity").json()
     assert conn["image_shape"] == [8, 8]
-    model = stack.http.get(f"/api/worker/runs/{run_id}/artifacts/model.pt",
-                           headers={"Authorization": f"Bearer {WORKER_TOKEN}"})
+    model = stack.http.get(f"/api/runs/{run_id}/model")
     assert model.status_code == 200 and len(model.content) > 1000
+    # The worker API needs the run's lease, not just the token: a finished run has none.
+    stale = stack.http.get(f"/api/worker/runs/{run_id}/artifacts/model.pt",
+                           headers={"Authorization": f"Bearer {WORKER_TOKEN}"})
+    assert stale.status_code == 409
+    assert [e["attempt"] for e in epochs] == [1, 1, 1, 1]
 
 
 def test_sse_client_resuming_with_last_event_id_misses_nothing(stack: Stack) -> None:
@@ -53,7 +57,7 @@ def test_sse_client_resuming_with_last_event_id_misses_nothing(stack: Stack) -> 
     # Find the id of the third event, then resume after it.
     import httpx
 
-    with httpx.stream("GET", f"{stack.api_url}/api/runs/{run_id}/events") as response:
+    with httpx.stream("GET", f"{stack.api_url}/api/runs/{run_id}/events", timeout=30) as response:
         ids = [int(line[3:]) for line in response.iter_lines() if line.startswith("id:")]
     resumed = list(client.events(run_id, last_event_id=ids[2]))
     assert resumed == everything[3:]
@@ -85,12 +89,16 @@ def test_worker_stopped_with_sigterm_hands_its_run_back_to_resume_elsewhere(stac
     assert first.wait(timeout=30) is not None
     handed_back = stack.run(run_id)
     assert handed_back["status"] == "queued", handed_back  # not failed, not cancelled, not left running
-    assert handed_back["attempts"] == 0
+    assert handed_back["attempts"] == 1
     stack.start_worker()
     run = stack.wait_status(run_id, ("completed", "failed"), timeout=180)
     assert run["status"] == "completed", stack.logs()
     epochs = stack.http.get(f"/api/runs/{run_id}/epochs").json()["items"]
     assert [e["epoch"] for e in epochs] == list(range(1, 31))
+    # The hand-back uploaded its newest checkpoint: attempt 2 trained no epoch attempt 1 had recorded.
+    first_attempt = [e["epoch"] for e in epochs if e["attempt"] == 1]
+    assert first_attempt == list(range(1, handed_back["epochs_done"] + 1))
+    assert all(e["attempt"] == 2 for e in epochs[handed_back["epochs_done"]:])
 
 
 def test_run_submitted_while_redis_is_down_starts_when_it_returns(stack: Stack) -> None:
@@ -148,7 +156,7 @@ def test_masks_reported_by_the_worker_match_the_engine_bit_for_bit(stack: Stack,
     expected: dict[int, dict[str, np.ndarray]] = {}
     full = RunConfig.model_validate(config).model_dump(mode="json")
     run_training(full, data_dir=Path(str(tmp_path)), device="cpu",
-                 on_epoch=lambda r: expected.__setitem__(r["epoch"], r["masks"]))
+                 on_epoch=lambda record, masks: expected.__setitem__(record.epoch, masks))
     for epoch, layer_masks in expected.items():
         for name, mask in layer_masks.items():
             grid = stack.http.get(f"/api/runs/{run_id}/masks/{name}",

@@ -18,8 +18,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # filled in by the change that needs it (see the message above)
+    with op.batch_alter_table('runs') as batch:
+        batch.add_column(sa.Column('handbacks', sa.Integer(), server_default='0', nullable=False))
+        batch.add_column(sa.Column('lease', sa.String(length=64), nullable=True))
+    with op.batch_alter_table('epochs') as batch:
+        batch.add_column(sa.Column('attempt', sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('epochs') as batch:
+        batch.drop_column('attempt')
+    with op.batch_alter_table('runs') as batch:
+        batch.drop_column('lease')
+        batch.drop_column('handbacks')

@@ -1,0 +1,148 @@
+"""The outbox and the API client: bounded retries, every failure reported once, flush with a bound."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prunescope.contract.worker_api import LEASE_HEADER, Heartbeat
+from worker.api_client import ApiRefused, ApiUnreachable, WorkerApi
+from worker.reporter import Failure, Reporter
+
+
+def failures() -> tuple[list[Failure], Callable[[Failure], None]]:
+    seen: list[Failure] = []
+    return seen, seen.append
+
+
+def test_deliveries_happen_in_order(tmp_path: Path) -> None:
+    seen, on_failure = failures()
+    reporter = Reporter(on_failure=on_failure)
+    order: list[int] = []
+    for n in range(20):
+        reporter.send(f"item {n}", lambda stop, n=n: order.append(n))
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    assert order == list(range(20)) and seen == []
+
+
+def test_an_unexpected_error_is_reported_once_and_the_thread_keeps_answering(tmp_path: Path) -> None:
+    seen, on_failure = failures()
+    reporter = Reporter(on_failure=on_failure)
+    spool = tmp_path / "gone.pt"  # e.g. removed by another process
+
+    def upload(stop: Callable[[], bool]) -> None:
+        spool.read_bytes()
+
+    later = tmp_path / "later.pt"
+    later.write_bytes(b"x")
+    reporter.send("checkpoint upload", upload)
+    reporter.send("epoch 2 report", lambda stop: None, spool=later)
+    assert reporter.flush(timeout=5)  # never hangs: what follows a failure is dropped
+    assert [str(f) for f in seen] == [f"checkpoint upload: FileNotFoundError: [Errno 2] No such file or directory: "
+                                      f"'{spool}'"]
+    assert reporter.failure is seen[0] and not seen[0].superseded
+    assert not later.exists()  # a dropped upload's spool file goes too
+    reporter.send("epoch 3 report", lambda stop: pytest.fail("sent after a failure"))
+    assert reporter.flush(timeout=1)
+    reporter.close()
+
+
+def test_a_409_marks_the_failure_superseded() -> None:
+    seen, on_failure = failures()
+    reporter = Reporter(on_failure=on_failure)
+
+    def refused(stop: Callable[[], bool]) -> None:
+        raise ApiRefused(409, "lease superseded")
+
+    reporter.send("epoch 1 report", refused)
+    assert reporter.flush(timeout=5)
+    assert seen[0].superseded
+    reporter.close()
+
+
+def test_flush_returns_after_its_timeout_and_abort_stops_a_retrying_delivery() -> None:
+    seen, on_failure = failures()
+    reporter = Reporter(on_failure=on_failure)
+    stopped = threading.Event()
+
+    def stuck(stop: Callable[[], bool]) -> None:
+        while not stop():
+            time.sleep(0.01)
+        stopped.set()
+
+    reporter.send("epoch 1 report", stuck)
+    assert reporter.flush(timeout=0.2) is False
+    reporter.abort()
+    assert stopped.wait(5)
+    assert reporter.flush(timeout=5)
+    assert seen == []  # an abort on purpose is not a failure
+    reporter.close()
+
+
+def test_a_newer_checkpoint_replaces_one_still_waiting(tmp_path: Path) -> None:
+    seen, on_failure = failures()
+    reporter = Reporter(on_failure=on_failure)
+    gate = threading.Event()
+    sent: list[str] = []
+    reporter.send("blocker", lambda stop: gate.wait(5))
+    spools = []
+    for n in range(3):
+        spool = tmp_path / f"checkpoint-{n}"
+        spool.write_bytes(b"c")
+        spools.append(spool)
+        reporter.send(f"checkpoint {n}", lambda stop, n=n: sent.append(f"checkpoint {n}"), key="checkpoint",
+                      spool=spool)
+    gate.set()
+    assert reporter.flush(timeout=5)
+    assert sent == ["checkpoint 2"] and seen == []
+    assert not any(spool.exists() for spool in spools)
+    reporter.close()
+
+
+def mock_api(handler: Callable[[httpx.Request], httpx.Response]) -> WorkerApi:
+    return WorkerApi("http://api", "token", transport=httpx.MockTransport(handler))
+
+
+def test_the_client_retries_transient_answers_and_sends_the_lease() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) < 3:
+            return httpx.Response(503, text="busy")
+        return httpx.Response(200, json={"cancel": True, "reason": "cancel requested"})
+
+    api = mock_api(handler)
+    with pytest.raises(ApiUnreachable):
+        api.heartbeat(Heartbeat(worker="w", run_id=7), lease="L")
+    assert len(calls) == 1  # a heartbeat is tried once: the next beat is its retry
+    response = api.request("POST", "/x", retry_for=10, lease="L")
+    assert response.status_code == 200 and len(calls) == 3
+    assert api.heartbeat(Heartbeat(worker="w", run_id=7), lease="L").cancel is True
+    assert all(c.headers[LEASE_HEADER] == "L" and c.headers["Authorization"] == "Bearer token" for c in calls)
+
+
+def test_the_client_gives_up_after_its_bound_and_refusals_are_final() -> None:
+    api = mock_api(lambda request: httpx.Response(500, text="boom"))
+    started = time.monotonic()
+    with pytest.raises(ApiUnreachable, match=r"within 0\.5 s"):
+        api.request("GET", "/x", retry_for=0.5)
+    assert time.monotonic() - started < 5
+    refusing = mock_api(lambda request: httpx.Response(409, text="superseded"))
+    with pytest.raises(ApiRefused) as info:
+        refusing.request("GET", "/x", retry_for=60)
+    assert info.value.superseded
+
+
+def test_a_missing_artifact_downloads_as_false(tmp_path: Path) -> None:
+    api = mock_api(lambda request: httpx.Response(404, text="none"))
+    assert api.download(1, "L", "checkpoint.pt", tmp_path / "c.pt", retry_for=1) is False
+    ok = mock_api(lambda request: httpx.Response(200, content=b"weights"))
+    assert ok.download(1, "L", "checkpoint.pt", tmp_path / "c.pt", retry_for=1) is True
+    assert (tmp_path / "c.pt").read_bytes() == b"weights"

@@ -1,0 +1,179 @@
+"""A run session against the real API in-process: leases, hand-back with resume, superseded attempts, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prunescope import maskcodec
+from prunescope.contract import EpochRecord, LayerStats, RunConfig, RunSummary, WorkerOutcome
+from tests.worker.conftest import Harness
+from worker.runner import RunSession, Trainer
+
+MASK_SHAPE = (4, 6)
+
+
+class FakeTrainer:
+    """Trains nothing, but keeps the engine's promises: a record and masks per epoch, the checkpoint of
+    epoch N written after `on_epoch(N)`, resume from the checkpoint, the model beside it at the end."""
+
+    def __init__(self, during: Callable[[int], None] = lambda epoch: None) -> None:
+        self.during = during
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, config: RunConfig, *, data_dir: Path, device: str,
+                 on_epoch: Callable[[EpochRecord, dict[str, np.ndarray]], None], should_stop: Callable[[], bool],
+                 checkpoint_path: Path, resume: bool) -> RunSummary:
+        first = int(checkpoint_path.read_text()) + 1 if resume else 1
+        self.calls.append({"resume": resume, "first": first, "device": device})
+        done = first - 1
+        for epoch in range(first, config.training.epochs + 1):
+            self.during(epoch)
+            if should_stop():
+                return RunSummary(epochs_done=done, stopped=True)
+            mask = np.random.default_rng(epoch).random(MASK_SHAPE) < 0.5
+            record = EpochRecord(epoch=epoch, train_loss=1.0 / epoch, test_acc=0.5, sparsity=0.5,
+                                 layers=[LayerStats(name="fc.weight", shape=list(MASK_SHAPE), sparsity=0.5)])
+            on_epoch(record, {"fc.weight": mask})
+            checkpoint_path.write_text(str(epoch))
+            done = epoch
+        (checkpoint_path.parent / "model.pt").write_bytes(b"model")
+        return RunSummary(final_test_acc=0.5, epochs_done=done)
+
+
+def session(h: Harness, run_id: int, trainer: Trainer) -> RunSession:
+    return RunSession(run_id, h.settings, h.identity, h.state, h.api, trainer=lambda: trainer)
+
+
+def test_a_session_reports_every_epoch_with_its_masks_and_completes(harness: Harness) -> None:
+    run_id = harness.submit(epochs=3)
+    s = session(harness, run_id, FakeTrainer())
+    assert s.run() == WorkerOutcome.COMPLETED
+    run = harness.run(run_id)
+    assert run["status"] == "completed" and run["attempts"] == 1
+    epochs = harness.epochs(run_id)
+    assert [(e["epoch"], e["attempt"]) for e in epochs] == [(1, 1), (2, 1), (3, 1)]
+    for epoch in (1, 2, 3):
+        grid = harness.client.get(f"/api/runs/{run_id}/masks/fc.weight", params={"epoch": epoch}).json()
+        expected = np.random.default_rng(epoch).random(MASK_SHAPE) < 0.5
+        assert np.array_equal(np.array(grid["density"]) == 1.0, expected)
+    assert harness.artifact(run_id, "model.pt").read_bytes() == b"model"
+    assert not harness.artifact(run_id, "checkpoint.pt").exists()  # the run ended: no resume, no checkpoint
+    assert not s.workdir.exists()  # the spool goes with the run
+    assert harness.state.run is None
+
+
+def test_shutdown_hands_the_run_back_with_its_newest_checkpoint_and_the_next_claim_resumes(harness: Harness) -> None:
+    run_id = harness.submit(epochs=4)
+
+    def shut_down_in_epoch_3(epoch: int) -> None:
+        if epoch == 3:
+            harness.state.shut_down()
+
+    first = FakeTrainer(during=shut_down_in_epoch_3)
+    assert session(harness, run_id, first).run() == WorkerOutcome.REQUEUE
+    run = harness.run(run_id)
+    assert run["status"] == "queued" and run["epochs_done"] == 2
+    assert harness.artifact(run_id, "checkpoint.pt").read_text() == "2"  # epoch 2's, uploaded at the hand-back
+
+    harness.state.shutting_down = False  # another worker process
+    second = FakeTrainer()
+    assert session(harness, run_id, second).run() == WorkerOutcome.COMPLETED
+    assert second.calls == [{"resume": True, "first": 3, "device": "cpu"}]
+    assert [(e["epoch"], e["attempt"]) for e in harness.epochs(run_id)] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert harness.run(run_id)["status"] == "completed"
+
+
+def test_the_checkpoint_uploaded_during_a_run_is_never_ahead_of_the_recorded_epochs(harness: Harness) -> None:
+    run_id = harness.submit(epochs=5)
+    seen: list[tuple[int, int]] = []
+
+    def look(epoch: int) -> None:
+        s.reporter.flush(timeout=5)  # type: ignore[union-attr]
+        path = harness.artifact(run_id, "checkpoint.pt")
+        if path.exists():
+            seen.append((int(path.read_text()), harness.run(run_id)["epochs_done"]))
+
+    s = session(harness, run_id, FakeTrainer(during=look))
+    assert s.run() == WorkerOutcome.COMPLETED
+    assert seen, "a checkpoint was uploaded while the run trained"
+    # Checkpoint k arrives after epoch k's report; resuming from it re-runs at most the one epoch after it.
+    assert all(checkpoint <= recorded <= checkpoint + 1 for checkpoint, recorded in seen), seen
+
+
+def test_a_superseded_attempt_stops_and_sends_nothing_more(harness: Harness) -> None:
+    run_id = harness.submit(epochs=6)
+    new_lease: dict[str, str] = {}
+
+    def taken_over_in_epoch_3(epoch: int) -> None:
+        if epoch == 3:
+            s.reporter.flush(timeout=5)  # type: ignore[union-attr]
+            harness.reap(run_id)  # as if this worker had been frozen past the heartbeat timeout
+            answer = harness.client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "other:2"}).json()
+            new_lease["lease"] = answer["lease"]
+
+    s = session(harness, run_id, FakeTrainer(during=taken_over_in_epoch_3))
+    assert s.run() == WorkerOutcome.SKIPPED
+    run = harness.run(run_id)
+    assert run["status"] == "running" and run["attempts"] == 2 and run["worker"] == "other:2"
+    assert [e["epoch"] for e in harness.epochs(run_id)] == [1, 2]  # epoch 3 of the stale attempt: refused
+    assert not harness.artifact(run_id, "model.pt").exists()
+    assert not s.workdir.exists()
+    assert new_lease["lease"] != s.active.lease  # type: ignore[union-attr]
+
+
+def test_a_report_the_api_refuses_ends_the_run_failed_with_the_reason(harness: Harness) -> None:
+    run_id = harness.submit(epochs=2)
+
+    class TooManyEpochs(FakeTrainer):
+        def __call__(self, config: RunConfig, **kwargs: Any) -> RunSummary:
+            return super().__call__(config.model_copy(update={"training": config.training.model_copy(
+                update={"epochs": 4})}), **kwargs)
+
+    s = session(harness, run_id, TooManyEpochs())
+    assert s.run() == WorkerOutcome.FAILED
+    run = harness.run(run_id)
+    assert run["status"] == "failed"
+    assert "epoch 3 report" in run["error"] and "422" in run["error"], run["error"]
+    assert not s.workdir.exists()
+
+
+def test_a_run_cancelled_through_the_api_ends_cancelled(harness: Harness) -> None:
+    run_id = harness.submit(epochs=50)
+
+    def cancel_in_epoch_2(epoch: int) -> None:
+        if epoch == 2:
+            harness.client.post(f"/api/runs/{run_id}/cancel")
+            s.reporter.flush(timeout=5)  # type: ignore[union-attr]
+
+    s = session(harness, run_id, FakeTrainer(during=cancel_in_epoch_2))
+    assert s.run() == WorkerOutcome.CANCELLED
+    assert harness.run(run_id)["status"] == "cancelled"
+    assert not s.workdir.exists()
+
+
+def test_a_run_that_is_not_ours_to_start_is_skipped(harness: Harness) -> None:
+    run_id = harness.submit()
+    harness.client.post(f"/api/runs/{run_id}/cancel")
+    trainer = FakeTrainer()
+    assert session(harness, run_id, trainer).run() == WorkerOutcome.SKIPPED
+    assert trainer.calls == []
+
+
+def test_the_spool_of_each_worker_process_is_its_own(harness: Harness) -> None:
+    run_id = harness.submit()
+    s = session(harness, run_id, FakeTrainer())
+    assert s.workdir.parent.name == harness.identity.spool_name
+    assert s.workdir.is_relative_to(harness.settings.resolved_artifact_dir / "worker")
+
+
+def test_mask_stream_uses_deltas_between_key_frames() -> None:
+    from prunescope.maskcodec import MaskEncoder
+
+    encoder = MaskEncoder()
+    mask = np.ones((3, 3), dtype=bool)
+    kinds = [encoder.encode(epoch, {"w": mask})["w"]["encoding"] for epoch in range(1, maskcodec.KEYFRAME_EVERY + 3)]
+    assert kinds[0] == "key" and kinds[1] == "delta" and kinds[maskcodec.KEYFRAME_EVERY] == "key"

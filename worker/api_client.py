@@ -1,0 +1,125 @@
+"""A typed client of the worker API: contract paths and bodies, the lease header, bounded retries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from prunescope.contract.worker_api import (
+    LEASE_HEADER,
+    ArtifactName,
+    EpochReport,
+    FinishReport,
+    Heartbeat,
+    ReportAck,
+    StartRequest,
+    StartResponse,
+    WorkerPaths,
+)
+
+log = logging.getLogger("prunescope.worker.api")
+
+RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class ApiRefused(Exception):
+    """The API answered with a definite refusal (a 4xx other than a transient one)."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"HTTP {status_code}: {detail}")
+        self.status_code = status_code
+
+    @property
+    def superseded(self) -> bool:
+        """409: the lease is missing or superseded, or the run ended: this worker must let the run go."""
+        return self.status_code == 409
+
+
+class ApiUnreachable(ConnectionError):
+    """The API did not answer definitely within the retry bound (down, or failing with 5xx)."""
+
+
+def _never() -> bool:
+    return False
+
+
+class WorkerApi:
+    """Calls to the worker endpoints; each retries transient failures for at most `retry_for` seconds."""
+
+    def __init__(self, api_url: str, token: str, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.http = httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, transport=transport,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, *, retry_for: float, lease: str | None = None,
+                stop: Callable[[], bool] = _never, **kwargs: Any) -> httpx.Response:
+        """Send until the API answers definitely: the response, ApiRefused, or ApiUnreachable after `retry_for` s."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if lease is not None:
+            headers[LEASE_HEADER] = lease
+        delay, deadline = 0.2, time.monotonic() + retry_for
+        while True:
+            try:
+                response = self.http.request(method, path, headers=headers, **kwargs)
+                if response.status_code not in RETRYABLE:
+                    if response.status_code >= 400:
+                        raise ApiRefused(response.status_code, response.text[:500])
+                    return response
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline or stop():
+                raise ApiUnreachable(f"{method} {path}: no definite answer from {self.http.base_url} "
+                                     f"within {retry_for:g} s: {problem}")
+            log.warning("%s %s failed (%s); retrying in %.1f s", method, path, problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def start(self, run_id: int, worker: str, *, retry_for: float) -> StartResponse:
+        response = self.request("POST", WorkerPaths.start(run_id), retry_for=retry_for,
+                                json=StartRequest(worker=worker).model_dump(mode="json"))
+        return StartResponse.model_validate_json(response.content)
+
+    def report_epoch(self, run_id: int, lease: str, report: EpochReport, *, retry_for: float,
+                     stop: Callable[[], bool] = _never) -> ReportAck:
+        response = self.request("POST", WorkerPaths.epochs(run_id), retry_for=retry_for, lease=lease, stop=stop,
+                                content=report.model_dump_json(), headers={"Content-Type": "application/json"})
+        return ReportAck.model_validate_json(response.content)
+
+    def finish(self, run_id: int, lease: str, report: FinishReport, *, retry_for: float) -> None:
+        self.request("POST", WorkerPaths.finish(run_id), retry_for=retry_for, lease=lease,
+                     content=report.model_dump_json(exclude_none=True), headers={"Content-Type": "application/json"})
+
+    def heartbeat(self, beat: Heartbeat, lease: str | None) -> ReportAck:
+        # One try: the next beat is the retry, and a beat must not hold up the one after it.
+        response = self.request("POST", WorkerPaths.heartbeat, retry_for=0, lease=lease,
+                                content=beat.model_dump_json(), headers={"Content-Type": "application/json"})
+        return ReportAck.model_validate_json(response.content)
+
+    def upload(self, run_id: int, lease: str, name: ArtifactName, file: Path, *, retry_for: float,
+               stop: Callable[[], bool] = _never) -> None:
+        content = file.read_bytes()
+        self.request("PUT", WorkerPaths.artifact(run_id, name), retry_for=retry_for, lease=lease, stop=stop,
+                     content=content, headers={"Content-Type": "application/octet-stream"})
+
+    def download(self, run_id: int, lease: str, name: ArtifactName, target: Path, *, retry_for: float) -> bool:
+        """Fetch an artifact into `target` (atomically); False when the API holds none."""
+        try:
+            response = self.request("GET", WorkerPaths.artifact(run_id, name), retry_for=retry_for, lease=lease)
+        except ApiRefused as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        tmp = target.with_name(target.name + ".download")
+        tmp.write_bytes(response.content)
+        os.replace(tmp, target)
+        return True
