@@ -1,0 +1,137 @@
+"""Plugin models and datasets: registered by decorator, found through PRUNESCOPE_PLUGINS and entry points only."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+import prunescope
+from prunescope import plugins
+from worker.engine.capabilities import worker_capabilities
+from worker.engine.datasets import DataBundle, load_dataset, synthetic_bundle
+from worker.engine.networks import build_model
+
+PLUGIN_SOURCE = textwrap.dedent('''
+    import prunescope
+    from torch import nn
+
+    @prunescope.register_model("tiny_net", input_shape=(1, 8, 8))
+    def build(input_shape, num_classes, width=4):
+        c, h, w = input_shape
+        return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, width), nn.ReLU(), nn.Linear(width, num_classes))
+
+    @prunescope.register_dataset("tiny_data")
+    def load(data_dir, n=32):
+        from worker.engine.datasets import synthetic_bundle
+        return synthetic_bundle((1, 8, 8), n_train=n, n_test=8)
+''')
+
+
+def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> str:
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+def test_plugins_named_in_the_environment_build_models_and_load_data(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _module(tmp_path, monkeypatch, "ps_plugin_ok", PLUGIN_SOURCE)
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", f" {module} , ")
+    net = build_model({"name": "tiny_net", "params": {"width": 6}}, (1, 8, 8), 3)
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 3) and net[1].out_features == 6
+    bundle = load_dataset({"name": "tiny_data", "params": {"n": 20}, "limit": 10}, tmp_path, model_name="tiny_net")
+    assert isinstance(bundle, DataBundle) and bundle.train_size == 10
+    caps = worker_capabilities()
+    assert caps == {"models": {"tiny_net": ["1.weight", "3.weight"]}, "datasets": ["tiny_data"], "plugin_errors": []}
+
+
+def test_a_plugin_that_fails_to_import_is_reported_not_raised(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = _module(tmp_path, monkeypatch, "ps_plugin_broken", "raise RuntimeError('no GPU driver')\n")
+    exits = _module(tmp_path, monkeypatch, "ps_plugin_exits", "import sys\nsys.exit(3)\n")
+    ok = _module(tmp_path, monkeypatch, "ps_plugin_ok2", PLUGIN_SOURCE)
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", f"{broken},ps_plugin_missing,{exits},{ok}")
+    caps = worker_capabilities()
+    assert list(caps["models"]) == ["tiny_net"]  # the good plugin still loads
+    errors = caps["plugin_errors"]
+    assert len(errors) == 3
+    assert "ps_plugin_broken: RuntimeError: no GPU driver" in errors[0]
+    assert "ps_plugin_missing: ModuleNotFoundError" in errors[1] and "SystemExit" in errors[2]
+
+
+def test_a_model_plugin_that_cannot_build_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", "")
+
+    @prunescope.register_model("needs_arg")
+    def build(input_shape: tuple[int, int, int], num_classes: int, depth: int) -> torch.nn.Module:
+        return torch.nn.Linear(1, 1)
+
+    caps = worker_capabilities()
+    assert caps["models"] == {} and "needs_arg" in caps["plugin_errors"][0]
+
+
+def test_no_config_makes_the_engine_import_a_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    module = _module(tmp_path, monkeypatch, "ps_plugin_never", "raise SystemExit('imported!')\n")
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", "")
+    for name in (module, "os", "subprocess"):
+        with pytest.raises(ValueError, match="unknown model"):
+            build_model({"name": name}, (1, 8, 8), 10)
+        with pytest.raises(ValueError, match="unknown dataset"):
+            load_dataset({"name": name}, tmp_path, model_name="mlp")
+    assert module not in sys.modules
+
+
+def test_entry_points_register_modules_and_functions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _module(tmp_path, monkeypatch, "ps_plugin_ep", PLUGIN_SOURCE)
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", "")
+    fake = {
+        plugins.MODEL_GROUP: [metadata.EntryPoint("tiny", "ps_plugin_ep", plugins.MODEL_GROUP),
+                              metadata.EntryPoint("linear_probe", "torch.nn:Linear", plugins.MODEL_GROUP),
+                              metadata.EntryPoint("bad", "ps_plugin_absent:build", plugins.MODEL_GROUP)],
+        plugins.DATASET_GROUP: [metadata.EntryPoint(
+            "synthetic_small", f"{synthetic_bundle.__module__}:synthetic_bundle", plugins.DATASET_GROUP)],
+    }
+    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: fake[group])
+    registry = plugins.ensure_loaded()
+    assert {"tiny_net", "linear_probe"} <= set(registry.models) and "tiny_data" in registry.datasets
+    assert "synthetic_small" in registry.datasets
+    assert any("prunescope.models:bad" in e for e in plugins.plugin_errors())
+
+
+@pytest.mark.parametrize("name", ["resnet20", "has space", "", "1abc"])
+def test_plugin_names_must_be_new_and_well_formed(name: str) -> None:
+    with pytest.raises(ValueError):
+        prunescope.register_model(name)
+
+
+def test_two_plugins_cannot_claim_one_name() -> None:
+    def first(data_dir: Path) -> None: ...
+
+    def second(data_dir: Path) -> None: ...
+
+    prunescope.register_dataset("shared")(first)
+    prunescope.register_dataset("shared")(first)  # the same function again (a module re-imported): fine
+    with pytest.raises(ValueError, match="already registered"):
+        prunescope.register_dataset("shared")(second)
+
+
+def test_a_dataset_plugin_must_return_a_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", "")
+    prunescope.register_dataset("wrong_type")(lambda data_dir: [1, 2, 3])
+    with pytest.raises(TypeError, match="DataBundle or LoaderBundle"):
+        load_dataset({"name": "wrong_type"}, tmp_path, model_name="mlp")
+
+
+def test_heartbeat_advertises_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from worker.heartbeat import WorkerIdentity, heartbeat_body
+
+    module = _module(tmp_path, monkeypatch, "ps_plugin_hb", PLUGIN_SOURCE)
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", module)
+    body = heartbeat_body(WorkerIdentity("w", "h", ["cpu"], "cpu"), None)
+    assert body.models == {"tiny_net": ["1.weight", "3.weight"]} and body.datasets == ["tiny_data"]
