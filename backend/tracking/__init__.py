@@ -1,0 +1,1 @@
+"""Tracked runs: runs a user's own script records through the SDK."""

@@ -1,0 +1,214 @@
+"""What the tracking API does to the database: create a tracked run, record batches, finish, notice silence."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from typing import Any, get_args
+
+import numpy as np
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from backend.errors import Conflict, Invalid, NotFound
+from backend.events import record_event
+from backend.maskviews.service import MaskNotFound, mask_at
+from backend.runs import service as runs
+from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
+from prunescope import maskcodec
+from prunescope.contract.config import Device, PruningConfig, RunConfig
+from prunescope.contract.status import FINISHED_STATUSES
+from prunescope.contract.tracking import (
+    BatchAck,
+    TrackedBatch,
+    TrackedEpoch,
+    TrackedFinish,
+    TrackedRunCreate,
+    TrackedRunCreated,
+)
+
+TRACKED = "tracked"
+SILENT = "the script sent nothing for"  # how a silent tracked run's error starts; a later write revives it
+POINTS_PER_EVENT = 1000
+
+
+def lease_digest(lease: str) -> str:
+    return hashlib.sha256(lease.encode()).hexdigest()
+
+
+def _name_in(config: dict[str, Any], *keys: str) -> str:
+    """A model or dataset label from the script's config (`"model": "resnet20"` or `{"name": ...}`)."""
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, dict):
+            value = value.get("name")
+        if isinstance(value, str) and value:
+            return value[:32]
+    return ""
+
+
+def strategy_of(pruning: PruningConfig | None) -> str:
+    # The same label managed runs get, so lists, compare and Pareto group tracked runs with them.
+    return RunConfig.model_construct(pruning=pruning).strategy()
+
+
+def create_tracked_run(session: Session, body: TrackedRunCreate) -> TrackedRunCreated:
+    """A running tracked run; a create repeated with the same lease answers the run it made (a retried POST)."""
+    lease = body.lease or secrets.token_urlsafe(32)
+    digest = lease_digest(lease)
+    existing = session.scalar(select(Run).where(Run.tracked_lease == digest))
+    if existing is not None:
+        return TrackedRunCreated(id=existing.id, lease=lease, status=existing.status, created=False)
+    config = dict(body.config)
+    if body.pruning is not None and "pruning" not in config:
+        config["pruning"] = body.pruning.model_dump(mode="json")
+    device = config.get("device")
+    now = utcnow()
+    run = Run(name=body.name, tags=list(body.tags), notes="", config=config, kind=TRACKED, tracked_lease=digest,
+              status="queued", strategy=strategy_of(body.pruning),
+              device=device if device in get_args(Device) else "auto",
+              model_name=_name_in(config, "model", "arch"), dataset_name=_name_in(config, "dataset", "data"),
+              epochs_total=body.epochs or 0, dispatched=True, dispatched_at=now, attempts=1,
+              worker=body.host or "sdk", last_heartbeat_at=now, created_at=now)
+    session.add(run)
+    session.flush()
+    runs.set_status(session, run, "running", reason="tracked run started by its script")
+    return TrackedRunCreated(id=run.id, lease=lease, status=run.status, created=True)
+
+
+def tracked_run(session: Session, run_id: int, lease: str | None) -> Run:
+    """The tracked run `run_id`, if `lease` is the one that created it (409 otherwise: nothing is written)."""
+    run = session.get(Run, run_id)
+    if run is None or run.kind != TRACKED:
+        raise NotFound(f"tracked run {run_id} not found")
+    if not lease or run.tracked_lease is None or not hmac.compare_digest(lease_digest(lease), run.tracked_lease):
+        raise Conflict(f"run {run_id} is written only by the script that created it: "
+                       "its lease is missing or wrong (X-Prunescope-Lease)")
+    return run
+
+
+def _revive(session: Session, run: Run) -> None:
+    """A script that went silent (killed, or offline) and writes again is running after all."""
+    if run.status == "failed" and (run.error or "").startswith(SILENT):
+        run.error = None
+        runs.set_status(session, run, "running", reason="the script is sending again")
+
+
+def record_batch(session: Session, run: Run, batch: TrackedBatch) -> BatchAck:
+    """Store a batch of epochs and points in the caller's transaction; a replayed epoch or step replaces itself."""
+    _revive(session, run)
+    if batch.pruning is not None:
+        run.strategy = strategy_of(batch.pruning)
+        if "pruning" not in run.config:
+            run.config = {**run.config, "pruning": batch.pruning.model_dump(mode="json")}
+    if batch.epochs_total is not None:
+        run.epochs_total = batch.epochs_total
+    epochs = sorted({e.epoch: e for e in batch.epochs}.values(), key=lambda e: e.epoch)  # last copy wins
+    if epochs:
+        _store_epochs(session, run, epochs)
+    if batch.points:
+        _store_points(session, run, batch)
+    if run.status == "running":
+        run.last_heartbeat_at = utcnow()
+    cancel = run.cancel_requested or run.status == "cancelled"
+    return BatchAck(cancel=cancel, reason="cancel requested" if cancel else None, epochs_done=run.epochs_done,
+                    stored_epochs=len(epochs), stored_points=len({p.step for p in batch.points}))
+
+
+def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> None:
+    numbers = [e.epoch for e in epochs]
+    snapshots = _decode_masks(session, run.id, epochs)
+    session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch.in_(numbers)))
+    session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch.in_(numbers)))
+    now = utcnow()
+    rows = []
+    for e in epochs:
+        record = e.model_dump(exclude={"masks", "extra"})
+        rows.append({**record, "run_id": run.id, "extra": e.extra or None, "recorded_at": now})
+        record_event(session, run.id, "epoch", {**record, "extra": e.extra} if e.extra else record)
+    # One executemany for the batch: a 1000-epoch sync is one statement, not 1000 ORM flushes.
+    session.execute(insert(Epoch), rows)
+    if snapshots:
+        session.execute(insert(MaskSnapshot), snapshots)
+    newest = epochs[-1]
+    if newest.epoch >= run.epochs_done:
+        run.epochs_done = newest.epoch
+        run.sparsity, run.test_acc = newest.sparsity, newest.test_acc
+    run.epochs_total = max(run.epochs_total, run.epochs_done)
+    accuracies = [e.test_acc for e in epochs if e.test_acc is not None]
+    if accuracies and (run.best_test_acc is None or max(accuracies) > run.best_test_acc):
+        run.best_test_acc = max(accuracies)
+
+
+def _decode_masks(session: Session, run_id: int, epochs: list[TrackedEpoch]) -> list[dict[str, Any]]:
+    """Check every snapshot decodes (a delta against the previous epoch, in this batch or stored) before writing."""
+    decoded: dict[tuple[str, int], np.ndarray] = {}
+    out = []
+    for e in epochs:
+        for layer, payload in e.masks.items():
+            if not 0 < len(layer) <= 200 or "\x00" in layer:
+                raise Invalid("mask layer names are 1 to 200 characters, without NUL")
+            try:
+                data = base64.b64decode(payload.data, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise Invalid(f"epoch {e.epoch}, mask {layer!r}: data is not base64") from exc
+            encoded = maskcodec.EncodedMask(tuple(payload.shape), payload.encoding, data)
+            previous = None
+            if payload.encoding == maskcodec.DELTA:
+                previous = decoded.get((layer, e.epoch - 1))
+                if previous is None:
+                    try:
+                        previous = mask_at(session, run_id, layer, e.epoch - 1)
+                    except MaskNotFound as exc:
+                        raise Invalid(f"epoch {e.epoch}, mask {layer!r}: a delta needs epoch {e.epoch - 1} "
+                                      "stored first") from exc
+            try:
+                decoded[(layer, e.epoch)] = maskcodec.decode(encoded, previous)
+            except maskcodec.MaskDecodeError as exc:
+                raise Invalid(f"epoch {e.epoch}, mask {layer!r}: {exc}") from exc
+            out.append({"run_id": run_id, "layer": layer, "epoch": e.epoch, "shape": list(payload.shape),
+                        "encoding": payload.encoding, "data": data, "nbytes": len(data)})
+    return out
+
+
+def _store_points(session: Session, run: Run, batch: TrackedBatch) -> None:
+    points = sorted({p.step: p for p in batch.points}.values(), key=lambda p: p.step)
+    session.execute(delete(RunPoint).where(RunPoint.run_id == run.id, RunPoint.step.in_([p.step for p in points])))
+    now = utcnow()
+    session.execute(insert(RunPoint), [{"run_id": run.id, "step": p.step, "epoch": p.epoch, "values": p.values,
+                                        "recorded_at": now} for p in points])
+    shown = points[-POINTS_PER_EVENT:]
+    record_event(session, run.id, "points", {"points": [p.model_dump() for p in shown]})
+
+
+def finish_tracked_run(session: Session, run: Run, body: TrackedFinish) -> None:
+    """End a tracked run; finishing again with the same status is a no-op (a replayed sync)."""
+    status = "cancelled" if body.status == "completed" and run.cancel_requested else body.status
+    silent = run.status == "failed" and (run.error or "").startswith(SILENT)
+    if run.status in FINISHED_STATUSES and not silent:
+        if run.status in (status, "cancelled"):
+            return  # the same end again, or a cancel that already ended it
+        raise Conflict(f"run {run.id} already ended {run.status}; it cannot now be {status}")
+    if body.summary is not None:
+        runs.apply_summary(run, body.summary, status)
+    run.error = None if status == "completed" else run.error
+    runs.set_status(session, run, status, error=body.error)
+
+
+def end_silent_run(session: Session, run: Run, silent_seconds: float) -> None:
+    """The dispatcher's verdict on a tracked run whose script stopped writing: failed (or cancelled) with why."""
+    if run.cancel_requested:
+        runs.set_status(session, run, "cancelled", reason=f"cancelled; {SILENT} {silent_seconds:g} s")
+        return
+    runs.set_status(session, run, "failed", error=f"{SILENT} {silent_seconds:g} s (killed, or offline: "
+                                                  "`prunescope sync` uploads what it spooled)")
+
+
+def list_points(session: Session, run_id: int, after_step: int, limit: int) -> list[dict[str, Any]]:
+    rows = session.execute(select(RunPoint.step, RunPoint.epoch, RunPoint.values)
+                           .where(RunPoint.run_id == run_id, RunPoint.step > after_step)
+                           .order_by(RunPoint.step).limit(limit))
+    return [{"step": step, "epoch": epoch, "values": values} for step, epoch, values in rows]

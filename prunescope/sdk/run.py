@@ -1,0 +1,210 @@
+"""`prunescope.init()` and the tracked `Run`: log epochs and in-epoch points from any training script."""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import secrets
+import socket
+import sys
+import traceback
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from prunescope.config import get_settings
+from prunescope.contract.config import PruningConfig, parse_pruning
+from prunescope.contract.records import EpochMetrics
+from prunescope.contract.tracking import TrackedPoint, TrackedRunCreate
+from prunescope.sdk import spool as spooling
+from prunescope.sdk.sender import Sender
+from prunescope.sdk.transport import ApiUnreachable, RunCancelled, TrackingError, Transport
+
+RECORD_FIELDS = frozenset(EpochMetrics.model_fields) - {"epoch"}
+_open_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
+def _scalar(name: str, value: Any) -> float | int | None:
+    """A logged value as a JSON number: Python and numpy numbers, 0-d tensors; NaN/inf become null."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars, 0-d arrays and tensors
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    raise TypeError(f"run.log: {name}={value!r} is not a number")
+
+
+class Run:
+    """A tracked run. Create it with `prunescope.init(...)`; `log` never waits on the network."""
+
+    def __init__(self, name: str = "untitled", config: dict[str, Any] | None = None, tags: list[str] | None = None,
+                 api: str | None = None, token: str | None = None, *, dir: str | Path | None = None,
+                 offline: bool = False, epochs: int | None = None, pruning: Any = None,
+                 flush_seconds: float = 0.25) -> None:
+        settings = get_settings()
+        self.api = (api or os.environ.get("PRUNESCOPE_API_URL") or settings.api_url).rstrip("/")
+        token = token or os.environ.get("PRUNESCOPE_API_TOKEN") or settings.api_token
+        lease = secrets.token_urlsafe(32)
+        pruning_block = parse_pruning(pruning) if pruning is not None else None
+        # Validated here, so a bad name, config or pruning block fails at the call with the API's located error.
+        body = TrackedRunCreate.model_validate({
+            "name": name, "tags": list(tags or []), "config": dict(config or {}), "lease": lease,
+            "host": f"{socket.gethostname()}:{os.getpid()}"[:200], "epochs": epochs,
+            "pruning": pruning_block.model_dump(mode="json") if pruning_block else None})
+        wire = body.model_dump(mode="json", exclude_none=True)
+        root = Path(dir) if dir is not None else settings.home / "spool"
+        meta = {**wire, "api": self.api, "run_id": None}
+        self.spool = spooling.Spool(root / spooling.run_dir_name(body.name, lease), meta)
+        transport = None if offline else Transport(self.api, token, lease)
+        run_id = None
+        if transport is not None:
+            try:
+                run_id = int(transport.create(wire)["id"])
+                meta["run_id"] = run_id
+            except ApiUnreachable:
+                pass  # records are spooled; the sender keeps trying to reach the API
+            except TrackingError:
+                transport.close()
+                raise
+        self.name, self.config = body.name, body.config
+        self._sender = Sender(transport, self.spool, run_id, flush_seconds=flush_seconds)
+        self._pruner: Any = None
+        self._epoch = 0
+        self._finished = False
+        _open_runs.add(self)
+
+    @property
+    def id(self) -> int | None:
+        """The run's id on the server (None while it has only been spooled)."""
+        return self._sender.run_id
+
+    @property
+    def offline(self) -> bool:
+        return not self._sender.online
+
+    # ----- recording ------------------------------------------------------------------------------------------
+    def watch(self, pruner: Any) -> None:
+        """From now on `log(epoch=...)` also records the pruner's per-layer stats and mask snapshots."""
+        if not callable(getattr(pruner, "epoch_stats", None)):
+            raise TypeError(f"run.watch needs a prunescope.Pruner, not {type(pruner).__name__}")
+        setup: dict[str, Any] = {"pruning": parse_pruning(pruner.config).model_dump(mode="json")}
+        epochs = getattr(pruner, "epochs", None)
+        if isinstance(epochs, int) and epochs > 0:
+            setup["epochs_total"] = epochs
+        self._pruner = pruner
+        self._sender.put("setup", setup)
+
+    def log(self, epoch: int | None = None, step: int | None = None, **scalars: Any) -> None:
+        """`log(epoch=e, **scalars)` records epoch e; `log(step=s, **scalars)` a point inside the current epoch.
+
+        Record fields (train_loss, test_acc, lr, ...) go to their columns, other scalars are kept as well.
+        Raises `RunCancelled` once the run was cancelled from the dashboard."""
+        self._check()
+        values = {name: _scalar(name, value) for name, value in scalars.items()}
+        if step is not None:
+            point = TrackedPoint.model_validate({"step": step, "epoch": epoch or self._epoch + 1, "values": values})
+            self._sender.put("point", point.model_dump())
+            return
+        if epoch is None:
+            raise TypeError("run.log needs epoch= (an epoch record) or step= (a point inside an epoch)")
+        known = {k: v for k, v in values.items() if k in RECORD_FIELDS}
+        extra = {k: v for k, v in values.items() if k not in RECORD_FIELDS}
+        masks = None
+        layers: list[dict[str, Any]] = []
+        if self._pruner is not None:
+            stats, masks = self._pruner.epoch_stats()
+            layers = [s.model_dump() for s in stats]
+            self._fill_from_masks(known, masks)
+        record = EpochMetrics.model_validate({"epoch": epoch, **known}).model_dump()
+        record["layers"] = layers
+        if extra:
+            record["extra"] = extra
+        self._epoch = max(self._epoch, epoch)
+        self._sender.put("epoch", (record, masks))
+
+    def _fill_from_masks(self, known: dict[str, Any], masks: dict[str, np.ndarray]) -> None:
+        total = sum(int(m.size) for m in masks.values())
+        nonzero = sum(int(np.count_nonzero(m)) for m in masks.values())
+        known.setdefault("total", total)
+        known.setdefault("nonzero", nonzero)
+        known.setdefault("sparsity", 1 - nonzero / total if total else 0.0)
+        target_at, step = getattr(self._pruner, "target_at", None), getattr(self._pruner, "step", None)
+        if callable(target_at) and isinstance(step, int):
+            known.setdefault("target_sparsity", target_at(step))
+
+    def _check(self) -> None:
+        if self._finished:
+            raise RuntimeError("this run has finished; start another with prunescope.init()")
+        if self._sender.fatal is not None:
+            raise self._sender.fatal
+        if self._sender.cancelled.is_set():
+            raise RunCancelled(f"run {self.id} was cancelled from the dashboard")
+
+    # ----- ending ---------------------------------------------------------------------------------------------
+    def finish(self, status: str = "completed", error: str | None = None, summary: dict[str, Any] | None = None,
+               timeout: float | None = 60.0) -> None:
+        """End the run: everything logged is sent (or spooled, fsync'd) before this returns."""
+        if self._finished:
+            return
+        if status == "completed" and self._sender.cancelled.is_set():
+            status = "cancelled"
+        if status not in ("completed", "failed", "cancelled"):
+            raise ValueError(f"status must be completed, failed or cancelled, not {status!r}")
+        self._finished = True
+        body: dict[str, Any] = {"status": status}
+        if error:
+            body["error"] = error[-20000:].replace("\x00", "")
+        if summary:
+            body["summary"] = summary
+        self._sender.close(body, timeout)
+        if self._sender.transport is not None:
+            self._sender.transport.close()
+        _open_runs.discard(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.finish("completed")
+        elif isinstance(exc, RunCancelled):
+            self.finish("cancelled")
+        else:
+            text = "".join(traceback.format_exception(kind, exc, tb)[-12:])
+            self.finish("failed", error=f"{type(exc).__name__}: {exc}\n{text}")
+
+
+def init(name: str = "untitled", config: dict[str, Any] | None = None, tags: list[str] | None = None,
+         api: str | None = None, token: str | None = None, *, dir: str | Path | None = None, offline: bool = False,
+         epochs: int | None = None, pruning: dict[str, Any] | PruningConfig | None = None) -> Run:
+    """Start a tracked run. `api`/`token` default to PRUNESCOPE_API_URL / PRUNESCOPE_API_TOKEN; when the API
+    cannot be reached (or `offline=True`) records go to a spool under `dir` (default PRUNESCOPE_HOME/spool)."""
+    return Run(name, config, tags, api, token, dir=dir, offline=offline, epochs=epochs, pruning=pruning)
+
+
+def _fail_open_runs(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    # An uncaught exception ends the script: its runs end failed with the reason, then Python reports it.
+    for run in list(_open_runs):
+        run.__exit__(kind, exc, tb)
+    _previous_hook(kind, exc, tb)
+
+
+_previous_hook = sys.excepthook
+sys.excepthook = _fail_open_runs
+
+
+@atexit.register
+def _finish_open_runs() -> None:
+    # A script that ended without finish(): what it logged is still sent or spooled and fsync'd.
+    for run in list(_open_runs):
+        run.finish("completed")
