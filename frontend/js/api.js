@@ -69,3 +69,16 @@ export async function api(path, { method = "GET", body, signal, refused = false 
 }
 
 export const isAbort = (error) => error && error.name === "AbortError";
+
+// GET /api/options (statuses, option lists, defaults, JSON schema) changes only with a server upgrade: one
+// request per page load, shared by the router and every page.
+let catalog = null;
+
+/** The API's catalog; a failed load is not cached, so the next call asks again. */
+export function loadCatalog() {
+  if (!catalog) {
+    catalog = api("/api/options");
+    catalog.catch(() => { catalog = null; });
+  }
+  return catalog;
+}

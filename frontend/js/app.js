@@ -5,9 +5,11 @@ import { newRunPage } from "./pages/newrun.js";
 import { runPage } from "./pages/run.js";
 import { runsPage } from "./pages/runs.js";
 import { workersPage } from "./pages/workers.js";
-import { setTokenPrompt } from "./api.js";
+import { sweepsPage } from "./pages/sweeps.js";
+import { sweepPage } from "./pages/sweep.js";
+import { loadCatalog, setTokenPrompt } from "./api.js";
 import { plotlyReady } from "./charts.js";
-import { h } from "./dom.js";
+import { h, setStatuses } from "./dom.js";
 
 const ROUTES = [
   { pattern: /^\/$/, page: runsPage, nav: "runs", title: "Runs" },
@@ -15,6 +17,8 @@ const ROUTES = [
   { pattern: /^\/runs\/(\d+)$/, page: runPage, nav: "runs", title: "Run" },
   { pattern: /^\/compare$/, page: comparePage, nav: "compare", title: "Compare" },
   { pattern: /^\/workers$/, page: workersPage, nav: "workers", title: "Workers" },
+  { pattern: /^\/sweeps$/, page: sweepsPage, nav: "sweeps", title: "Sweeps" },
+  { pattern: /^\/sweeps\/(\d+)$/, page: sweepPage, nav: "sweeps", title: "Sweep" },
 ];
 
 const main = document.getElementById("app");
@@ -138,7 +142,12 @@ toggle.addEventListener("click", () => {
 dark.addEventListener("change", () => { syncToggle(); window.dispatchEvent(new Event("themechange")); });
 syncToggle();
 
-render();
+// Statuses come from the API; pages need them from their first frame, so the first render waits for them.
+loadCatalog().then(setStatuses, (error) => {
+  console.warn("GET /api/options failed", error);
+  document.querySelector(".topbar").after(h("div", { class: "notice error", role: "alert",
+    text: `The API did not send its catalog (${error.message}); live updates may not stop. Reload to try again.` }));
+}).finally(render);
 
 // Fetch the chart library while the user reads the first page, so a run page opens without the wait.
 const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 1500));

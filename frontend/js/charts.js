@@ -25,7 +25,114 @@ export function baseLayout(extra = {}) {
   return layout;
 }
 
-const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+// Self-hosted data stays here: no Plotly logo, no "edit in Chart Studio" / "send to cloud" links. Plotly's own
+// PNG button is replaced by one that titles the picture, names the file and paints it on white.
+const exportInfo = new WeakMap(); // element -> { filename, title }
+let config = null;
+function chartConfig() {
+  if (!config) {
+    config = {
+      responsive: true, displaylogo: false, showLink: false, showSendToCloud: false, showEditInChartStudio: false,
+      modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage"],
+      modeBarButtonsToAdd: [{ name: "download-png", title: "Download as PNG", icon: window.Plotly.Icons.camera,
+        click: (gd) => { exportPng(gd).catch((error) => console.warn("PNG export failed", error)); } }],
+      toImageButtonOptions: { format: "png", scale: 2 },
+    };
+  }
+  return config;
+}
+
+/** A file name from free text: letters, digits, dots and dashes only. */
+export function slug(text) {
+  return String(text ?? "").toLowerCase().normalize("NFKD").replace(/[^a-z0-9.]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 80)
+    || "chart";
+}
+
+/** Name and title the chart's PNG export: `filename` (without .png) and a title drawn above the plot. */
+export function setExport(el, { filename, title }) {
+  exportInfo.set(el, { filename: slug(filename), title: String(title ?? "") });
+}
+
+const LIGHT = { fg: "#1b1f24", muted: "#5b6470", grid: "#e6e9ee" };
+
+/** The chart as a titled PNG on white (whatever the theme), downloaded under its export name. */
+export async function exportPng(gd) {
+  const info = exportInfo.get(gd) || { filename: "chart", title: "" };
+  const layout = JSON.parse(JSON.stringify(gd.layout || {}));
+  for (const key of Object.keys(layout)) {
+    if (!/^[xy]axis\d*$/.test(key)) continue;
+    Object.assign(layout[key], { gridcolor: LIGHT.grid, zerolinecolor: LIGHT.grid, linecolor: LIGHT.grid,
+      tickfont: { ...(layout[key].tickfont || {}), color: LIGHT.muted } });
+    if (layout[key].title) layout[key].title = { ...layout[key].title, font: { ...(layout[key].title.font || {}), color: LIGHT.muted } };
+  }
+  Object.assign(layout, {
+    paper_bgcolor: "#ffffff", plot_bgcolor: "#ffffff", font: { ...(layout.font || {}), color: LIGHT.fg },
+    title: { text: plotlyTitle(info.title), x: 0.01, xanchor: "left", font: { size: 15, color: LIGHT.fg } },
+    margin: { ...(layout.margin || {}), t: ((layout.margin || {}).t || 10) + 50 },
+    legend: { ...(layout.legend || {}), font: { color: LIGHT.fg } },
+  });
+  const width = Math.max(600, gd.offsetWidth || 900);
+  const height = Math.max(360, (gd.offsetHeight || 400) + 50);
+  const url = await window.Plotly.toImage({ data: gd.data, layout, config: { displaylogo: false } },
+    { format: "png", width, height, scale: 2 });
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${info.filename}.png`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+const plotlyTitle = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+/** A layout for a chart with nothing to draw yet: no axes, one line saying what it waits for. */
+export function emptyLayout(message, extra = {}) {
+  return baseLayout({
+    ...extra,
+    xaxis: { visible: false }, yaxis: { visible: false },
+    annotations: [{ text: plotlyTitle(message), showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+      font: { color: css("--muted"), size: 13 } }],
+  });
+}
+
+/** Whole-number tick spacing for `span` epochs: 1, 2, 5, 10, 20, 50, … with at most about 10 ticks. */
+export function epochStep(span) {
+  const raw = Math.max(1, span / 10);
+  const power = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * power >= raw) return Math.max(1, m * power);
+  return Math.max(1, 10 * power);
+}
+
+/** An epoch x axis whose ticks are whole epochs, for the span in view (the user's zoom, else 0…total). */
+export function epochAxis(el, total, extra = {}) {
+  const range = el?.layout?.xaxis?.autorange === false ? el.layout.xaxis.range : null;
+  const span = range ? Math.abs(range[1] - range[0]) : total;
+  return { title: { text: "epoch" }, tick0: 0, dtick: epochStep(span), tickformat: "d", ...extra };
+}
+
+/** Keep whole-epoch ticks while the user zooms (Plotly would otherwise tick at 1.5, 2.5). */
+export function keepEpochTicks(el) {
+  onChart(el, "plotly_relayout", (change) => {
+    if (!Object.keys(change).some((key) => key.startsWith("xaxis.range") || key === "xaxis.autorange")) return;
+    const range = el._fullLayout?.xaxis?.range;
+    if (!range) return;
+    const dtick = epochStep(Math.abs(range[1] - range[0]));
+    if (el.layout.xaxis?.dtick !== dtick) window.Plotly.relayout(el, { "xaxis.dtick": dtick });
+  });
+}
+
+/** TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0. */
+export function smooth(values, weight) {
+  if (!weight) return values;
+  let last = 0;
+  let count = 0;
+  return values.map((v) => {
+    if (v === null || v === undefined || !isFinite(v)) return v;
+    count += 1;
+    last = last * weight + (1 - weight) * v;
+    return last / (1 - weight ** count);
+  });
+}
 
 // Charts off screen are drawn when they scroll near the viewport: a run page has many charts, and drawing
 // only the visible ones keeps a 200-epoch × 20-layer page interactive within a second (and live updates cheap).
@@ -45,13 +152,17 @@ function flush(el) {
   const args = pending.get(el);
   if (!args || !window.Plotly) return;
   pending.delete(el);
-  window.Plotly.react(el, args[0], args[1], CONFIG);
+  window.Plotly.react(el, args[0], args[1], chartConfig());
   for (const [event, handler] of listeners.get(el) || []) el.on(event, handler);
   listeners.delete(el);
 }
 
-/** Draw or update a chart (now if it is near the viewport, else when it gets there); the same `uirevision` keeps the user's zoom. */
-export function draw(el, data, layout, uirevision) {
+/**
+ * Draw or update a chart (now if it is near the viewport, else when it gets there); the same `uirevision` keeps the
+ * user's zoom. `exportAs` ({filename, title}) names its PNG download.
+ */
+export function draw(el, data, layout, uirevision, exportAs) {
+  if (exportAs) setExport(el, exportAs);
   if (!pending.has(el) && !el.dataset.observed) {
     el.dataset.observed = "1";
     observer.observe(el);

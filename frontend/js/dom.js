@@ -71,7 +71,57 @@ export function statusBadge(status) {
   return h("span", { class: `badge ${status}`, text: status });
 }
 
-export const ACTIVE = new Set(["queued", "running"]);
+// Run statuses come from GET /api/options (app.js loads them before the first page): never retyped here.
+/** Every run status, in the API's order. */
+export const STATUSES = [];
+/** Statuses a run never leaves. */
+export const FINISHED = new Set();
+/** Statuses of a run that is still queued or running (every status that is not finished). */
+export const ACTIVE = new Set();
+
+export function setStatuses({ statuses = [], finished_statuses: finished = [] } = {}) {
+  STATUSES.splice(0, STATUSES.length, ...statuses);
+  FINISHED.clear();
+  ACTIVE.clear();
+  for (const status of statuses) (finished.includes(status) ? FINISHED : ACTIVE).add(status);
+}
+
+export const isFinished = (status) => FINISHED.has(status);
+export const isActive = (status) => ACTIVE.has(status);
+
+/** "3 min ago" for a timestamp; the exact time belongs in a title. */
+export function relativeTime(value, now = Date.now()) {
+  const date = parseTime(value);
+  if (!date) return "—";
+  const seconds = Math.round((now - date.getTime()) / 1000);
+  if (seconds < 45) return "just now";
+  const units = [["day", 86400], ["h", 3600], ["min", 60]];
+  for (const [unit, size] of units) {
+    const count = Math.floor(seconds / size);
+    if (count >= 1) return unit === "day" ? `${count} day${count === 1 ? "" : "s"} ago` : `${count} ${unit} ago`;
+  }
+  return "1 min ago";
+}
+
+/**
+ * Ask before something that cannot be undone, in the page's own <dialog> (no window.confirm).
+ * Resolves true when the user confirms.
+ */
+export function confirmDialog(message, { confirm = "OK", cancel = "Keep it", danger = true } = {}) {
+  return new Promise((resolve) => {
+    const yes = h("button", { type: "submit", value: "yes", class: danger ? "danger" : "primary", text: confirm });
+    const no = h("button", { type: "submit", value: "no", text: cancel });
+    const dialog = h("dialog", { class: "confirm-dialog", "aria-label": confirm },
+      h("form", { method: "dialog" }, h("p", { text: message }), h("div", { class: "actions" }, no, yes)));
+    dialog.addEventListener("close", () => {
+      dialog.remove();
+      resolve(dialog.returnValue === "yes");
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    no.focus();
+  });
+}
 
 /** A progress bar with "epoch i/N · ETA" under it; `update` changes it in place. */
 export function progressBar() {

@@ -9,23 +9,25 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import API_TOKEN, SCREENSHOTS, FakeWorker, PageWatch, chart_points, screenshot
+from tests.browser.conftest import (
+    API_TOKEN,
+    SCREENSHOTS,
+    FakeWorker,
+    PageWatch,
+    chart_points,
+    screenshot,
+    wait_js,
+    wait_points,
+)
 
 pytestmark = pytest.mark.browser
 
 XSS = "<img src=x onerror=alert(1)>"
 
 
-def wait_points(page: Any, chart_id: str, count: int, trace: int = 0) -> None:
-    page.wait_for_function(
-        "([id, i, n]) => { const el = document.getElementById(id);"
-        " return el && el.data && el.data[i] && el.data[i].x.length === n }",
-        arg=[chart_id, trace, count])
-
-
 def wait_drawn(page: Any, chart_id: str, epoch: int) -> None:
     """Wait until a mask-inspector chart shows `epoch` (charts off screen are drawn only once scrolled to)."""
-    page.wait_for_function("([id, e]) => document.getElementById(id)?.layout?.meta?.epoch === e", arg=[chart_id, epoch])
+    wait_js(page, "([id, e]) => document.getElementById(id)?.layout?.meta?.epoch === e", [chart_id, epoch])
 
 
 def test_submitting_the_form_queues_the_run_and_opens_its_page(page: Any, worker: FakeWorker) -> None:
@@ -81,23 +83,25 @@ def test_bad_values_show_their_messages_next_to_the_fields(page: Any, watch: Pag
     page.get_by_label("Learning rate").fill("-1")
     page.get_by_role("button", name="Start run").click()
     error = page.locator("#f-training-lr-error")
-    page.wait_for_function("document.getElementById('f-training-lr-error').textContent.length > 0")
+    error.filter(has_text=re.compile(".")).wait_for()
     assert "greater than 0" in error.inner_text()
     screenshot(page, "new-run-field-error", full_page=False)
     assert page.get_by_label("Learning rate").get_attribute("aria-invalid") == "true"
-    # A cross-field rule lands at the pruning section.
+    # A cross-field rule lands at every field it involves (its 422 entries are located, no prose is parsed).
     page.get_by_label("Learning rate").fill("0.05")
     page.get_by_label("Criterion").select_option("activation")
     page.get_by_role("button", name="Start run").click()
-    page.wait_for_function("document.getElementById('section-pruning-error').textContent.includes('activation')")
+    page.locator("#f-pruning-criterion-error", has_text="activation").wait_for()
+    page.locator("#f-pruning-granularity-error", has_text="activation").wait_for()
     assert page.locator("#f-training-lr-error").inner_text() == ""
     screenshot(page, "new-run-errors")
-    # A whole-config rule names its field in the message; it lands there.
+    # A whole-config rule: the schedule's end epoch and Epochs are both marked.
     page.get_by_label("Criterion").select_option("magnitude")
-    page.get_by_label("Epochs").fill("10")
+    page.get_by_label("Epochs").fill("10")  # rescales the schedule's end epoch from 20 to 7 …
+    page.get_by_label("Schedule end epoch").fill("12")  # … so put it after the last epoch by hand
     page.get_by_role("button", name="Start run").click()
-    page.wait_for_function("document.getElementById('f-pruning-schedule-end-epoch-error').textContent"
-                           ".includes('after the last epoch')")
+    page.locator("#f-pruning-schedule-end-epoch-error", has_text="after the last epoch").wait_for()
+    page.locator("#f-training-epochs-error", has_text="after the last epoch").wait_for()
     assert page.locator("#section-pruning-error").inner_text() == ""
     assert page.url.endswith("/runs/new")
     assert worker.client.get("/api/runs").json()["total"] == before
@@ -122,15 +126,17 @@ def test_run_page_gains_points_live_and_keeps_the_zoom(page: Any, worker: FakeWo
     wait_points(page, "chart-sparsity", 3)
     assert page.evaluate("window.__sameDocument") is True  # no reload
     assert page.evaluate("document.getElementById('chart-sparsity').layout.xaxis.range") == [0.5, 2.5]
-    assert page.evaluate("document.getElementById('chart-layer-heatmap').data[0].z[0].length") == 3
+    page.locator("#chart-layer-heatmap").scroll_into_view_if_needed()  # drawn once near the viewport
+    assert wait_js(page, "() => document.getElementById('chart-layer-heatmap')?.data?.[0]?.z?.[0]?.length") == 3
     assert page.locator(".run-header .progress .label").inner_text().startswith("epoch 3/6")
     page.locator("#mask-caption").filter(has_text="epoch 3").wait_for()
     streams: list[str] = []
     page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
-    worker.epoch(run_id, 4, 6)
+    for epoch in (4, 5, 6):  # a run completes only with every epoch recorded
+        worker.epoch(run_id, epoch, 6)
     worker.finish(run_id, summary={"final_sparsity": 0.5, "final_test_acc": 0.93, "best_test_acc": 0.93})
     page.locator(".run-title .badge", has_text="completed").wait_for()
-    wait_points(page, "chart-loss", 4)
+    wait_points(page, "chart-loss", 6)
     page.wait_for_timeout(2500)  # the server asks for a 1 s retry: a stream left open would reconnect by now
     assert streams == [], f"the finished run's stream reconnected: {streams}"
 
@@ -147,7 +153,8 @@ def test_run_page_falls_back_to_polling_when_the_stream_fails(page: Any, watch: 
     wait_points(page, "chart-loss", 2)  # polled every 2 s
     worker.finish(run_id, status="failed", error="CUDA error: out of memory <script>alert(1)</script>")
     page.locator(".run-title .badge", has_text="failed").wait_for()
-    assert page.locator(".run-header pre").inner_text() == "CUDA error: out of memory <script>alert(1)</script>"
+    reason = page.locator("#run-failure .failure-reason").inner_text()
+    assert reason == "CUDA error: out of memory <script>alert(1)</script>"
 
 
 def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> None:
@@ -188,7 +195,7 @@ def test_mask_slider_scrubs_through_epochs(page: Any, worker: FakeWorker) -> Non
     screenshot(page, "run")
     page.set_viewport_size({"width": 420, "height": 900})
     # Plotly resizes responsive charts on a debounced window resize; then nothing is wider than the screen.
-    page.wait_for_function("document.documentElement.scrollWidth <= 420", timeout=5000)
+    wait_js(page, "() => document.documentElement.scrollWidth <= 420")
     page.wait_for_timeout(300)
     screenshot(page, "run-narrow")
 
@@ -203,6 +210,7 @@ def test_cancel_button_stops_a_running_run(page: Any, worker: FakeWorker) -> Non
     page.locator(".facts div", has_text="attempts").filter(has_text="1").wait_for()  # re-read on the status change
     assert page.locator(".facts div", has_text="worker").inner_text().endswith("w1")
     page.get_by_role("button", name="Cancel run").click()
+    page.get_by_role("dialog").get_by_role("button", name="Yes, cancel it").click()
     page.get_by_role("button", name="Cancel requested…").wait_for()
     assert worker.run(run_id)["cancel_requested"] is True
     ack = worker.epoch(run_id, 2, 10)
@@ -216,6 +224,7 @@ def test_cancel_of_a_queued_run_is_immediate(page: Any, worker: FakeWorker) -> N
     run_id = worker.submit("cancel-queued", epochs=3)
     page.goto(f"/runs/{run_id}")
     page.get_by_role("button", name="Cancel run").click()
+    page.get_by_role("dialog").get_by_role("button", name="Yes, cancel it").click()
     page.locator(".run-title .badge", has_text="cancelled").wait_for()
     assert worker.run(run_id)["status"] == "cancelled"
 
@@ -230,17 +239,17 @@ def test_compare_two_runs_from_the_runs_list(page: Any, worker: FakeWorker) -> N
     page.get_by_role("checkbox", name=f"Select run {b} to compare").check()
     page.get_by_role("button", name="Compare selected (2)").click()
     page.wait_for_url(re.compile(rf"/compare\?ids={a},{b}$"))
-    page.wait_for_function("document.getElementById('compare-test_acc')?.data?.length === 2")
+    wait_js(page, "() => document.getElementById('compare-test_acc')?.data?.length === 2")
     assert chart_points(page, "compare-test_acc", 1) == 5
     page.locator("#chart-pareto").scroll_into_view_if_needed()
-    page.wait_for_function("document.getElementById('chart-pareto')?.data?.length >= 2")
+    wait_js(page, "() => document.getElementById('chart-pareto')?.data?.length >= 2")
     names = page.locator("#compare-table td.name").all_inner_texts()
     assert names == [f"#{a} compare-a", f"#{b} compare-b"]
     front = page.evaluate("document.getElementById('chart-pareto').data.find(t => t.name === 'Pareto front').x.length")
     assert front >= 1
     screenshot(page, "compare")
     page.set_viewport_size({"width": 420, "height": 900})
-    page.wait_for_function("document.documentElement.scrollWidth <= 420", timeout=5000)
+    wait_js(page, "() => document.documentElement.scrollWidth <= 420")
     screenshot(page, "compare-narrow", full_page=False)
 
 
@@ -252,7 +261,7 @@ def test_compare_without_runs_still_shows_the_pareto_front(page: Any, worker: Fa
     page.wait_for_url(re.compile(r"/compare$"))
     page.get_by_text("Pick runs to overlay").wait_for()
     page.locator("#chart-pareto").scroll_into_view_if_needed()
-    page.wait_for_function("document.getElementById('chart-pareto')?.data?.some(t => t.customdata?.length)")
+    wait_js(page, "() => document.getElementById('chart-pareto')?.data?.some(t => t.customdata?.length)")
     assert page.locator("#compare-curves").is_hidden()
 
 
@@ -283,9 +292,9 @@ def test_runs_list_filters_sorts_pages_and_moves_live(page: Any, worker: FakeWor
     assert "status=completed" in page.url
     page.get_by_label("Status").select_option("")
     page.get_by_label("Tag").fill("")
-    page.wait_for_function("!location.search.includes('tag=')")
+    page.wait_for_url(lambda url: "tag=" not in url)
     page.locator(f"tr[data-run-id='{ids[5]}'] button.tag", has_text="paging").click()  # a tag filters by it
-    page.wait_for_function("location.search.includes('tag=paging')")
+    page.wait_for_url(lambda url: "tag=paging" in url)
     assert page.get_by_label("Tag").input_value() == "paging"
 
 
@@ -301,17 +310,18 @@ def test_a_hostile_run_name_is_shown_as_text_everywhere(page: Any, watch: PageWa
     page.get_by_role("link", name=XSS).click()
     page.get_by_role("heading", name=XSS).wait_for()
     page.locator("#mask-caption").filter(has_text=f"{XSS}.weight · epoch 3").wait_for()
-    page.wait_for_function("document.getElementById('chart-layer-lines')?.data?.length === 2")
-    page.wait_for_function("performance.getEntriesByType('resource').some(e => e.name.includes('/connectivity'))")
+    page.locator("#chart-layer-lines").scroll_into_view_if_needed()
+    wait_js(page, "() => document.getElementById('chart-layer-lines')?.data?.length === 2")
+    wait_js(page, "() => performance.getEntriesByType('resource').some(e => e.name.includes('/connectivity'))")
     assert page.locator("#connectivity-card").is_hidden()
     legend = page.locator("#chart-layer-lines .legendtext").all_text_contents()
     assert f"{XSS}.weight" in legend and "<b>bold</b>" in legend
     assert page.locator("#layer-table td.name").first.inner_text() == f"{XSS}.weight"
     page.goto(f"/compare?ids={run_id},{other}")
-    page.wait_for_function("document.getElementById('compare-test_acc')?.data?.length === 2")
+    wait_js(page, "() => document.getElementById('compare-test_acc')?.data?.length === 2")
     assert page.locator("#compare-test_acc .legendtext").first.text_content() == f"#{run_id} {XSS}"
     page.goto(f"/runs/new?clone={run_id}")
-    assert page.get_by_label("Name", exact=True).input_value() == XSS
+    assert page.get_by_label("Name", exact=True).input_value() == f"{XSS} (copy)"
     assert page.locator("img[src='x']").count() == 0
     assert page.locator("b").count() == 0
 
@@ -322,7 +332,7 @@ def test_clone_prefills_the_form_from_the_run(page: Any, worker: FakeWorker) -> 
     page.goto(f"/runs/{run_id}")
     page.get_by_role("link", name="Clone this run").click()
     page.wait_for_url(re.compile(rf"/runs/new\?clone={run_id}$"))
-    assert page.get_by_label("Name", exact=True).input_value() == "clone-source"
+    assert page.get_by_label("Name", exact=True).input_value() == "clone-source (copy)"
     assert page.get_by_label("Epochs").input_value() == "7"
     assert page.get_by_label("Learning rate").input_value() == "0.02"
     assert page.get_by_label("Target sparsity").input_value() == "0.8"
@@ -375,19 +385,20 @@ def test_a_large_run_page_draws_its_charts_and_answers_the_slider(page: Any, wor
     page.goto("/?q=large-run")  # arrive from the runs list, as a user would: the static files are loaded
     link = page.get_by_role("link", name="large-run").first
     link.wait_for()
-    page.wait_for_function("window.Plotly !== undefined")  # fetched while the list is read (idle time)
+    wait_js(page, "() => window.Plotly !== undefined")  # fetched while the list is read (idle time)
     timings = []
     for _ in range(3):
         start = time.perf_counter()
         link.click()
-        # Interactive: the charts on screen are drawn and the epoch slider answers.
-        page.wait_for_function("document.getElementById('chart-layer-lines')?.data?.length === 20", polling="raf")
+        # Interactive: the per-layer chart is drawn once scrolled to and the epoch slider answers.
+        page.locator("#chart-layer-lines").scroll_into_view_if_needed()
+        wait_js(page, "() => document.getElementById('chart-layer-lines')?.data?.length === 20")
         page.get_by_label("Epoch", exact=True).focus()  # scrolls the inspector into view, drawing what is there
         page.keyboard.press("Home")
         page.locator("#layer-table caption", has_text="Layers at epoch 1").wait_for()
         timings.append(time.perf_counter() - start)
         page.locator("#chart-churn").scroll_into_view_if_needed()
-        page.wait_for_function("document.getElementById('chart-churn')?.data?.length === 40", polling="raf")
+        wait_js(page, "() => document.getElementById('chart-churn')?.data?.length === 40")
         page.go_back()
         link.wait_for()
     # The 1 s target is a benchmark figure (bench/dashboard_bench.py prints it), not a timed assertion.
@@ -440,6 +451,7 @@ def test_a_server_with_an_api_token_asks_for_it_once(page: Any, watch: PageWatch
     page.get_by_role("button", name="Use token").click()
     page.wait_for_url(re.compile(r"/runs/\d+$"))
     page.get_by_role("button", name="Cancel run").click()  # the stored token is sent without asking
+    page.get_by_role("dialog").get_by_role("button", name="Yes, cancel it").click()
     page.locator(".run-title .badge", has_text="cancelled").wait_for()
     assert page.locator(".token-banner").count() == 0
 

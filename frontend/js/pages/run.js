@@ -1,13 +1,16 @@
-// One run, live: header (status, progress, cancel, edit), metric charts and mask inspector fed by SSE or polling.
+// One run, live: header (status, progress, cancel, edit), its configuration, metric charts and mask inspector fed
+// by SSE or polling.
 
 import { api, ApiError, isAbort } from "../api.js";
-import { plotlyReady } from "../charts.js";
-import { ACTIVE, dateTime, h, num, parseTime, pct, progressBar, statusBadge } from "../dom.js";
+import { plotlyReady, slug } from "../charts.js";
+import { ACTIVE, confirmDialog, dateTime, FINISHED, h, num, parseTime, pct, progressBar, statusBadge } from "../dom.js";
 import { metricCharts } from "./run-charts.js";
 import { deleteControl, runEditor } from "./run-edit.js";
 import { maskInspector } from "./run-inspector.js";
+import { stepChart } from "./run-steps.js";
+import { configPanel, headlineFigures, statusNotice, waitingFor } from "./run-config.js";
+import { renderMarkdown } from "../markdown.js";
 
-const FINISHED = new Set(["completed", "failed", "cancelled"]);
 const POLL_MS = 2000;
 
 export async function runPage(root, ctx) {
@@ -37,6 +40,10 @@ export async function runPage(root, ctx) {
   // ---- header -----------------------------------------------------------------------------------------
   const title = h("h1");
   const badge = h("span");
+  const tracked = run.kind === "tracked";
+  // A tracked run was logged by the user's own script (the tracking SDK): no queue, no clone into the form.
+  const kindMarker = tracked ? h("span", { class: "kind-marker", id: "run-kind", text: "tracked",
+    title: "Logged by the user's own script through the tracking SDK; a cancel reaches it on its next run.log" }) : null;
   const facts = h("dl", { class: "facts" });
   const bar = progressBar();
   const errorBox = h("div");
@@ -44,7 +51,7 @@ export async function runPage(root, ctx) {
   const actionNote = h("span", { class: "muted", role: "status" });
   // The worker uploads the pruned model when the run completes; before that the link would download a 404.
   const modelLink = h("a", { class: "button", href: `${base}/model`, download: `run-${runId}-model.pt`, id: "download-model" }, "Download model");
-  const notesBox = h("p", { class: "run-notes", id: "run-notes" });
+  const notesBox = h("div", { class: "run-notes markdown", id: "run-notes" });
   const editor = runEditor({ base, signal: ctx.signal, getRun: () => run, onSaved: (fresh) => {
     run = { ...run, name: fresh.name, tags: fresh.tags, notes: fresh.notes };
     ctx.setTitle(run.name);
@@ -54,12 +61,12 @@ export async function runPage(root, ctx) {
     onError: (error) => { actionNote.textContent = `Not deleted: ${error.message}`; } });
   ctx.onCleanup(deleter.stop);
   const header = h("section", { class: "run-header card", "aria-label": "Run status" },
-    h("div", { class: "run-title" }, title, badge),
-    facts, notesBox, bar.el, errorBox,
+    h("div", { class: "run-title" }, title, badge, kindMarker),
+    facts, errorBox, notesBox, bar.el,
     h("div", { class: "actions" },
       cancelButton,
       editor.button,
-      h("a", { class: "button", href: `/runs/new?clone=${runId}` }, "Clone this run"),
+      tracked ? null : h("a", { class: "button", href: `/runs/new?clone=${runId}` }, "Clone this run"),
       h("a", { class: "button", href: `${base}/export?format=csv`, download: `run-${runId}.csv` }, "Export CSV"),
       h("a", { class: "button", href: `${base}/export?format=json`, download: `run-${runId}.json` }, "Export JSON"),
       modelLink,
@@ -82,29 +89,40 @@ export async function runPage(root, ctx) {
     title.textContent = run.name;
     badge.replaceChildren(statusBadge(run.status));
     const summary = run.summary || {};
+    // The header's figures are those of the last recorded epoch, as the charts show: a cancelled run's final
+    // summary is measured after the interrupted epoch and would disagree with them.
+    const figures = headlineFigures(run, sorted);
     facts.replaceChildren(...[
       fact("run", `#${run.id}`),
       fact("strategy", run.strategy),
       fact("model", run.model),
       fact("dataset", run.dataset),
       fact("device", run.device),
-      fact("worker", run.worker || "—"),
+      fact(tracked ? "host" : "worker", run.worker || "—"),
       fact("attempts", String(run.attempts)),
       fact("created", dateTime(run.created_at)),
       run.started_at ? fact("started", dateTime(run.started_at)) : null,
       run.finished_at ? fact("finished", dateTime(run.finished_at)) : null,
-      fact("sparsity", pct(run.sparsity)),
-      fact("test acc.", pct(run.test_acc, 2)),
-      fact("best acc.", pct(run.best_test_acc, 2)),
+      fact("sparsity", pct(figures.sparsity)),
+      fact("test acc.", pct(figures.test_acc, 2)),
+      fact("best acc.", pct(figures.best_test_acc, 2)),
       run.preset ? fact("preset", run.preset) : null,
       (run.tags || []).length ? fact("tags", run.tags.join(", ")) : null,
       ...Object.entries(summary).filter(([k, v]) => !["final_sparsity", "final_test_acc", "best_test_acc"].includes(k)
         && (typeof v === "number" || typeof v === "string")).slice(0, 6).map(([k, v]) => fact(k.replace(/_/g, " "), typeof v === "number" ? num(v) : v)),
     ].filter(Boolean));
     bar.update({ ...run, eta_seconds: etaSeconds() });
-    errorBox.replaceChildren(run.error ? h("pre", { class: "notice error", style: "white-space:pre-wrap;margin:0", text: run.error }) : "");
-    modelLink.hidden = run.status !== "completed";
-    notesBox.textContent = run.notes || "";
+    // Rebuilt only when it changes: a rebuild would close a traceback the user has opened.
+    const noticeKey = JSON.stringify([run.status, run.error, sorted.length ? sorted[sorted.length - 1].epoch : 0, run.epochs_total]);
+    if (errorBox.dataset.key !== noticeKey) {
+      errorBox.dataset.key = noticeKey;
+      errorBox.replaceChildren(...statusNotice(run, sorted));
+    }
+    modelLink.hidden = tracked || run.status !== "completed";
+    if (notesBox.dataset.source !== (run.notes || "")) {
+      notesBox.dataset.source = run.notes || "";
+      notesBox.replaceChildren(renderMarkdown(run.notes || ""));
+    }
     notesBox.hidden = !run.notes;
     deleter.setVisible(FINISHED.has(run.status));
     const active = ACTIVE.has(run.status);
@@ -114,6 +132,9 @@ export async function runPage(root, ctx) {
   }
 
   async function cancel() {
+    const stop = await confirmDialog(`Cancel run ${run.id} (${run.name})? It stops within seconds and cannot be resumed.`,
+      { confirm: "Yes, cancel it", cancel: "Keep running" });
+    if (!stop) return;
     cancelButton.disabled = true;
     actionNote.textContent = "";
     try {
@@ -128,11 +149,13 @@ export async function runPage(root, ctx) {
 
   // ---- charts ---------------------------------------------------------------------------------------
   const metrics = metricCharts(uirev);
-  const inspector = maskInspector({ base, signal: ctx.signal, uirev, onCleanup: ctx.onCleanup });
-  const emptyNote = h("p", { class: "muted", id: "no-epochs" }, "No epoch recorded yet — charts fill in live as the worker reports.");
+  const exportName = () => `run-${runId}-${slug(run.name)}`;
+  const inspector = maskInspector({ base, signal: ctx.signal, uirev, onCleanup: ctx.onCleanup, exportName });
+  const emptyNote = h("p", { class: "muted", id: "no-epochs" });
+  const steps = tracked ? stepChart({ runId, signal: ctx.signal, uirev, exportName }) : null;
 
-  const chartsSection = h("div", { class: "charts" }, metrics.el, inspector.el);
-  root.append(header, emptyNote, chartsSection);
+  const chartsSection = h("div", { class: "charts" }, metrics.el, steps?.el, inspector.el);
+  root.append(header, configPanel(run.config, { tracked }), emptyNote, chartsSection);
   renderHeader();
 
   // ---- epochs in, charts out --------------------------------------------------------------------------
@@ -163,7 +186,8 @@ export async function runPage(root, ctx) {
     sorted = [...epochs.values()].sort((a, b) => a.epoch - b.epoch);
     renderHeader();
     emptyNote.hidden = sorted.length > 0;
-    inspector.update(sorted, metrics.draw(sorted, run.epochs_total));
+    emptyNote.textContent = `${waitingFor(run)}.`;
+    inspector.update(sorted, metrics.draw(sorted, run.epochs_total, { waiting: waitingFor(run), exportName: exportName() }));
   }
 
   // ---- live updates: SSE, with polling when the stream fails --------------------------------------------
@@ -182,7 +206,7 @@ export async function runPage(root, ctx) {
     if (typeof s.epochs_total === "number") run.epochs_total = s.epochs_total;
     if ("worker" in s) run.worker = s.worker;
     if ("error" in s) run.error = s.error;
-    if (s.reason === "cancel requested") run.cancel_requested = true;
+    if (typeof s.cancel_requested === "boolean") run.cancel_requested = s.cancel_requested;
     if (s.status === "running" && !run.started_at) run.started_at = new Date().toISOString();
     scheduleRender();
   }
@@ -199,6 +223,7 @@ export async function runPage(root, ctx) {
   function openStream() {
     source = new EventSource(`${base}/events`);
     source.addEventListener("epoch", (event) => upsertEpoch(JSON.parse(event.data)));
+    if (steps) source.addEventListener("points", (event) => steps.add(JSON.parse(event.data).points));
     source.addEventListener("status", (event) => {
       const status = JSON.parse(event.data);
       applyStatus(status);
@@ -222,6 +247,7 @@ export async function runPage(root, ctx) {
       const [fresh, list] = await Promise.all([api(base, { signal: ctx.signal }), api(`${base}/epochs`, { signal: ctx.signal })]);
       run = fresh;
       for (const record of list.items) upsertEpoch(record);
+      if (steps) await steps.poll();
       scheduleRender();
       if (FINISHED.has(run.status)) return;
     } catch (error) {
@@ -240,6 +266,7 @@ export async function runPage(root, ctx) {
     clearTimeout(pollTimer);
     metrics.purge();
     inspector.purge();
+    steps?.purge();
   });
 
   const onTheme = () => renderAll();
@@ -257,5 +284,6 @@ export async function runPage(root, ctx) {
     actionNote.textContent = `Could not load epochs: ${error.message}`;
   }
   renderAll();
-  if (!FINISHED.has(run.status)) openStream();
+  if (steps) await steps.load();
+  if (!FINISHED.has(run.status) && !ctx.signal.aborted) openStream();
 }

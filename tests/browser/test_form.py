@@ -1,0 +1,243 @@
+"""The new-run form keeps presets exact, explains and rescales its fields, marks every field of a conflict; the runs
+list shows configs beside results; clone and cancel behave as a researcher expects."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import FakeWorker, PageWatch, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def start_run(page: Any) -> int:
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    return int(page.url.rsplit("/", 1)[1])
+
+
+def test_every_preset_submitted_unedited_stores_exactly_the_preset(page: Any, worker: FakeWorker) -> None:
+    presets = worker.client.get("/api/presets").json()["items"]
+    assert len(presets) >= 8
+    for preset in presets:
+        # What the API stores for the preset itself is the reference (it fills in any newer defaults).
+        direct = worker.client.post("/api/runs", json=preset["config"])
+        assert direct.status_code == 201, direct.text
+        page.goto("/runs/new")
+        page.get_by_label("Preset").select_option(preset["name"])
+        run_id = start_run(page)
+        stored = worker.run(run_id)["config"]
+        assert stored == direct.json()["config"], f"preset {preset['name']} changed on its way through the form"
+
+
+def preset(worker: FakeWorker, name: str) -> dict[str, Any]:
+    items = worker.client.get("/api/presets").json()["items"]
+    config: dict[str, Any] = next(p for p in items if p["name"] == name)["config"]
+    return config
+
+
+def rescaled(value: int, old: int, new: int) -> int:
+    """The form's rule: keep the epoch's place in the run (half up), epoch 0 stays 0, others stay in 1..new."""
+    return 0 if value == 0 else min(new, max(1, math.floor(value * new / old + 0.5)))
+
+
+def test_dense_recoveries_show_their_stop_epoch_with_true_help(page: Any, worker: FakeWorker) -> None:
+    page.goto("/runs/new?preset=dns")
+    stop = page.get_by_label("Stop mask updates at epoch")
+    stop.wait_for()
+    assert stop.input_value() == str(preset(worker, "dns")["pruning"]["recovery"]["end_epoch"])
+    help_text = page.locator("#f-pruning-recovery-end-epoch-help")
+    assert "keep changing to the last epoch" in help_text.inner_text()
+    page.get_by_label("Preset").select_option("rigl")
+    assert stop.input_value() == str(preset(worker, "rigl")["pruning"]["recovery"]["end_epoch"])
+    assert "at the schedule's end epoch" in help_text.inner_text()
+    page.get_by_label("Recovery", exact=True).select_option("none")
+    assert stop.is_hidden()
+
+
+def test_changing_epochs_rescales_the_schedule_and_says_so(page: Any, worker: FakeWorker) -> None:
+    dns = preset(worker, "dns")
+    epochs, schedule = dns["training"]["epochs"], dns["pruning"]["schedule"]
+    stop = dns["pruning"]["recovery"]["end_epoch"]
+    page.goto("/runs/new?preset=dns")
+    page.get_by_label("Epochs").fill("10")
+    start_value = page.get_by_label("Schedule start epoch").input_value()
+    assert start_value == str(rescaled(schedule["start_epoch"], epochs, 10))
+    assert page.get_by_label("Schedule end epoch").input_value() == str(rescaled(schedule["end_epoch"], epochs, 10))
+    assert page.get_by_label("Stop mask updates at epoch").input_value() == str(rescaled(stop, epochs, 10))
+    note = page.locator("#f-training-epochs-note").inner_text()
+    end = schedule["end_epoch"]
+    assert f"Rescaled from {epochs} to 10 epochs" in note
+    assert f"schedule end {end} → {rescaled(end, epochs, 10)}" in note
+    page.get_by_label("Epochs").fill("60")  # from the preset's epochs again, not from the 10 typed on the way
+    assert page.get_by_label("Schedule end epoch").input_value() == str(rescaled(end, epochs, 60))
+    page.get_by_label("Epochs").fill("5")
+    run_id = start_run(page)
+    config = worker.run(run_id)["config"]
+    assert config["training"]["epochs"] == 5
+    assert config["pruning"]["schedule"]["end_epoch"] == rescaled(end, epochs, 5)
+    assert config["pruning"]["recovery"]["end_epoch"] == rescaled(stop, epochs, 5)
+
+
+def test_a_mask_interval_longer_than_an_epoch_is_flagged(page: Any) -> None:
+    page.goto("/runs/new?preset=gmp")
+    note = page.locator("#f-pruning-schedule-every-steps-note")
+    assert note.inner_text() == ""  # MNIST at batch 64: 938 steps per epoch
+    page.get_by_label("Dataset", exact=True).select_option("digits")
+    # digits: 1438 training images at batch 64 → 23 steps per epoch, so 100 steps is over four epochs.
+    assert "Longer than an epoch (23 steps on digits at batch 64)" in note.inner_text()
+    page.get_by_label("Training samples (limit)").fill("640")
+    assert "10 steps on digits" in note.inner_text()
+    page.get_by_label("Prune every (steps)").fill("")
+    assert note.inner_text() == ""
+    every_help = page.locator("#f-pruning-schedule-every-steps-help").inner_text()
+    assert "Empty: once per epoch (10 steps per epoch here)" in every_help
+    screenshot(page, "form-steps-advice", full_page=False)
+
+
+def test_a_cross_field_conflict_marks_every_field_involved(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    watch.expect_failed_request("/api/runs")
+    page.goto("/runs/new?preset=dns")
+    page.get_by_label("Criterion").select_option("activation")
+    page.get_by_role("button", name="Start run").click()
+    page.locator("#f-pruning-granularity-error", has_text="activation").wait_for()
+    assert "activation" in page.locator("#f-pruning-criterion-error").inner_text()
+    assert page.get_by_label("Criterion").get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("Granularity").get_attribute("aria-invalid") == "true"
+    assert page.locator("#section-pruning-error").inner_text() == ""
+    page.get_by_label("Criterion").select_option("magnitude")
+    page.get_by_label("Epochs").fill("10")
+    page.get_by_label("Schedule end epoch").fill("12")
+    page.get_by_role("button", name="Start run").click()
+    page.locator("#f-training-epochs-error", has_text="after the last epoch").wait_for()
+    assert "after the last epoch" in page.locator("#f-pruning-schedule-end-epoch-error").inner_text()
+    assert page.get_by_label("Criterion").get_attribute("aria-invalid") is None
+    screenshot(page, "form-conflict")
+
+
+def test_statuses_and_option_lists_come_from_the_api(page: Any) -> None:
+    def extend(route: Any) -> None:
+        body = route.fetch().json()
+        body["statuses"] = [*body["statuses"], "paused"]
+        body["datasets"] = [*body["datasets"], "plugin_set"]
+        route.fulfill(json=body)
+
+    page.route("**/api/options", extend)
+    page.goto("/")
+    page.locator("#filter-status").wait_for()
+    assert "paused" in page.locator("#filter-status option").all_inner_texts()
+    assert "plugin_set" in page.locator("#filter-dataset option").all_inner_texts()
+    page.goto("/runs/new")
+    page.locator("#f-dataset-name").wait_for()
+    assert "plugin_set" in page.locator("#f-dataset-name option").all_inner_texts()
+
+
+def test_clone_copies_the_current_tags_and_preset_and_names_the_copy(page: Any, worker: FakeWorker) -> None:
+    dns = next(p for p in worker.client.get("/api/presets").json()["items"] if p["name"] == "dns")
+    source = worker.client.post("/api/runs", json={**dns["config"], "name": "dns-source"}).json()["id"]
+    worker.client.patch(f"/api/runs/{source}", json={"tags": ["retagged"]})
+    page.goto(f"/runs/new?clone={source}")
+    assert page.get_by_label("Name", exact=True).input_value() == "dns-source (copy)"
+    assert page.get_by_label("Tags").input_value() == "retagged"
+    assert page.get_by_label("Preset").input_value() == "dns"
+    clone = worker.run(start_run(page))
+    assert clone["name"] == "dns-source (copy)"
+    assert clone["tags"] == ["retagged"]
+    assert clone["config"]["preset"] == "dns"
+    assert clone["config"]["pruning"] == worker.run(source)["config"]["pruning"]
+
+
+def test_cancel_asks_first(page: Any, worker: FakeWorker) -> None:
+    run_id = worker.submit("cancel-asks", epochs=3)
+    page.goto(f"/runs/{run_id}")
+    page.get_by_role("button", name="Cancel run").click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+    assert "cancel-asks" in dialog.inner_text()
+    dialog.get_by_role("button", name="Keep running").click()
+    dialog.wait_for(state="detached")
+    assert worker.run(run_id)["status"] == "queued"
+    page.get_by_role("button", name="Cancel run").click()
+    page.get_by_role("dialog").get_by_role("button", name="Yes, cancel it").click()
+    page.locator(".run-title .badge", has_text="cancelled").wait_for()
+    assert worker.run(run_id)["status"] == "cancelled"
+
+
+def test_runs_list_shows_configs_beside_results_filters_and_groups(page: Any, worker: FakeWorker) -> None:
+    results = {"gmp": [(0.90, 0.95), (0.94, 0.97)], "dns": [(0.96, 0.98)]}
+    ids = {}
+    for name, runs in results.items():
+        for i, (acc, sparsity) in enumerate(runs):
+            config = {"name": f"list-{name}-{i}", "tags": ["listing", name], "preset": name,
+                      "dataset": {"name": "digits"}, "training": {"epochs": 3}, "pruning": {"target_sparsity": 0.9}}
+            run_id = int(worker.client.post("/api/runs", json=config).json()["id"])
+            worker.complete(run_id, 3, accuracy=acc, sparsity=sparsity)
+            ids[(name, i)] = run_id
+    page.goto("/?tag=listing")
+    row = page.locator(f"tr[data-run-id='{ids[('dns', 0)]}']")
+    row.wait_for()
+    assert row.locator("td.c-dataset").inner_text() == "digits"
+    assert row.locator("td.c-model").inner_text() == "lenet300_100"
+    assert row.locator("td.c-method .method").inner_text() == "dns"
+    assert row.locator("td.c-accuracy").inner_text() == "96.00%"
+    assert row.locator("td.c-created_at").inner_text() in ("just now", "1 min ago")
+    assert re.fullmatch(r"\d+s", row.locator("td.c-duration").inner_text())
+    page.get_by_label("Min accuracy %").fill("93")
+    page.locator(".pager", has_text="1–2 of 2").wait_for()
+    assert "min_acc=0.93" in page.url
+    page.get_by_label("Min accuracy %").fill("")
+    page.wait_for_url(lambda url: "min_acc" not in url)
+    page.get_by_label("Preset").select_option("gmp")
+    page.wait_for_url(lambda url: "preset=gmp" in url)
+    page.locator(".pager", has_text="1–2 of 2").wait_for()
+    assert page.locator("td.c-method .method").all_inner_texts() == ["gmp", "gmp"]
+    page.get_by_label("Preset").select_option("")
+    page.get_by_label("Group by").select_option("preset")
+    gmp = page.locator("#groups-table tr[data-group='gmp']")
+    gmp.wait_for()
+    # gmp: accuracies 0.90 and 0.94 → mean 92.00, sample std 2.83 (points).
+    assert gmp.locator("td.c-acc").inner_text() == "92.00 ± 2.83%"
+    assert page.locator("#groups-table tr[data-group='dns'] td.c-acc").inner_text() == "96.00 ± 0.00%"
+    assert "group=preset" in page.url
+    page.set_viewport_size({"width": 1440, "height": 900})
+    screenshot(page, "runs-grouped-1440", full_page=False)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(200)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the runs list scrolls sideways on a phone ({width} px)"
+    screenshot(page, "runs-grouped-390", full_page=False)
+
+
+def test_the_form_preview_is_the_submitted_json(page: Any) -> None:
+    page.goto("/runs/new?preset=set")
+    preview = json.loads(page.locator("#config-preview").text_content())
+    assert preview["preset"] == "set"
+    assert preview["pruning"]["recovery"]["end_epoch"] == 25
+
+
+def test_a_constant_schedule_shows_its_start_epoch_which_defaults_to_0(page: Any, worker: FakeWorker) -> None:
+    page.goto("/runs/new?preset=rigl")
+    start = page.get_by_label("Schedule start epoch")
+    start.wait_for()
+    assert start.is_visible() and start.input_value() == "0"  # the preset's value, visible and editable
+    help_text = page.locator("#f-pruning-schedule-start-epoch-help").inner_text()
+    assert "First mask update at the end of this epoch; 0 = before the first step" in help_text
+    start.fill("2")
+    run_id = start_run(page)
+    assert worker.run(run_id)["config"]["pruning"]["schedule"] == {**preset(worker, "rigl")["pruning"]["schedule"],
+                                                                   "start_epoch": 2}
+    # Switching a gradual schedule (start 1) to constant starts it at 0, and says so; a typed start is kept.
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Schedule", exact=True).select_option("constant")
+    assert start.input_value() == "0"
+    page.locator("#f-pruning-schedule-start-epoch-note", has_text="Set to 0 for a constant schedule").wait_for()
+    page.get_by_label("Schedule", exact=True).select_option("cubic")
+    start.fill("3")
+    page.get_by_label("Schedule", exact=True).select_option("constant")
+    assert start.input_value() == "3"
+    assert json.loads(page.locator("#config-preview").text_content())["pruning"]["schedule"]["start_epoch"] == 3

@@ -1,0 +1,97 @@
+"""Sweeps in the browser: a grid from the form, the sweeps list, and a sweep page with progress, a
+parallel-coordinates plot, the best run marked, and cancel-all."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import FakeWorker, screenshot
+
+pytestmark = pytest.mark.browser
+
+BASE = {"name": "grid", "tags": ["sweep"], "dataset": {"name": "digits"}, "training": {"epochs": 3},
+        "pruning": {"target_sparsity": 0.9, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 2}}}
+
+
+def test_the_form_creates_a_grid_sweep(page: Any, worker: FakeWorker) -> None:
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Sweep: try several values").check()
+    page.get_by_label("Name", exact=True).fill("form-grid")
+    page.get_by_label("Epochs").fill("4")
+    page.get_by_label("Schedule start epoch").fill("1")
+    page.get_by_label("Schedule end epoch").fill("3")
+    page.get_by_label("Target sparsity").fill("0.9, 0.95, 0.98")
+    page.get_by_label("Recovery", exact=True).select_option(["none", "splice"])
+    assert page.get_by_label("Splice margin").is_visible()  # applies to one of the chosen recoveries
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.get_by_label("Target sparsity").scroll_into_view_if_needed()
+    screenshot(page, "form-sweep-1440", full_page=False)
+    page.get_by_role("button", name="Start sweep (6 runs)").click()
+    page.wait_for_url(re.compile(r"/sweeps/\d+$"))
+    sweep = worker.client.get(f"/api/sweeps/{page.url.rsplit('/', 1)[1]}").json()
+    assert sweep["name"] == "form-grid"
+    assert sweep["grid"] == {"pruning.target_sparsity": [0.9, 0.95, 0.98], "pruning.recovery.kind": ["none", "splice"]}
+    assert sweep["runs_total"] == 6
+    config = worker.run(sweep["runs"][0]["id"])["config"]
+    assert config["preset"] == "gmp" and config["training"]["epochs"] == 4
+    page.get_by_role("heading", name="form-grid").wait_for()
+    assert page.locator("#sweep-runs tbody tr").count() == 6
+
+
+def test_a_sweep_without_a_list_is_refused_in_the_form(page: Any, worker: FakeWorker) -> None:
+    before = worker.client.get("/api/sweeps").json()["total"]
+    page.goto("/runs/new?sweep=1&preset=dns")
+    page.get_by_role("button", name="Start sweep (1 runs)").click()
+    page.locator("#form-errors", has_text="give at least one field several values").wait_for()
+    assert worker.client.get("/api/sweeps").json()["total"] == before
+
+
+def test_sweep_page_shows_progress_parcoords_the_best_run_and_cancels(page: Any, worker: FakeWorker) -> None:
+    grid = {"training.lr": [0.05, 0.1, 0.2], "pruning.recovery.kind": ["none", "splice"]}
+    body = {"name": "lr-grid", "base": BASE, "grid": grid}
+    sweep = worker.client.post("/api/sweeps", json=body).json()
+    runs = [r["id"] for r in sweep["runs"]]
+    worker.complete(runs[0], 3, accuracy=0.91, sparsity=0.9)
+    worker.complete(runs[3], 3, accuracy=0.95, sparsity=0.88)
+    worker.start(runs[1])
+    worker.epoch(runs[1], 1, 3)
+    page.goto("/sweeps")
+    row = page.locator(f"#sweeps-table tr[data-sweep-id='{sweep['id']}']")
+    row.wait_for()
+    assert "completed 2" in row.inner_text() and "running 1" in row.inner_text()
+    row.get_by_role("link", name="lr-grid").click()
+    page.wait_for_url(re.compile(rf"/sweeps/{sweep['id']}$"))
+    best = page.locator(f"#sweep-runs tr[data-run-id='{runs[3]}']")
+    best.locator(".best-mark").wait_for()
+    assert page.locator("#sweep-runs .best-mark").count() == 1
+    assert best.locator("td").nth(1).inner_text() == "0.1"  # training.lr of the fourth combination
+    assert best.locator("td").nth(2).inner_text() == "splice"
+    page.locator("#sweep-chart-caption", has_text=f"best run (#{runs[3]})").wait_for()
+    # Parallel coordinates in SVG (Plotly's WebGL parcoords needs 'unsafe-eval', which the CSP refuses).
+    plot = page.evaluate("(() => { const el = document.getElementById('chart-sweep');"
+                         " return {meta: el.layout.meta, types: el.data.map((t) => t.type || 'scatter'),"
+                         " widths: el.data.map((t) => t.line.width), names: el.data.map((t) => t.name),"
+                         " axes: el.layout.xaxis.ticktext,"
+                         " lines: el.querySelectorAll('.scatterlayer .trace').length}; })()")
+    assert plot["meta"]["dimensions"] == ["training.lr", "recovery.kind", "final sparsity", "final accuracy"]
+    assert plot["axes"] == plot["meta"]["dimensions"]
+    assert sorted(plot["meta"]["runs"]) == sorted([runs[0], runs[3]]) and plot["meta"]["best"] == runs[3]
+    assert plot["types"] == ["scatter", "scatter"] and plot["lines"] == 2  # drawn, one line per completed run
+    assert plot["names"][-1] == f"#{runs[3]}" and plot["widths"] == [1.5, 3]  # the best run bold, on top
+    page.set_viewport_size({"width": 1440, "height": 900})
+    screenshot(page, "sweep-1440")
+    page.get_by_role("button", name="Cancel all runs (4)").click()  # the queued three and the running one
+    page.get_by_role("dialog").get_by_role("button", name="Yes, cancel all").click()
+    page.get_by_role("button", name="Cancel requested…").wait_for()  # the running run stops at its next report
+    after = {r["id"]: r for r in worker.client.get(f"/api/sweeps/{sweep['id']}").json()["runs"]}
+    assert after[runs[0]]["status"] == "completed"
+    assert after[runs[1]]["cancel_requested"] is True
+    assert after[runs[2]]["status"] == "cancelled"
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the sweep page scrolls sideways on a phone ({width} px)"
+    screenshot(page, "sweep-390")
