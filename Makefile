@@ -11,7 +11,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins the CPU build of torch; pyproject.toml states the supported range.
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# Everything: the API, the worker (torch, the `worker` extra) and the dev tools.
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dev]'
 	touch $@
 
 run: install
@@ -29,6 +30,7 @@ browser:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,24 +13,29 @@ from typing import Any
 
 import fastapi_offline
 import plotly
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend import catalog, migrate
 from backend.db import Database
 from backend.dispatch import Dispatcher
+from backend.errors import AppError
 from backend.events import EventHub
 from backend.maskviews import endpoints as masks
 from backend.reports import endpoints as reports
 from backend.results import endpoints as results
 from backend.runs import endpoints as runs
-from backend.runs.service import RunStateError
+from backend.security import CONTENT_SECURITY_POLICY, SecurityMiddleware, allowed_hosts, reject_unsafe_json
 from backend.sweeps import endpoints as sweeps
+from backend.timeouts import BodyTimeoutMiddleware
+from backend.tracking import endpoints as tracking
 from backend.workers import endpoints as workers
 from prunescope import __version__
 from prunescope.config import Settings, get_settings
@@ -36,7 +45,7 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 # Swagger UI 5 (it reads OpenAPI 3.1) as the fastapi-offline package ships it: /docs needs no CDN.
 SWAGGER_UI = Path(fastapi_offline.__file__).parent / "static"
 SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon.png": "image/png"}
-PAGES = ("/", "/runs/new", "/runs/{run_id}", "/compare", "/workers")
+PAGES = ("/", "/runs/new", "/runs/{run_id}", "/compare", "/workers", "/sweeps", "/sweeps/{sweep_id}")
 STATIC_CACHE = "public, max-age=3600"
 
 
@@ -60,10 +69,13 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
 
     app = FastAPI(
         title="prunescope", version=__version__, lifespan=lifespan, max_body_size=settings.max_body_bytes,
-        docs_url=None, redoc_url=None,
+        docs_url=None, redoc_url=None, dependencies=[Depends(reject_unsafe_json)],
         description="Queue dynamic-pruning runs, record every epoch's sparsity, metrics and masks, watch them live.",
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)
+    hosts = settings.allowed_hosts.split(",") if settings.allowed_hosts is not None else None
+    app.add_middleware(SecurityMiddleware, hosts=allowed_hosts(hosts, settings.host))
     app.include_router(runs.router)
     app.include_router(workers.router)
     app.include_router(masks.router)
@@ -71,6 +83,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
     app.include_router(results.router)
     app.include_router(sweeps.router)
     app.include_router(reports.router, max_body_size=settings.max_report_bytes)
+    app.include_router(tracking.router, max_body_size=settings.max_report_bytes)  # batches carry masks
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -79,10 +92,10 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
                   for e in exc.errors()[:50]]
         return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    @app.exception_handler(RunStateError)
-    async def run_state_error(_request: Request, exc: RunStateError) -> JSONResponse:
-        # The run's state forbids the request (cancel a finished run, delete a running one).
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+    @app.exception_handler(AppError)
+    async def app_error(_request: Request, exc: AppError) -> JSONResponse:
+        # The one place errors become responses: services and dependencies just raise.
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.get("/api/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:
@@ -99,16 +112,19 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
 
         database_ok = await run_in_threadpool(database_answers)
         broker_ok = await run_in_threadpool(request.app.state.dispatcher.broker_answers)
+        artifact_bytes = await run_in_threadpool(directory_bytes, settings.resolved_artifact_dir)
         body: dict[str, Any] = {"status": "ok" if database_ok else "degraded", "version": __version__,
-                                "database": database_ok, "broker": broker_ok}
+                                "database": database_ok, "broker": broker_ok, "artifact_bytes": artifact_bytes}
         return JSONResponse(body, status_code=200 if database_ok else 503)
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="prunescope API",
+        page = get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="prunescope API",
                                    swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
                                    swagger_css_url="/static/swagger-ui/swagger-ui.css",
                                    swagger_favicon_url="/static/swagger-ui/favicon.png")
+        page.headers["Content-Security-Policy"] = with_inline_scripts(CONTENT_SECURITY_POLICY, bytes(page.body))
+        return page
 
     @app.get("/static/swagger-ui/{name}", include_in_schema=False)
     def swagger_ui(name: str) -> FileResponse:
@@ -122,6 +138,8 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
 
     @app.get("/static/{path:path}", include_in_schema=False)
     def static(path: str) -> FileResponse:
+        if "\x00" in path:  # the file system refuses NUL; to a client it is just a file that does not exist
+            return JSONResponse({"detail": "not found"}, status_code=404)  # type: ignore[return-value]
         target = (FRONTEND / path).resolve()
         if FRONTEND not in target.parents or not target.is_file():
             return JSONResponse({"detail": "not found"}, status_code=404)  # type: ignore[return-value]
@@ -132,4 +150,37 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
 
     for page in PAGES:
         app.add_api_route(page, index, methods=["GET"], include_in_schema=False)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unknown_page(request: Request, exc: StarletteHTTPException) -> Response:
+        # A browser asking for an unknown page gets the dashboard with a 404 (its router draws the "not found"
+        # page), not a JSON body; API and static paths keep their JSON answers.
+        if (exc.status_code == status.HTTP_404_NOT_FOUND and request.method == "GET"
+                and not request.url.path.startswith(("/api/", "/static/"))
+                and "text/html" in request.headers.get("accept", "")):
+            return FileResponse(FRONTEND / "index.html", status_code=404, headers={"Cache-Control": "no-cache"})
+        return await http_exception_handler(request, exc)
+
     return app
+
+
+INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+
+
+def with_inline_scripts(policy: str, html: bytes) -> str:
+    """The policy, allowing exactly the inline scripts of this page by their hashes (Swagger UI's start-up)."""
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(m).digest()).decode()}'"
+                      for m in INLINE_SCRIPT.findall(html))
+    return policy.replace("script-src 'self'", f"script-src 'self' {hashes}") if hashes else policy
+
+
+def directory_bytes(root: Path) -> int:
+    """The bytes of every file under `root` (0 when it does not exist yet)."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:  # removed while we walked: it takes no space any more
+                continue
+    return total

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from backend.capabilities import catalog, online_offer
+from backend.deps import SessionDep, SettingsDep
 from prunescope.contract.config import RunConfig, option_lists
 from prunescope.contract.status import FINISHED_STATUSES, RunStatus
 
@@ -13,10 +15,15 @@ router = APIRouter(prefix="/api", tags=["catalog"])
 
 
 @router.get("/options")
-def options() -> dict[str, Any]:
-    """The catalog of models, datasets and strategies, and the config's JSON schema (fields, bounds, defaults)."""
+def options(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """The catalog of models, datasets and strategies, and the config's JSON schema (fields, bounds, defaults).
+
+    `models` and `datasets` list the built-ins, then the plugins online workers offer; `plugin_models`
+    maps each plugin model to its prunable layer names, `plugin_errors` says which plugins failed to load.
+    """
     return {
         **option_lists(),
+        **catalog(online_offer(session, settings.heartbeat_timeout)),
         "statuses": [status.value for status in RunStatus],
         "finished_statuses": [status.value for status in RunStatus if status in FINISHED_STATUSES],
         "defaults": RunConfig().model_dump(mode="json"),

@@ -1,30 +1,31 @@
-"""Dependencies the endpoints share: the database session, settings, the live-event hub, and tokens."""
+"""Dependencies the endpoints share: sessions, settings, the event hub, the dispatcher, the run, and tokens."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from backend.db import Database
-from backend.events import EventHub
+from backend.dispatch import Dispatcher
+from backend.errors import NotFound, Unauthorized
+from backend.events import EventHub, notified_runs
+from backend.runs import repository as runs_repository
+from backend.runs.schemas import RunId
+from backend.tables import Run
 from prunescope.config import Settings
 
 bearer = HTTPBearer(auto_error=False)
+AFTER_COMMIT = "prunescope_after_commit"
 
 
 def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    with get_db(request).session() as session:
-        yield session
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -37,10 +38,61 @@ def get_hub(request: Request) -> EventHub:
     return hub
 
 
+def get_dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
 DatabaseDep = Annotated[Database, Depends(get_db)]
-SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+def get_session(db: DatabaseDep) -> Iterator[Session]:
+    with db.session() as session:
+        yield session
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the write session's transaction has committed (files, wake-ups)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+def get_write_session(db: DatabaseDep, hub: HubDep) -> Iterator[Session]:
+    """One write transaction per request, committed when the endpoint returns (rolled back if it raises);
+    live streams of the runs it recorded events for are woken only after the commit."""
+    with db.writing() as session:
+        yield session
+    for run_id in notified_runs(session):
+        hub.notify(run_id)
+    for callback in session.info.pop(AFTER_COMMIT, []):
+        callback()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent, so a client that reads back sees its write.
+WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
+
+
+def get_run(run_id: RunId, session: SessionDep) -> Run:
+    run = runs_repository.get_run(session, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def get_run_for_write(run_id: RunId, session: WriteSessionDep) -> Run:
+    run = runs_repository.get_run(session, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+RunDep = Annotated[Run, Depends(get_run)]
+"""The run named by the path, read in the request's session; a 404 when there is none."""
+WritableRunDep = Annotated[Run, Depends(get_run_for_write)]
+"""The same, loaded inside the request's write transaction."""
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
@@ -48,20 +100,20 @@ def _matches(credentials: HTTPAuthorizationCredentials | None, token: str) -> bo
     return credentials is not None and hmac.compare_digest(credentials.credentials.encode(), token.encode())
 
 
-def require_api_token(request: Request, credentials: Credentials) -> None:
+def require_api_token(settings: SettingsDep, credentials: Credentials) -> None:
     """Write endpoints: when PRUNESCOPE_API_TOKEN is set, a matching Bearer token is required."""
-    token = get_settings_dep(request).api_token
+    token = settings.api_token
     if token and not _matches(credentials, token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "this endpoint needs `Authorization: Bearer <API token>`",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("this endpoint needs `Authorization: Bearer <API token>`",
+                           headers={"WWW-Authenticate": "Bearer"})
 
 
 def require_worker_token(request: Request, credentials: Credentials) -> None:
     """Worker reports always need the worker token."""
     token: str = request.app.state.worker_token
     if not _matches(credentials, token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "worker reports need `Authorization: Bearer <worker token>`",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("worker reports need `Authorization: Bearer <worker token>`",
+                           headers={"WWW-Authenticate": "Bearer"})
 
 
 ApiWrite = Depends(require_api_token)

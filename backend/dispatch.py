@@ -13,12 +13,15 @@ from backend.db import Database
 from backend.events import EventHub
 from backend.runs import service as runs
 from backend.tables import Run, utcnow
-from backend.workers.endpoints import online_workers
+from backend.tracking import service as tracking
+from backend.workers.repository import online_workers
 from prunescope.broker import make_celery
 from prunescope.config import Settings
 from prunescope.contract.queue import TRAIN_TASK, queue_for
+from prunescope.contract.status import ACTIVE_STATUSES
 
 log = logging.getLogger("prunescope.dispatch")
+ACTIVE = [status.value for status in ACTIVE_STATUSES]
 
 
 class Dispatcher:
@@ -59,6 +62,24 @@ class Dispatcher:
         self.reap_silent_runs()
         self.requeue_lost_messages()
         self.dispatch_pending()
+        self.release_checkpoints()
+
+    def release_checkpoints(self) -> list[int]:
+        """Delete the checkpoints of runs that can no longer resume, however they ended (a finish report
+        deletes its own at once; this catches runs failed by the reaper, cancelled while queued, or deleted)."""
+        root = self.settings.resolved_artifact_dir / "runs"
+        if not root.is_dir():
+            return []
+        held = {int(path.parent.name): path for path in root.glob("*/checkpoint.pt") if path.parent.name.isdigit()}
+        if not held:
+            return []
+        with self.db.session() as session:
+            alive = set(session.scalars(select(Run.id).where(Run.id.in_(held), Run.status.in_(ACTIVE)))
+                        .all())
+        released = sorted(set(held) - alive)
+        for run_id in released:
+            held[run_id].unlink(missing_ok=True)
+        return released
 
     def dispatch_pending(self) -> int:
         """Send every committed, unsent queued run to its queue; stop at the first broker error."""
@@ -94,10 +115,13 @@ class Dispatcher:
         with self.db.writing() as session:
             silent = list(session.scalars(select(Run).where(Run.status == "running", Run.last_heartbeat_at < cutoff)))
             for run in silent:
+                if run.kind == "tracked":  # a user's script, not a worker: nothing to requeue
+                    tracking.end_silent_run(session, run, self.settings.heartbeat_timeout)
+                    continue
                 lost = f"worker {run.worker} sent no heartbeat for {self.settings.heartbeat_timeout:g} s"
                 if run.cancel_requested:
                     runs.set_status(session, run, "cancelled", reason=f"cancelled; {lost}")
-                elif run.attempts >= self.settings.max_attempts:
+                elif run.attempts - run.handbacks >= self.settings.max_attempts:  # hand-backs are not failures
                     runs.set_status(session, run, "failed", error=f"{lost}; gave up after {run.attempts} attempts")
                 else:
                     run.dispatched, run.worker = False, None

@@ -13,10 +13,19 @@ from sqlalchemy.orm import Session
 
 from backend.tables import RunEvent
 
+NOTIFY = "prunescope_notify"
+
 
 def record_event(session: Session, run_id: int, kind: str, data: dict[str, Any]) -> None:
     """Add an event to the run's stream (committed with the caller's transaction)."""
     session.add(RunEvent(run_id=run_id, kind=kind, data=data))
+    session.info.setdefault(NOTIFY, set()).add(run_id)
+
+
+def notified_runs(session: Session) -> set[int]:
+    """The runs that gained events in this session since the last call (to wake their streams after commit)."""
+    runs: set[int] = session.info.pop(NOTIFY, set())
+    return runs
 
 
 def events_after(session: Session, run_id: int, after_id: int, limit: int = 500) -> list[RunEvent]:

@@ -23,9 +23,19 @@ def alembic_config(url: str) -> Config:
 def upgrade(db: Database) -> None:
     """Bring the database's schema to the newest revision."""
     cfg = alembic_config(db.url)
-    with db.engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+    with db.engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        if db.is_sqlite and raw is not None:
+            # A table rebuild drops the old table; with foreign keys on, that would cascade-delete every
+            # epoch of every run. The pragma only takes effect outside a transaction, so it goes first.
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        finally:
+            if db.is_sqlite and raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 if __name__ == "__main__":

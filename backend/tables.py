@@ -55,8 +55,9 @@ class Run(Base):
     # The Pareto view and the list's model/dataset filters select completed runs of one model and dataset.
     # ix_runs_list covers the runs list's status-led filters and sorts, so counting and paging 10 000 runs
     # scans a narrow index instead of rows that carry their JSON config (25 -> 4 ms on SQLite).
+    # sqlite_autoincrement: ids are never reused after a delete (migration 0006).
     __table_args__ = (Index("ix_runs_model_name_dataset_name", "model_name", "dataset_name"),
-                      Index("ix_runs_list", *RUN_LIST_COLUMNS))
+                      Index("ix_runs_list", *RUN_LIST_COLUMNS), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -79,6 +80,10 @@ class Run(Base):
     dispatched: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A clean hand-back (worker shutdown) starts another attempt but must not use up max_attempts.
+    handbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The current attempt's lease (opaque, from `start`): only a worker holding it may write for the run.
+    lease: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -89,12 +94,17 @@ class Run(Base):
     test_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_test_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
     sweep_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    # `tracked`: recorded by a user's own script through the SDK (no worker, free-form config).
+    kind: Mapped[str] = mapped_column(String(16), default="managed", server_default="managed")
+    # SHA-256 of the lease the creating script holds; unique so a retried create finds its run.
+    tracked_lease: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
 
 
 class Sweep(Base):
     """A grid of runs created together from one base config; its runs point back by `sweep_id`."""
 
     __tablename__ = "sweeps"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -128,6 +138,22 @@ class Epoch(Base):
     epoch_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     samples_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     layers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # a tracked run's other scalars
+
+
+class RunPoint(Base):
+    """Scalars a tracked run logged inside an epoch, at a global step."""
+
+    __tablename__ = "run_points"
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

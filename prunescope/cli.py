@@ -56,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("file", type=Path)
     sweep.add_argument("--follow", action="store_true", help="show progress until every run has finished")
     sweep.add_argument("--interval", type=float, default=2.0, help="--follow: seconds between updates")
+    sync = sub.add_parser("sync", help="upload tracked runs spooled offline (a run's spool dir, or a dir of them)")
+    sync.add_argument("dir", type=Path, nargs="?", help="default: PRUNESCOPE_HOME/spool")
+    sync.add_argument("--force", action="store_true", help="upload again spools already uploaded (idempotent)")
 
     args = parser.parse_args(argv)
     handler = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "train": cmd_train, "submit": cmd_submit,
                "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "delete": cmd_delete,
-               "export": cmd_export, "sweep": cmd_sweep}[args.command]
+               "export": cmd_export, "sweep": cmd_sweep, "sync": cmd_sync}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -134,6 +137,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     from backend.app import create_app
 
     settings = get_settings()
+    problem = settings.exposure_problem(args.host)
+    if problem:
+        print(f"prunescope api: refusing to start: {problem}", file=sys.stderr)
+        return 2
     uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
                 log_level="info", timeout_graceful_shutdown=3)
     return 0
@@ -166,8 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from worker.engine.training import train_main
 
     device = args.device or ("cpu" if config.device == "auto" else config.device)
-    return train_main(config.model_dump(mode="json"), data_dir=get_settings().resolved_data_dir, device=device,
-                      out=sys.stdout)
+    return train_main(config, data_dir=get_settings().resolved_data_dir, device=device, out=sys.stdout)
 
 
 def api_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -305,6 +311,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"best: run {best['id']} {best['name']}: test acc {_number(best['test_acc'])}, "
               f"sparsity {_number(best['sparsity'])}")
     return 0 if sweep["status_counts"].get("completed", 0) == sweep["runs_total"] else 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload spooled tracked runs; a second sync of the same spool duplicates nothing."""
+    from prunescope.sdk.spool import sync
+    from prunescope.sdk.transport import ApiUnreachable, TrackingError
+
+    settings = get_settings()
+    try:
+        results = sync(args.dir or settings.home / "spool", args.api or settings.api_url,
+                       args.token or settings.api_token, force=args.force)
+    except (ApiUnreachable, TrackingError, FileNotFoundError, ValueError) as exc:
+        print(f"prunescope sync: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        what = "already uploaded" if r.skipped else f"{r.epochs} epochs, {r.points} points" + (
+            f", {r.finished}" if r.finished else "")
+        print(f"{r.path}: run {r.run_id} ({what})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
 
 class Settings(BaseSettings):
     """prunescope's configuration; unset paths live under `home`."""
@@ -25,16 +27,37 @@ class Settings(BaseSettings):
                                      description="Shared secret of worker reports; default: a file in home.")
     api_token: str | None = Field(default=None, description="When set, write endpoints need `Authorization: Bearer`.")
     data_dir: Path | None = Field(default=None, description="Datasets (MNIST IDX files, CIFAR batches).")
+    plugins: str = Field(default="", description="Comma-separated modules a worker imports for plugin models "
+                                                 "and datasets (besides installed entry points).")
     artifact_dir: Path | None = Field(default=None, description="Checkpoints and pruned models.")
     host: str = "127.0.0.1"
+    published_on: str | None = Field(default=None, description=(
+        "The address the API is reachable on from other machines when it differs from `host` (docker-compose sets "
+        "it from PRUNESCOPE_BIND); a non-loopback address needs PRUNESCOPE_API_TOKEN."))
     port: int = 8000
+    allowed_hosts: str | None = Field(default=None, description=(
+        "Comma-separated host names the API answers for (the Host header); `*` allows any. Default: 127.0.0.1, "
+        "localhost, ::1 and `host` (any, when `host` is 0.0.0.0 or ::)."))
+    body_timeout: float = Field(default=30.0, gt=0, description=(
+        "Seconds a request body may stall (no bytes arriving) before the API answers 408 and closes."))
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often workers send heartbeats.")
     heartbeat_timeout: float = Field(default=60.0, gt=0, description="A running run silent this long is requeued.")
+    report_retry_seconds: float = Field(default=600.0, gt=0, description=(
+        "How long a worker retries one report or upload while the API is unreachable (or failing) before it "
+        "gives the run up; the run then resumes elsewhere from its checkpoint after the heartbeat timeout."))
     redispatch_seconds: float = Field(default=120.0, gt=0, description="Requeue a queued run the broker lost.")
     max_attempts: int = Field(default=3, ge=1, description="Starts of one run before it ends failed.")
     dispatch_interval: float = Field(default=2.0, gt=0, description="How often the API retries queueing runs.")
     max_body_bytes: int = Field(default=1_000_000, description="Largest request body on user endpoints.")
     max_report_bytes: int = Field(default=512 * 1024 * 1024, description="Largest worker report or upload.")
+
+    def exposure_problem(self, host: str | None = None) -> str | None:
+        """Why the API must not start: reachable beyond this machine with no API token to guard its writes."""
+        exposed = self.published_on or host or self.host
+        if self.api_token or exposed in LOOPBACK:
+            return None
+        return (f"the API would be reachable on {exposed} with no API token: anyone who reaches it could submit, "
+                "cancel and delete runs. Set PRUNESCOPE_API_TOKEN, or bind to 127.0.0.1.")
 
     @property
     def resolved_database_url(self) -> str:

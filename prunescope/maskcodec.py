@@ -168,3 +168,23 @@ def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndar
     if end != len(snapshot.data):
         raise MaskDecodeError("trailing bytes after the mask streams")
     return bits.reshape(snapshot.shape)
+
+
+class MaskEncoder:
+    """Encodes each epoch's masks as deltas against the previous epoch, with a key frame every few epochs.
+
+    Shared by the worker's reports and the tracking SDK, so both store the same chain the API decodes."""
+
+    def __init__(self) -> None:
+        self.previous: dict[str, np.ndarray] = {}
+        self.previous_epoch: int | None = None
+
+    def encode(self, epoch: int, layer_masks: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+        chained = self.previous_epoch == epoch - 1 and epoch % KEYFRAME_EVERY != 1
+        out = {}
+        for name, mask in layer_masks.items():
+            base = self.previous.get(name) if chained else None
+            out[name] = encode(mask, base).to_json()
+        self.previous = {name: np.array(mask, dtype=bool, copy=True) for name, mask in layer_masks.items()}
+        self.previous_epoch = epoch
+        return out

@@ -19,6 +19,7 @@ from backend.app import create_app
 from prunescope import cli
 from prunescope.client import ApiError, Client
 from prunescope.config import Settings
+from prunescope.contract.worker_api import LEASE_HEADER
 from prunescope.services import free_port
 
 WORKER = {"Authorization": "Bearer worker-secret"}
@@ -59,7 +60,9 @@ def simulate_worker(api_url: str, run_id: int, epochs: int, *, acc: float = 0.9,
     """Claim the run and report its epochs and a completed finish, as a worker does over HTTP."""
     with httpx.Client(base_url=api_url, headers=WORKER, timeout=10) as http:
         time.sleep(delay)
-        assert http.post(f"/api/worker/runs/{run_id}/start", json={"worker": "sim"}).json()["proceed"]
+        answer = http.post(f"/api/worker/runs/{run_id}/start", json={"worker": "sim"}).json()
+        assert answer["proceed"]
+        http.headers[LEASE_HEADER] = answer["lease"]  # every later call for the run carries its lease
         for epoch in range(1, epochs + 1):
             http.post(f"/api/worker/runs/{run_id}/epochs", json={
                 "worker": "sim", "epoch": epoch, "train_loss": 1.0 / epoch, "test_acc": acc, "sparsity": 0.5,

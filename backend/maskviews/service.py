@@ -3,37 +3,46 @@
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.tables import Epoch, MaskSnapshot
+from backend.errors import Invalid, NotFound
+from backend.maskviews import grids, repository
+from backend.maskviews.cache import cache_for
+from backend.tables import MaskSnapshot
 from prunescope import maskcodec
 
+as_matrix = grids.as_matrix
 
-class MaskNotFound(LookupError):
-    """No snapshot of that layer at that epoch (HTTP 404)."""
+# A read decodes at most this many weights (1 byte each while decoding): a stored snapshot declaring a huge
+# shape in a few bytes (a decompression bomb) is refused before it costs seconds and gigabytes.
+MAX_READ_WEIGHTS = 2**26
+
+
+# What /layers/{layer} answers of a stored layer entry (older records may lack some, or hold others).
+LAYER_FIELDS = ("name", "shape", "sparsity", "pruned", "regrown", "threshold", "histogram")
+
+
+class MaskNotFound(NotFound):
+    """No snapshot of that layer at that epoch."""
 
 
 def layer_names(session: Session, run_id: int) -> list[str]:
     """Prunable layers in model order (as the newest epoch lists them), else in snapshot order."""
-    newest = session.scalar(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch.desc()).limit(1))
-    if newest is not None and newest.layers:
-        return [layer["name"] for layer in newest.layers]
-    rows = session.execute(select(MaskSnapshot.layer).where(MaskSnapshot.run_id == run_id)
-                           .group_by(MaskSnapshot.layer).order_by(func.min(MaskSnapshot.id)))
-    return [name for (name,) in rows]
+    newest = repository.newest_epoch_layers(session, run_id)
+    if newest:
+        return [layer["name"] for layer in newest]
+    return repository.snapshot_layers(session, run_id)
 
 
 def layers_overview(session: Session, run_id: int) -> list[dict[str, Any]]:
     """Each layer with snapshots: its shape, the epochs stored, and the bytes they take."""
-    rows = session.execute(
-        select(MaskSnapshot.layer, MaskSnapshot.epoch, MaskSnapshot.shape, MaskSnapshot.nbytes)
-        .where(MaskSnapshot.run_id == run_id).order_by(MaskSnapshot.epoch))
     by_layer: dict[str, dict[str, Any]] = {}
-    for layer, epoch, shape, nbytes in rows:
+    for layer, epoch, shape, nbytes in repository.snapshot_sizes(session, run_id):
         entry = by_layer.setdefault(layer, {"name": layer, "shape": shape, "epochs": [], "bytes": 0})
         entry["epochs"].append(epoch)
         entry["bytes"] += nbytes
@@ -45,63 +54,76 @@ def layers_overview(session: Session, run_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def _chain(session: Session, run_id: int, layer: str, epoch: int) -> list[MaskSnapshot]:
-    """The snapshots from the newest key frame at or before `epoch` up to `epoch`."""
-    key_epoch = session.scalar(select(func.max(MaskSnapshot.epoch)).where(
-        MaskSnapshot.run_id == run_id, MaskSnapshot.layer == layer, MaskSnapshot.epoch <= epoch,
-        MaskSnapshot.encoding == maskcodec.KEY))
-    if key_epoch is None:
-        raise MaskNotFound(f"no mask of layer {layer!r} at or before epoch {epoch}")
-    chain = list(session.scalars(select(MaskSnapshot).where(
-        MaskSnapshot.run_id == run_id, MaskSnapshot.layer == layer,
-        MaskSnapshot.epoch >= key_epoch, MaskSnapshot.epoch <= epoch).order_by(MaskSnapshot.epoch)))
-    if chain[-1].epoch != epoch:
-        raise MaskNotFound(f"no mask of layer {layer!r} at epoch {epoch}")
-    return chain
+def check_size(layer: str, shape: list[int]) -> None:
+    """Refuse to decode a mask larger than a read may cost."""
+    weights = math.prod(shape)
+    if weights > MAX_READ_WEIGHTS:
+        raise Invalid(f"the stored mask of layer {layer!r} declares {weights} weights, more than the "
+                      f"{MAX_READ_WEIGHTS} a read decodes")
 
 
 def _decode(row: MaskSnapshot, previous: np.ndarray | None) -> np.ndarray:
-    return maskcodec.decode(maskcodec.EncodedMask(tuple(row.shape), row.encoding, row.data), previous)
+    check_size(row.layer, row.shape)
+    try:
+        return maskcodec.decode(maskcodec.EncodedMask(tuple(row.shape), row.encoding, row.data), previous)
+    except maskcodec.MaskDecodeError as exc:
+        raise Invalid(f"the stored mask of layer {row.layer!r} at epoch {row.epoch} does not decode: {exc}") from exc
 
 
 def mask_at(session: Session, run_id: int, layer: str, epoch: int) -> np.ndarray:
-    """The exact boolean mask of `layer` after `epoch`."""
+    """The exact boolean mask of `layer` after `epoch` (read-only: it may be shared through the cache).
+
+    Replays deltas from the newest key frame, starting from the longest prefix of that chain already decoded
+    (moving an epoch slider forward then decodes one frame). Cache keys hold each frame's id and checksum:
+    a re-reported epoch may get a reused row id on SQLite, never the same bytes under the same key by chance.
+    """
+    rows = repository.chain(session, run_id, layer, epoch)
+    if not rows:
+        raise MaskNotFound(f"no mask of layer {layer!r} at or before epoch {epoch}")
+    if rows[-1].epoch != epoch:
+        raise MaskNotFound(f"no mask of layer {layer!r} at epoch {epoch}")
+    check_size(layer, rows[-1].shape)
+    cache = cache_for(session)
+    frames = tuple((row.id, row.encoding, zlib.crc32(row.data), tuple(row.shape)) for row in rows)
     mask: np.ndarray | None = None
-    for row in _chain(session, run_id, layer, epoch):
-        mask = _decode(row, mask)
+    done = 0
+    for end in range(len(frames), 0, -1):
+        mask = cache.get((run_id, layer, frames[:end]))
+        if mask is not None:
+            done = end
+            break
+    if done < len(frames):
+        for row in rows[done:]:
+            mask = _decode(row, mask)
+        assert mask is not None
+        cache.put((run_id, layer, frames), mask)
     assert mask is not None
     return mask
 
 
 def latest_epoch(session: Session, run_id: int, layer: str) -> int:
-    value = session.scalar(select(func.max(MaskSnapshot.epoch)).where(
-        MaskSnapshot.run_id == run_id, MaskSnapshot.layer == layer))
+    value = repository.latest_epoch(session, run_id, layer)
     if value is None:
         raise MaskNotFound(f"run {run_id} has no mask snapshots of layer {layer!r}")
     return int(value)
 
 
-def as_matrix(mask: np.ndarray) -> np.ndarray:
-    """A 2-D view: rows are output units (Linear rows, Conv filters), columns their inputs."""
-    if mask.ndim == 0:
-        return mask.reshape(1, 1)
-    if mask.ndim == 1:
-        return mask.reshape(1, -1)
-    return mask.reshape(mask.shape[0], -1)
-
-
 def density_grid(mask: np.ndarray, max_cells: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Share of kept weights per cell of a grid of at most `max_cells` cells, keeping the aspect ratio."""
-    matrix = as_matrix(mask).astype(np.float32)
-    rows, cols = matrix.shape
-    scale = min(1.0, math.sqrt(max_cells / max(1, rows * cols)))
-    grid_rows = max(1, min(rows, int(rows * scale)))
-    grid_cols = max(1, min(cols, max_cells // grid_rows, max(1, int(cols * scale))))
-    row_edges = np.linspace(0, rows, grid_rows + 1).astype(int)
-    col_edges = np.linspace(0, cols, grid_cols + 1).astype(int)
-    sums = np.add.reduceat(np.add.reduceat(matrix, row_edges[:-1], axis=0), col_edges[:-1], axis=1)
-    counts = np.outer(np.diff(row_edges), np.diff(col_edges))
-    return sums / counts, (grid_rows, grid_cols)
+    """Share of kept weights per cell: every weight when the layer has at most `max_cells`, else equal square
+    blocks."""
+    return grids.block_means(as_matrix(mask), max_cells)
+
+
+def changes(session: Session, run_id: int, layer: str, epoch: int, max_cells: int) -> dict[str, Any]:
+    """Weights pruned and regrown since the layer's previous snapshot (before the first: the dense network)."""
+    mask = mask_at(session, run_id, layer, epoch)
+    previous_epoch = repository.previous_snapshot_epoch(session, run_id, layer, epoch)
+    previous = np.ones_like(mask) if previous_epoch is None else mask_at(session, run_id, layer, previous_epoch)
+    out = grids.change_grid(previous, mask, max_cells)
+    change = np.asarray(out.pop("change"))
+    rows, cols = as_matrix(mask).shape
+    return {"layer": layer, "epoch": epoch, "previous_epoch": previous_epoch or 0, **out,
+            "block": grids.block_size(rows, cols, max_cells), "change": change.round(4).tolist()}
 
 
 def image_shape(inputs: int) -> tuple[int, int, int] | None:
@@ -132,8 +154,7 @@ def connectivity(session: Session, run_id: int, epoch: int | None) -> dict[str, 
 
 def layer_series(session: Session, run_id: int) -> dict[str, Any]:
     """Per-layer sparsity, pruned, regrown and threshold over epochs, from the epoch records."""
-    epochs = list(session.execute(select(Epoch.epoch, Epoch.layers).where(Epoch.run_id == run_id)
-                                  .order_by(Epoch.epoch)))
+    epochs = repository.epoch_layers(session, run_id)
     names: list[str] = []
     shapes: dict[str, list[int]] = {}
     for _, layers in epochs:
@@ -153,28 +174,29 @@ def layer_series(session: Session, run_id: int) -> dict[str, Any]:
             "layers": [{"name": n, "shape": shapes[n], **series[n]} for n in names]}
 
 
+def layer_at(session: Session, run_id: int, layer: str, epoch: int | None) -> dict[str, Any]:
+    """One layer's stats at one epoch (the newest by default), with its weight histogram when recorded."""
+    found = repository.layers_at(session, run_id, epoch)
+    if found is None:
+        raise NotFound(f"run {run_id} has no epoch {epoch}" if epoch is not None else f"run {run_id} has no epochs yet")
+    number, layers = found
+    stats = next((entry for entry in layers if entry.get("name") == layer), None)
+    if stats is None:
+        raise NotFound(f"epoch {number} of run {run_id} has no layer {layer!r}")
+    return {"epoch": number, **{key: stats[key] for key in LAYER_FIELDS if key in stats}}
+
+
 def stability(session: Session, run_id: int, layer: str, epoch: int, bins: int = 12) -> dict[str, Any]:
     """How long each weight's mask bit has stayed unchanged at `epoch`, as histograms for kept and pruned weights."""
-    rows = list(session.scalars(select(MaskSnapshot).where(
-        MaskSnapshot.run_id == run_id, MaskSnapshot.layer == layer, MaskSnapshot.epoch <= epoch)
-        .order_by(MaskSnapshot.epoch)))
+    rows = repository.snapshots_up_to(session, run_id, layer, epoch)
     if not rows or rows[-1].epoch != epoch:
         raise MaskNotFound(f"no mask of layer {layer!r} at epoch {epoch}")
-    mask: np.ndarray | None = None
-    last_change: np.ndarray | None = None
-    for row in rows:
-        current = _decode(row, mask)
-        if mask is None or last_change is None:
-            last_change = np.full(current.shape, row.epoch, dtype=np.int32)
-        else:
-            last_change[current != mask] = row.epoch
-        mask = current
-    assert mask is not None and last_change is not None
-    first_epoch = rows[0].epoch
-    age = epoch - last_change  # epochs since the bit last flipped (or since the first snapshot)
-    edges = np.unique(np.round(np.geomspace(1, max(2, epoch - first_epoch + 2), bins + 1)).astype(int)) - 1
-    edges[-1] = max(edges[-1], int(age.max()) + 1)
-    kept, _ = np.histogram(age[mask], bins=edges)
-    pruned, _ = np.histogram(age[~mask], bins=edges)
-    return {"layer": layer, "epoch": epoch, "edges": edges.tolist(), "kept": kept.tolist(), "pruned": pruned.tolist(),
-            "never_changed": int((last_change == first_epoch).sum()), "total": int(mask.size)}
+
+    def decoded() -> Iterator[tuple[int, np.ndarray]]:
+        mask: np.ndarray | None = None
+        for row in rows:
+            mask = _decode(row, mask)
+            yield row.epoch, mask
+
+    # Counted from initialisation (epoch 0 is dense), so "never flipped" agrees with the pruned counts.
+    return {"layer": layer, **grids.weight_ages(decoded(), epoch, bins)}

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from backend.artifacts import artifact_path
-from backend.deps import SessionDep, SettingsDep
+from backend.deps import RunDep, SessionDep, SettingsDep
+from backend.errors import NotFound
+from backend.responses import json_response
 from backend.results import service
 from backend.results.repository import SERIES_NAMES
-from backend.results.responses import json_response
 from backend.results.schemas import Comparison, Metrics, Pareto, RunExport
-from backend.runs.schemas import NO_NUL, RunId
-from backend.tables import Run
+from backend.runs.schemas import MAX_ID, NO_NUL
 
 router = APIRouter(prefix="/api", tags=["results"])
 
@@ -25,7 +25,7 @@ NamesQuery = Annotated[str | None, Query(max_length=1000, description=NAMES_HELP
 MaxPointsQuery = Annotated[int, Query(ge=2, le=100_000, description="Points per series at most; extremes kept")]
 CSV_DESCRIPTION = (
     "`csv`: long format, one row per epoch and layer, the epoch's scalars repeated on each of its layers' rows "
-    "(columns `run_id, epoch, train_loss, …, samples_per_s, layer, layer_shape, layer_sparsity, layer_pruned, "
+    "(columns `run_id, epoch, train_loss, …, samples_per_s, attempt, layer, layer_shape, layer_sparsity, layer_pruned, "
     "layer_regrown, layer_threshold`; an epoch without layer stats has one row with empty layer columns): "
     "`pandas.read_csv(url)`. `json`: `{\"run\": RunDetail, \"epochs\": [EpochRecord…]}`: "
     "`pandas.DataFrame(doc[\"epochs\"])`. `npz`: every layer's boolean mask at `epoch` (default the newest), "
@@ -33,29 +33,13 @@ CSV_DESCRIPTION = (
 )
 
 
-def _run_or_404(session: SessionDep, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
-    return run
-
-
-def _names(names: str | None) -> tuple[str, ...]:
-    try:
-        return service.parse_names(names)
-    except service.UnknownSeries as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            [{"loc": ["query", "names"], "msg": str(exc), "type": "value_error"}]) from exc
-
-
 @router.get("/runs/{run_id}/metrics", response_model=Metrics, responses={**NOT_FOUND, **BAD_NAMES})
 def run_metrics(
-    run_id: RunId, session: SessionDep, request: Request, names: NamesQuery = None,
+    run: RunDep, session: SessionDep, request: Request, names: NamesQuery = None,
     max_points: MaxPointsQuery = 1000,
 ) -> Response:
     """Chart series of a run from its epochs, each downsampled to `max_points` keeping every bucket's min and max."""
-    selected = _names(names)
-    return json_response(service.metrics(session, _run_or_404(session, run_id), selected, max_points), request)
+    return json_response(service.metrics(session, run, service.parse_names(names), max_points), request)
 
 
 @router.get("/compare", response_model=Comparison, responses={404: {"description": "A run id does not exist"},
@@ -67,12 +51,9 @@ def compare_runs(
     names: NamesQuery = None, max_points: MaxPointsQuery = 1000,
 ) -> Response:
     """The same series of several runs side by side, in the order of `ids`."""
-    selected = _names(names)
+    selected = service.parse_names(names)
     run_ids = list(dict.fromkeys(int(i) for i in ids.split(",")))
-    try:
-        return json_response(service.compare(session, run_ids, selected, max_points), request)
-    except service.MissingRuns as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return json_response(service.compare(session, run_ids, selected, max_points), request)
 
 
 @router.get("/pareto", response_model=Pareto)
@@ -80,9 +61,11 @@ def pareto_front(
     session: SessionDep, request: Request,
     model: Annotated[str | None, Query(max_length=32, pattern=NO_NUL, description="Only runs of this model")] = None,
     dataset: Annotated[str | None, Query(max_length=32, pattern=NO_NUL, description="Only runs on it")] = None,
+    published: Annotated[bool, Query(description="Add published results for this model and dataset "
+                                                  "(Han 2015, DNS, Sparse VD, SNIP, sparse momentum)")] = False,
 ) -> Response:
     """Completed runs as (final sparsity, final test accuracy); `front` holds those no other run beats on both."""
-    return json_response(service.pareto(session, model=model, dataset=dataset), request)
+    return json_response(service.pareto(session, model=model, dataset=dataset, published=published), request)
 
 
 # response_model documents the JSON form; the endpoint returns a Response, so nothing is validated twice.
@@ -93,12 +76,12 @@ def pareto_front(
                       "application/octet-stream": {}}},
 })
 def export_run(
-    run_id: RunId, session: SessionDep, request: Request,
+    run: RunDep, session: SessionDep, request: Request,
     format: Annotated[Literal["csv", "json", "npz"], Query(description="csv, json, or npz (masks)")] = "json",
-    epoch: Annotated[int | None, Query(ge=1, le=1000, description="npz only: the epoch (default the newest)")] = None,
+    epoch: Annotated[int | None, Query(ge=1, le=MAX_ID, description="npz only: the epoch (default the newest)")] = None,
 ) -> Response:
     """Everything a run recorded, for pandas (csv, json), or its masks (npz)."""
-    run = _run_or_404(session, run_id)
+    run_id = run.id
     filename = f"prunescope-run-{run_id}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if format == "csv":
@@ -107,10 +90,7 @@ def export_run(
         response = json_response(service.export_json(session, run), request)
         response.headers.update(headers)
         return response
-    try:
-        data, chosen = service.export_masks_npz(session, run, epoch)
-    except service.NoMasks as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    data, chosen = service.export_masks_npz(session, run, epoch)
     headers["Content-Disposition"] = f'attachment; filename="prunescope-run-{run_id}-masks-epoch{chosen}.npz"'
     return Response(data, media_type="application/octet-stream", headers=headers)
 
@@ -120,11 +100,9 @@ def export_run(
           "content": {"application/octet-stream": {}}},
     404: {"description": "No such run, or it has no pruned model (yet)"},
 })
-def download_model(run_id: RunId, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def download_model(run: RunDep, settings: SettingsDep) -> FileResponse:
     """The pruned model file a completed run uploaded: masked state_dict, masks and config."""
-    run = _run_or_404(session, run_id)
-    path = artifact_path(settings.resolved_artifact_dir, run_id, "model.pt")
+    path = artifact_path(settings.resolved_artifact_dir, run.id, "model.pt")
     if not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"run {run_id} ({run.status}) has no pruned model: it is uploaded when a run completes")
-    return FileResponse(path, media_type="application/octet-stream", filename=f"prunescope-run-{run_id}-model.pt")
+        raise NotFound(f"run {run.id} ({run.status}) has no pruned model: it is uploaded when a run completes")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"prunescope-run-{run.id}-model.pt")

@@ -27,15 +27,27 @@ def runs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Run]:
     return {run.id: run for run in session.scalars(select(Run).where(Run.id.in_(ids)))}
 
 
+PARETO_DONE = (Run.status == "completed", Run.sparsity.is_not(None), Run.test_acc.is_not(None))
+
+
 def pareto_candidates(session: Session, *, model: str | None, dataset: str | None) -> list[tuple[Any, ...]]:
-    """(id, name, strategy, sparsity, test_acc) of completed runs with both, optionally of one model and dataset."""
-    query = select(Run.id, Run.name, Run.strategy, Run.sparsity, Run.test_acc).where(
-        Run.status == "completed", Run.sparsity.is_not(None), Run.test_acc.is_not(None))
+    """(id, name, strategy, sparsity, test_acc, preset, model, dataset, config) of completed runs with both,
+    optionally of one model and dataset."""
+    query = select(Run.id, Run.name, Run.strategy, Run.sparsity, Run.test_acc, Run.preset, Run.model_name,
+                   Run.dataset_name, Run.config).where(*PARETO_DONE)
     if model:
         query = query.where(Run.model_name == model)
     if dataset:
         query = query.where(Run.dataset_name == dataset)
     return [tuple(row) for row in session.execute(query.order_by(Run.id))]
+
+
+def pareto_groups(session: Session) -> list[tuple[str, str, int]]:
+    """(dataset, model, runs) of every pair that has completed runs, the most common first."""
+    count = func.count(Run.id)
+    query = select(Run.dataset_name, Run.model_name, count).where(*PARETO_DONE) \
+        .group_by(Run.dataset_name, Run.model_name).order_by(count.desc(), Run.dataset_name, Run.model_name)
+    return [(dataset, model, int(n)) for dataset, model, n in session.execute(query)]
 
 
 def newest_mask_epoch(session: Session, run_id: int) -> int | None:

@@ -55,6 +55,25 @@ class ParetoPoint(BaseModel):
     sparsity: float = Field(description="Final overall sparsity")
     accuracy: float = Field(description="Final test accuracy")
     on_front: bool = Field(description="No other run is at least as sparse and as accurate, and better in one")
+    preset: str | None = Field(default=None, description="The preset the run was started from")
+    method: str = Field(default="", description="What to colour the point by: the preset, else the strategy")
+    model: str = ""
+    dataset: str = ""
+    config_summary: str = Field(default="", description="One line of the run's hyperparameters")
+
+
+class ParetoGroup(BaseModel):
+    dataset: str
+    model: str
+    runs: int = Field(description="Completed runs of this model on this dataset")
+
+
+class PublishedPoint(BaseModel):
+    method: str
+    sparsity: float
+    accuracy: float = Field(description="1 - error")
+    error: float = Field(description="Published test error")
+    source: str = Field(description="The paper the figure comes from")
 
 
 class Pareto(BaseModel):
@@ -70,6 +89,10 @@ class Pareto(BaseModel):
 
     points: list[ParetoPoint]
     front: list[int] = Field(description="Ids of the runs on the front, by ascending sparsity")
+    groups: list[ParetoGroup] = Field(default_factory=list, description=(
+        "Every (dataset, model) pair with completed runs, the most common first: a chart shows one at a time"))
+    published: list[PublishedPoint] = Field(default_factory=list, description=(
+        "With `published=true` and both `model` and `dataset`: published results for them (MNIST LeNets)"))
 
 
 class RunExport(BaseModel):

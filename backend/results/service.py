@@ -10,20 +10,26 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from backend.errors import Invalid, NotFound
+from backend.maskviews import service as masks
 from backend.results import repository
 from backend.results.downsample import downsample
+from backend.results.published import published_results
 from backend.runs import repository as runs_repository
 from backend.runs import service as runs_service
 from backend.runs.schemas import MAX_ID
 from backend.tables import Run
 
-CSV_SCALARS = ("epoch", *repository.SERIES_NAMES)
+CSV_SCALARS = ("epoch", *repository.SERIES_NAMES, "attempt")
 CSV_LAYER_COLUMNS = ("layer", "layer_shape", "layer_sparsity", "layer_pruned", "layer_regrown", "layer_threshold")
 CSV_COLUMNS = ("run_id", *CSV_SCALARS, *CSV_LAYER_COLUMNS)
 
 
-class UnknownSeries(ValueError):
-    """A requested series name is not a recorded epoch column (HTTP 422)."""
+class UnknownSeries(Invalid):
+    """A requested series name is not a recorded epoch column."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, detail=[{"loc": ["query", "names"], "msg": message, "type": "value_error"}])
 
 
 def parse_names(names: str | None) -> tuple[str, ...]:
@@ -65,8 +71,8 @@ def metrics(session: Session, run: Run, names: Sequence[str], max_points: int) -
     return {"run_id": run.id, "epochs_total": run.epochs_total, "epochs_recorded": recorded, "series": series}
 
 
-class MissingRuns(LookupError):
-    """Some requested run ids do not exist (HTTP 404)."""
+class MissingRuns(NotFound):
+    """Some requested run ids do not exist."""
 
 
 def compare(session: Session, ids: Sequence[int], names: Sequence[str], max_points: int) -> dict[str, Any]:
@@ -84,11 +90,16 @@ def compare(session: Session, ids: Sequence[int], names: Sequence[str], max_poin
     return {"runs": out}
 
 
-def pareto(session: Session, *, model: str | None, dataset: str | None) -> dict[str, Any]:
-    """The `Pareto` document: completed runs as (final sparsity, final test accuracy); the front maximises both."""
+def pareto(session: Session, *, model: str | None, dataset: str | None, published: bool = False) -> dict[str, Any]:
+    """The `Pareto` document: completed runs as (final sparsity, final test accuracy); the front maximises both.
+
+    `groups` lists every (dataset, model) pair with completed runs, so a chart can offer them without mixing.
+    """
     rows = repository.pareto_candidates(session, model=model, dataset=dataset)
     points = [{"id": run_id, "name": name, "strategy": strategy, "sparsity": float(sparsity),
-               "accuracy": float(accuracy), "on_front": False} for run_id, name, strategy, sparsity, accuracy in rows]
+               "accuracy": float(accuracy), "on_front": False, "preset": preset, "method": preset or strategy,
+               "model": model_name, "dataset": dataset_name, "config_summary": config_summary(config)}
+              for run_id, name, strategy, sparsity, accuracy, preset, model_name, dataset_name, config in rows]
     # Sweep from the sparsest down: a point is on the front when no sparser-or-equal point is as accurate,
     # except exact duplicates of a front point, which dominate nothing and are kept too.
     best: tuple[float, float] | None = None
@@ -99,7 +110,38 @@ def pareto(session: Session, *, model: str | None, dataset: str | None) -> dict[
             if best is None or here[1] > best[1]:
                 best = here
     front = [p["id"] for p in sorted((p for p in points if p["on_front"]), key=lambda p: (p["sparsity"], p["id"]))]
-    return {"points": points, "front": front}
+    groups = [{"dataset": d, "model": m, "runs": n} for d, m, n in repository.pareto_groups(session)]
+    return {"points": points, "front": front, "groups": groups,
+            "published": published_results(model=model, dataset=dataset) if published else []}
+
+
+def config_summary(config: dict[str, Any] | None) -> str:
+    """One line of the hyperparameters that tell runs apart, for a chart's hover text."""
+    if not config:
+        return ""
+    training = config.get("training") or {}
+    parts = [f"{training.get(key)} {label}" if label else str(training.get(key))
+             for key, label in (("epochs", "epochs"), ("optimizer", ""), ("lr", "lr"), ("batch_size", "batch"))
+             if training.get(key) is not None]
+    pruning = config.get("pruning")
+    if not pruning:
+        return " · ".join([*parts, "dense"])
+    if pruning.get("target_sparsity") is not None:
+        parts.append(f"target {pruning['target_sparsity']:.3g}")
+    threshold = pruning.get("threshold")
+    if isinstance(threshold, dict):
+        parts.append(f"threshold {threshold.get('std_scale')}·std")
+    elif threshold is not None:
+        parts.append(f"threshold {threshold}")
+    parts.extend(str(pruning[key]) for key in ("criterion", "granularity", "scope", "distribution") if pruning.get(key))
+    schedule = pruning.get("schedule") or {}
+    if schedule.get("kind"):
+        parts.append(f"{schedule['kind']} {schedule.get('start_epoch', '')}–{schedule.get('end_epoch') or 'auto'}")
+    recovery = pruning.get("recovery") or {}
+    if recovery.get("kind") and recovery["kind"] != "none":
+        drop = recovery.get("drop_fraction")
+        parts.append(f"{recovery['kind']} recovery" + (f" drop {drop}" if drop is not None else ""))
+    return " · ".join(parts)
 
 
 def export_json(session: Session, run: Run) -> dict[str, Any]:
@@ -129,14 +171,12 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-class NoMasks(LookupError):
-    """The run has no mask snapshot at the requested epoch (HTTP 404)."""
+class NoMasks(NotFound):
+    """The run has no mask snapshot at the requested epoch."""
 
 
 def export_masks_npz(session: Session, run: Run, epoch: int | None) -> tuple[bytes, int]:
     """Every layer's boolean mask at `epoch` (default: the newest with snapshots) as an .npz archive."""
-    from backend.maskviews import service as masks  # written alongside; imported here so results load without it
-
     newest = repository.newest_mask_epoch(session, run.id)
     if newest is None:
         raise NoMasks(f"run {run.id} has no mask snapshots")

@@ -6,16 +6,29 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 
 from backend.artifacts import delete_run_artifacts
+from backend.capabilities import check_runnable
 from backend.db import Database
-from backend.deps import ApiWrite, DatabaseDep, HubDep, SessionDep, SettingsDep
+from backend.deps import (
+    ApiWrite,
+    DatabaseDep,
+    DispatcherDep,
+    HubDep,
+    RunDep,
+    SessionDep,
+    SettingsDep,
+    WritableRunDep,
+    WriteSessionDep,
+    after_commit,
+)
+from backend.errors import NotFound
 from backend.events import events_after
-from backend.results.responses import json_response
+from backend.responses import json_response
 from backend.runs import repository, service
 from backend.runs.schemas import MAX_ID, NO_NUL, EpochList, RunDetail, RunId, RunList, RunPatch
 from prunescope.contract.config import Device, RunConfig
@@ -28,23 +41,20 @@ SORT_PATTERN = "^-?(" + "|".join(repository.SORTABLE) + ")$"
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No run with this id"}}
 
 
-def _run_or_404(session: SessionDep, run_id: int) -> repository.Run:
-    run = repository.get_run(session, run_id)
-    if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
-    return run
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunDetail, dependencies=[ApiWrite],
              responses={422: {"description": "The config is invalid; `detail` names each bad field"},
                         413: {"description": "Body too large"}})
-def submit_run(config: RunConfig, db: DatabaseDep, request: Request) -> RunDetail:
-    """Submit a run: it is committed as `queued` first, then handed to the queue."""
-    with db.writing() as session:
-        run = service.create_run(session, config)
-        detail = service.to_detail(run)
-    request.app.state.dispatcher.wake()
-    return detail
+def submit_run(config: RunConfig, session: WriteSessionDep, dispatcher: DispatcherDep,
+               settings: SettingsDep) -> RunDetail:
+    """Submit a run: it is committed as `queued` first, then handed to the queue.
+
+    A model or dataset that is neither built in nor offered by an online worker, or layer patterns that
+    select no prunable layer of the model, are a 422 naming what is available.
+    """
+    check_runnable(config, session, settings.heartbeat_timeout)
+    run = service.create_run(session, config)
+    after_commit(session, dispatcher.wake)
+    return service.to_detail(run)
 
 
 @router.get("", response_model=RunList)
@@ -78,50 +88,42 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunDetail, responses=NOT_FOUND)
-def get_run(run_id: RunId, session: SessionDep) -> RunDetail:
+def get_run(run: RunDep) -> RunDetail:
     """A run's config, status, timestamps, progress, summary and error."""
-    return service.to_detail(_run_or_404(session, run_id))
+    return service.to_detail(run)
 
 
 @router.patch("/{run_id}", response_model=RunDetail, dependencies=[ApiWrite],
               responses={**NOT_FOUND, 422: {"description": "A field is invalid or null; `detail` names it"}})
-def patch_run(run_id: RunId, patch: RunPatch, db: DatabaseDep) -> RunDetail:
+def patch_run(patch: RunPatch, run: WritableRunDep) -> RunDetail:
     """Rename a run, or change its tags or notes; fields left out keep their values."""
-    with db.writing() as session:
-        run = _run_or_404(session, run_id)
-        service.update_run(run, patch)
-        return service.to_detail(run)
+    service.update_run(run, patch)
+    return service.to_detail(run)
 
 
 @router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[ApiWrite],
                responses={**NOT_FOUND, 409: {"description": "The run is queued or running: cancel it first"}})
-def delete_run(run_id: RunId, db: DatabaseDep, settings: SettingsDep) -> None:
+def delete_run(run: WritableRunDep, session: WriteSessionDep, settings: SettingsDep) -> None:
     """Delete a finished run with its epochs, mask snapshots, events and artifact files."""
-    with db.writing() as session:
-        run = _run_or_404(session, run_id)
-        service.delete_run(session, run)
+    run_id = run.id
+    service.delete_run(session, run)
     # Files go after the commit: a failed delete must not leave a run whose model is gone.
-    delete_run_artifacts(settings.resolved_artifact_dir, run_id)
+    after_commit(session, lambda: delete_run_artifacts(settings.resolved_artifact_dir, run_id))
 
 
 @router.post("/{run_id}/cancel", response_model=RunDetail, dependencies=[ApiWrite],
              responses={**NOT_FOUND, 409: {"description": "The run has already finished"}})
-def cancel_run(run_id: RunId, db: DatabaseDep, hub: HubDep) -> RunDetail:
+def cancel_run(run: WritableRunDep, session: WriteSessionDep) -> RunDetail:
     """Cancel a queued run at once, or ask a running run's worker to stop (within seconds)."""
-    with db.writing() as session:
-        run = _run_or_404(session, run_id)
-        service.cancel_run(session, run)
-        detail = service.to_detail(run)
-    hub.notify(run_id)
-    return detail
+    service.cancel_run(session, run)
+    return service.to_detail(run)
 
 
 @router.get("/{run_id}/epochs", response_model=EpochList, responses=NOT_FOUND)
-def list_epochs(run_id: RunId, session: SessionDep, request: Request) -> Response:
+def list_epochs(run: RunDep, session: SessionDep, request: Request) -> Response:
     """Every recorded epoch with its per-layer stats, at full fidelity."""
-    _run_or_404(session, run_id)
-    items = [service.epoch_document(e) for e in repository.list_epochs(session, run_id)]
-    return json_response({"run_id": run_id, "items": items}, request)
+    items = [service.epoch_document(e) for e in repository.list_epochs(session, run.id)]
+    return json_response({"run_id": run.id, "items": items}, request)
 
 
 def _load_events(db: Database, run_id: int, after: int) -> tuple[list[tuple[int, str, str]], bool]:
@@ -145,7 +147,7 @@ async def stream_events(
             return repository.get_run(session, run_id) is not None
 
     if not await run_in_threadpool(exists):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} not found")
+        raise NotFound(f"run {run_id} not found")
     start = after or 0
     if last_event_id and last_event_id.strip().isdigit():
         start = min(int(last_event_id.strip()), MAX_ID)

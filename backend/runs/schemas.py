@@ -22,10 +22,11 @@ SUMMARY_EXAMPLE: dict[str, Any] = {
     "started_at": "2026-11-27T23:50:02Z", "finished_at": None, "epochs_total": 30, "epochs_done": 12,
     "progress": 0.4, "eta_seconds": 95.0, "sparsity": 0.93, "test_acc": 0.978, "best_test_acc": 0.979,
     "worker": "cpu@host-4242", "attempts": 1, "cancel_requested": False, "error": None, "sweep_id": None,
+    "kind": "managed",
 }
 
 
-class RunSummary(BaseModel):
+class RunListItem(BaseModel):
     """A run as lists show it."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
@@ -55,9 +56,10 @@ class RunSummary(BaseModel):
     cancel_requested: bool
     error: str | None
     sweep_id: int | None
+    kind: str = Field(default="managed", description="managed (queued to workers) | tracked (logged by a script)")
 
 
-class RunDetail(RunSummary):
+class RunDetail(RunListItem):
     """A run with its config, notes and final summary."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
@@ -94,7 +96,7 @@ class RunPatch(BaseModel):
 class RunList(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"items": [SUMMARY_EXAMPLE], "total": 1}]})
 
-    items: list[RunSummary]
+    items: list[RunListItem]
     total: int = Field(description="Runs matching the filters, over all pages")
 
 

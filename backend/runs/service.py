@@ -7,16 +7,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from backend.errors import Conflict
 from backend.events import record_event
 from backend.runs import repository
-from backend.runs.schemas import RunDetail, RunPatch, RunSummary
+from backend.runs.schemas import RunDetail, RunListItem, RunPatch
 from backend.tables import Epoch, Run, utcnow
 from prunescope.contract.config import RunConfig
+from prunescope.contract.records import RunSummary
 from prunescope.contract.status import FINISHED_STATUSES as FINISHED
-
-
-class RunStateError(Exception):
-    """The run is in a state that does not allow the request (HTTP 409)."""
 
 
 def create_run(session: Session, config: RunConfig, *, sweep_id: int | None = None) -> Run:
@@ -56,10 +54,26 @@ def set_status(session: Session, run: Run, status: str, *, reason: str | None = 
     record_event(session, run.id, "status", status_payload(run, reason))
 
 
+def apply_summary(run: Run, summary: RunSummary, status: str) -> None:
+    """Keep how a run ended. The list's sparsity and accuracy columns take the summary's final figures only for
+    a completed run (or one that recorded no epoch): a cancelled or failed run keeps its last recorded epoch's,
+    so its header, list row and last epoch agree."""
+    doc = summary.model_dump(mode="json", exclude_unset=True)
+    run.summary = doc
+    finals = status == "completed" or not run.epochs_done
+    for key, column in (("final_sparsity", "sparsity"), ("final_test_acc", "test_acc")):
+        value = doc.get(key)
+        if finals and isinstance(value, int | float):
+            setattr(run, column, float(value))
+    best = doc.get("best_test_acc")
+    if isinstance(best, int | float) and (run.best_test_acc is None or best > run.best_test_acc or finals):
+        run.best_test_acc = float(best)
+
+
 def cancel_run(session: Session, run: Run) -> None:
     """A queued run is cancelled at once; a running one is asked to stop (its worker finishes it)."""
     if run.status in FINISHED:
-        raise RunStateError(f"run {run.id} is already {run.status}")
+        raise Conflict(f"run {run.id} is already {run.status}")
     if run.status == "queued":
         set_status(session, run, "cancelled", reason="cancelled before it started")
     else:
@@ -68,8 +82,8 @@ def cancel_run(session: Session, run: Run) -> None:
 
 
 EPOCH_SCALARS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
-                 "nonzero", "total", "epoch_seconds", "samples_per_s")
-LAYER_DEFAULTS: dict[str, Any] = {"pruned": 0, "regrown": 0, "threshold": None}
+                 "nonzero", "total", "epoch_seconds", "samples_per_s", "attempt")
+LAYER_DEFAULTS: dict[str, Any] = {"pruned": 0, "regrown": 0, "threshold": None, "histogram": None}
 
 
 def epoch_document(row: Epoch) -> dict[str, Any]:
@@ -77,6 +91,7 @@ def epoch_document(row: Epoch) -> dict[str, Any]:
     a 1000-epoch, 20-layer run would otherwise spend hundreds of milliseconds in 20 000 LayerStats."""
     doc = {name: getattr(row, name) for name in EPOCH_SCALARS}
     doc["layers"] = [{**LAYER_DEFAULTS, **layer} for layer in row.layers]
+    doc["extra"] = row.extra or None  # a tracked run's scalars that are not record columns
     return doc
 
 
@@ -93,7 +108,7 @@ def update_run(run: Run, patch: RunPatch) -> None:
 def delete_run(session: Session, run: Run) -> None:
     """Delete a finished run and everything it recorded (the caller removes its artifact files after commit)."""
     if run.status not in FINISHED:
-        raise RunStateError(f"run {run.id} is {run.status}: cancel it first")
+        raise Conflict(f"run {run.id} is {run.status}: cancel it first")
     repository.delete_run(session, run.id)
 
 
@@ -104,8 +119,8 @@ def eta_seconds(run: Run, now: datetime | None = None) -> float | None:
     return max(0.0, elapsed / run.epochs_done * (run.epochs_total - run.epochs_done))
 
 
-def to_summary(run: Run) -> RunSummary:
-    return RunSummary(**_summary_fields(run))
+def to_summary(run: Run) -> RunListItem:
+    return RunListItem(**_summary_fields(run))
 
 
 def to_detail(run: Run) -> RunDetail:
@@ -122,4 +137,5 @@ def _summary_fields(run: Run) -> dict[str, Any]:
         "eta_seconds": eta_seconds(run), "sparsity": run.sparsity, "test_acc": run.test_acc,
         "best_test_acc": run.best_test_acc, "worker": run.worker, "attempts": run.attempts,
         "cancel_requested": run.cancel_requested, "error": run.error, "sweep_id": run.sweep_id,
+        "kind": run.kind,
     }

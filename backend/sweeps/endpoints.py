@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, status
 
-from backend.deps import ApiWrite, DatabaseDep, SessionDep
+from backend.capabilities import online_offer
+from backend.deps import ApiWrite, DispatcherDep, SessionDep, SettingsDep, WriteSessionDep, after_commit
+from backend.errors import NotFound
 from backend.runs.schemas import MAX_ID
 from backend.sweeps import repository, service
 from backend.sweeps.schemas import SweepCreate, SweepDetail, SweepList
@@ -19,16 +21,12 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No sweep wit
              responses={422: {"description": "Too many combinations, or a combination is not a valid config: "
                                              "each `detail` entry names the combination and the field"},
                         413: {"description": "Body too large"}})
-def create_sweep(body: SweepCreate, db: DatabaseDep, request: Request) -> SweepDetail:
+def create_sweep(body: SweepCreate, session: WriteSessionDep, dispatcher: DispatcherDep,
+                 settings: SettingsDep) -> SweepDetail:
     """Create one queued run per grid combination, all in one transaction, after validating every one."""
-    try:
-        with db.writing() as session:
-            sweep = service.create_sweep(session, body)
-            detail = service.detail(session, sweep)
-    except service.SweepInvalid as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.errors) from exc
-    request.app.state.dispatcher.wake()
-    return detail
+    sweep = service.create_sweep(session, body, online_offer(session, settings.heartbeat_timeout))
+    after_commit(session, dispatcher.wake)
+    return service.detail(session, sweep)
 
 
 @router.get("", response_model=SweepList)
@@ -47,5 +45,15 @@ def get_sweep(sweep_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionD
     """A sweep's grid, its runs with their progress, and its best run so far."""
     sweep = repository.get_sweep(session, sweep_id)
     if sweep is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep_id} not found")
+        raise NotFound(f"sweep {sweep_id} not found")
+    return service.detail(session, sweep)
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepDetail, dependencies=[ApiWrite], responses=NOT_FOUND)
+def cancel_sweep(sweep_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: WriteSessionDep) -> SweepDetail:
+    """Cancel every queued or running run of the sweep (finished runs stay as they are)."""
+    sweep = repository.get_sweep(session, sweep_id)
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    service.cancel_sweep(session, sweep)
     return service.detail(session, sweep)

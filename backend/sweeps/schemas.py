@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.runs.schemas import NO_NUL, RunSummary
+from backend.runs.schemas import NO_NUL, RunListItem
 
 MAX_COMBINATIONS = 1000
 DOTTED_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
@@ -56,7 +56,7 @@ class SweepDetail(SweepSummary):
     base: dict[str, Any]
     grid: dict[str, list[Any]]
     best_run_id: int | None = Field(description="The completed run with the highest final test accuracy")
-    runs: list[RunSummary] = Field(description="Its runs, in grid order, each with its progress")
+    runs: list[RunListItem] = Field(description="Its runs, in grid order, each with its progress")
 
 
 class SweepList(BaseModel):

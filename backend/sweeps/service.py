@@ -11,20 +11,23 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from backend.capabilities import Offer, run_problems
+from backend.errors import Invalid
 from backend.runs import service as runs_service
 from backend.sweeps import repository
 from backend.sweeps.schemas import MAX_COMBINATIONS, SweepCreate, SweepDetail, SweepSummary
 from backend.tables import Run, Sweep, utcnow
 from prunescope.contract.config import RunConfig
+from prunescope.contract.status import FINISHED_STATUSES
 
 MAX_ERRORS = 50
 
 
-class SweepInvalid(ValueError):
-    """The grid is too large or a combination is not a valid run config (HTTP 422); `errors` say where."""
+class SweepInvalid(Invalid):
+    """The grid is too large or a combination is not a valid run config; `errors` say where."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("; ".join(e["msg"] for e in errors))
+        super().__init__("; ".join(e["msg"] for e in errors), detail=errors)
         self.errors = errors
 
 
@@ -53,8 +56,12 @@ def label(combination: dict[str, Any]) -> str:
     return ", ".join(f"{path}={json.dumps(value)}" for path, value in combination.items())
 
 
-def expand(body: SweepCreate) -> list[tuple[dict[str, Any], RunConfig]]:
-    """Each combination with its validated config; raises SweepInvalid naming every bad combination and field."""
+def expand(body: SweepCreate, offer: Offer | None = None) -> list[tuple[dict[str, Any], RunConfig]]:
+    """Each combination with its validated config; raises SweepInvalid naming every bad combination and field.
+
+    Like a single submission, a combination no worker could run (unknown model or dataset, layer patterns that
+    select no layer) is refused before anything is queued; `offer` is what online workers add to the built-ins.
+    """
     count = math.prod(len(values) for values in body.grid.values())
     if count > MAX_COMBINATIONS:
         raise SweepInvalid([{"loc": ["body", "grid"], "type": "too_many_combinations",
@@ -69,7 +76,12 @@ def expand(body: SweepCreate) -> list[tuple[dict[str, Any], RunConfig]]:
                 set_path(config, path, value)
             if "name" not in combination:
                 config["name"] = _run_name(body.name, combination)
-            out.append((combination, RunConfig.model_validate(config)))
+            validated = RunConfig.model_validate(config)
+            for problem in run_problems(validated, offer or Offer()):
+                loc = [str(part) for part in problem["loc"]][1:]  # type: ignore[attr-defined]
+                errors.append({"loc": ["body", "grid", *loc], "type": problem["type"],
+                               "msg": f"{where}: {'.'.join(loc)}: {problem['msg']}", "combination": combination})
+            out.append((combination, validated))
         except ValidationError as exc:
             for error in exc.errors(include_url=False, include_input=False):
                 field = ".".join(str(p) for p in error["loc"]) or "config"
@@ -90,9 +102,9 @@ def _run_name(sweep_name: str, combination: dict[str, Any]) -> str:
     return f"{sweep_name} [{short}]"[:200]
 
 
-def create_sweep(session: Session, body: SweepCreate) -> Sweep:
+def create_sweep(session: Session, body: SweepCreate, offer: Offer | None = None) -> Sweep:
     """Validate every combination first, then store the sweep and its runs (the caller commits once)."""
-    configs = expand(body)
+    configs = expand(body, offer)
     sweep = Sweep(name=body.name, base=body.base, grid=body.grid, created_at=utcnow())
     session.add(sweep)
     session.flush()
@@ -124,3 +136,11 @@ def detail(session: Session, sweep: Sweep) -> SweepDetail:
     best = best_run(runs)
     return SweepDetail(**_summary_fields(sweep, stats), base=sweep.base, grid=sweep.grid,
                        best_run_id=best.id if best else None, runs=[runs_service.to_summary(r) for r in runs])
+
+
+def cancel_sweep(session: Session, sweep: Sweep) -> list[int]:
+    """Cancel the sweep's active runs as `POST /api/runs/{id}/cancel` would; the ids it cancelled."""
+    active = [run for run in repository.sweep_runs(session, sweep.id) if run.status not in FINISHED_STATUSES]
+    for run in active:
+        runs_service.cancel_run(session, run)
+    return [run.id for run in active]

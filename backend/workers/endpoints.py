@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from backend.deps import SessionDep, SettingsDep
-from backend.tables import Worker, utcnow
+from backend.tables import utcnow
+from backend.workers.repository import online_workers
 
 
 class WorkerOut(BaseModel):
@@ -31,11 +30,6 @@ class WorkerList(BaseModel):
 
 
 router = APIRouter(prefix="/api/workers", tags=["workers"])
-
-
-def online_workers(session: Session, timeout_seconds: float) -> list[Worker]:
-    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
-    return list(session.scalars(select(Worker).where(Worker.last_heartbeat >= cutoff).order_by(Worker.name)))
 
 
 @router.get("", response_model=WorkerList)

@@ -10,13 +10,21 @@ from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from prunescope.config import Settings
+from prunescope.contract.worker_api import LEASE_HEADER
 
 WORKER = {"Authorization": "Bearer worker-secret"}
 
 
+def claim(client: TestClient, run_id: int, worker: str = "w") -> dict[str, str]:
+    """Start a run as a worker does; returns the headers of its later calls (worker token and the lease)."""
+    answer = client.post(f"/api/worker/runs/{run_id}/start", json={"worker": worker}, headers=WORKER).json()
+    return {**WORKER, LEASE_HEADER: answer["lease"]} if answer.get("proceed") else dict(WORKER)
+
+
 @pytest.fixture
 def api_settings(settings: Settings, database_url: str) -> Settings:
-    return settings.model_copy(update={"database_url": database_url})
+    # The API checks the Host header: TestClient sends "testserver".
+    return settings.model_copy(update={"database_url": database_url, "allowed_hosts": "localhost,testserver"})
 
 
 @pytest.fixture

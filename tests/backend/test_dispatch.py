@@ -54,3 +54,23 @@ def test_messages_lost_by_a_restarted_broker_are_sent_again(broker_client: TestC
         session.get(Run, run_id).dispatched_at = utcnow() - timedelta(hours=1)
     app.state.dispatcher.tick()  # type: ignore[attr-defined]
     assert len(_queued_messages(broker_client, "cpu")) == 1
+
+
+def test_checkpoints_of_runs_that_cannot_resume_are_released(client: TestClient) -> None:
+    from backend.artifacts import artifact_path
+
+    app = client.app
+    settings = app.state.settings  # type: ignore[attr-defined]
+    queued = client.post("/api/runs", json=digits_config()).json()["id"]
+    cancelled = client.post("/api/runs", json=digits_config()).json()["id"]
+    assert client.post(f"/api/runs/{cancelled}/cancel").status_code in (200, 202)
+    paths = {}
+    for run_id in (queued, cancelled, 999_999):  # the last: a run deleted while its file stayed
+        path = artifact_path(settings.resolved_artifact_dir, run_id, "checkpoint.pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"checkpoint")
+        paths[run_id] = path
+    released = app.state.dispatcher.release_checkpoints()  # type: ignore[attr-defined]
+    assert released == [cancelled, 999_999]
+    assert paths[queued].exists()  # a queued run may still resume from it
+    assert not paths[cancelled].exists() and not paths[999_999].exists()

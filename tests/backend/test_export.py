@@ -11,13 +11,13 @@ import pandas as pd
 from fastapi.testclient import TestClient
 
 from prunescope import maskcodec
-from tests.backend.conftest import WORKER, digits_config
+from tests.backend.conftest import claim, digits_config
 
 
 def recorded_run(client: TestClient, epochs: int = 3) -> tuple[int, dict[int, dict[str, np.ndarray]]]:
     """A completed run with two layers' stats and masks per epoch, reported as a worker would."""
     run_id = client.post("/api/runs", json=digits_config(name="exported", training={"epochs": epochs})).json()["id"]
-    client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w"}, headers=WORKER)
+    leased = claim(client, run_id)
     rng = np.random.default_rng(0)
     sent: dict[int, dict[str, np.ndarray]] = {}
     for epoch in range(1, epochs + 1):
@@ -31,8 +31,8 @@ def recorded_run(client: TestClient, epochs: int = 3) -> tuple[int, dict[int, di
                        for name, mask in masks.items()],
             "masks": {name: maskcodec.encode(mask).to_json() for name, mask in masks.items()},
         }
-        assert client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=WORKER).status_code == 200
-    client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w", "status": "completed"}, headers=WORKER)
+        assert client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=leased).status_code == 200
+    client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w", "status": "completed"}, headers=leased)
     return run_id, sent
 
 
@@ -56,9 +56,9 @@ def test_csv_export_is_one_row_per_epoch_and_layer_and_loads_in_pandas(client: T
 
 def test_csv_of_a_run_without_layer_stats_has_one_row_per_epoch(client: TestClient) -> None:
     run_id = client.post("/api/runs", json=digits_config()).json()["id"]
-    client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w"}, headers=WORKER)
+    leased = claim(client, run_id)
     client.post(f"/api/worker/runs/{run_id}/epochs", json={"worker": "w", "epoch": 1, "test_acc": 0.5},
-                headers=WORKER)
+                headers=leased)
     frame = pd.read_csv(io.StringIO(client.get(f"/api/runs/{run_id}/export?format=csv").text))
     assert len(frame) == 1
     assert frame["layer"].isna().all()

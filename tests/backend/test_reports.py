@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from backend.tables import Run, utcnow
 from prunescope import maskcodec
+from prunescope.contract.worker_api import LEASE_HEADER
 from tests.backend.conftest import WORKER, digits_config
 
 
@@ -20,11 +21,21 @@ def submit(client: TestClient, **overrides: Any) -> int:
     return run_id
 
 
+LEASES: dict[int, str] = {}  # the newest lease `start` handed out, per run
+
+
 def start(client: TestClient, run_id: int, worker: str = "w1") -> dict[str, Any]:
     response = client.post(f"/api/worker/runs/{run_id}/start", json={"worker": worker}, headers=WORKER)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
+    if body["proceed"]:
+        LEASES[run_id] = body["lease"]
     return body
+
+
+def leased(run_id: int, lease: str | None = None) -> dict[str, str]:
+    """Worker headers with the run's current lease (or the one given)."""
+    return {**WORKER, LEASE_HEADER: lease or LEASES[run_id]}
 
 
 def epoch_body(epoch: int, masks: dict[str, Any] | None = None, worker: str = "w1", **extra: Any) -> dict[str, Any]:
@@ -36,8 +47,13 @@ def epoch_body(epoch: int, masks: dict[str, Any] | None = None, worker: str = "w
             "masks": masks or {}, **extra}
 
 
-def report(client: TestClient, run_id: int, body: dict[str, Any]) -> Any:
-    return client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=WORKER)
+def report(client: TestClient, run_id: int, body: dict[str, Any], lease: str | None = None) -> Any:
+    return client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=leased(run_id, lease))
+
+
+def finish(client: TestClient, run_id: int, status: str, lease: str | None = None, **body: Any) -> Any:
+    return client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w1", "status": status, **body},
+                       headers=leased(run_id, lease))
 
 
 def test_masks_read_back_bit_exact_through_key_frames_and_deltas(client: TestClient) -> None:
@@ -143,10 +159,12 @@ def test_unauthenticated_or_malformed_reports_change_nothing(client: TestClient)
         assert report(client, run_id, epoch_body(1, masks)).status_code == 422, masks
     nan = json.dumps(epoch_body(1, test_acc=float("nan"))).encode()
     assert client.post(f"/api/worker/runs/{run_id}/epochs", content=nan,
-                       headers={**WORKER, "Content-Type": "application/json"}).status_code == 422
+                       headers={**leased(run_id), "Content-Type": "application/json"}).status_code == 422
     assert report(client, run_id, epoch_body(99)).status_code == 422  # past the run's epochs
     assert report(client, run_id, {"worker": "w1"}).status_code == 422
-    assert report(client, run_id, epoch_body(1, worker="impostor")).status_code == 409
+    # The worker's name proves nothing: without the lease a report is a 409, with any name.
+    assert client.post(f"/api/worker/runs/{run_id}/epochs", json=epoch_body(1), headers=WORKER).status_code == 409
+    assert report(client, run_id, epoch_body(1), lease="made-up").status_code == 409
     assert client.get(f"/api/runs/{run_id}/epochs").json()["items"] == []
     assert client.get(f"/api/runs/{run_id}").json()["epochs_done"] == 0
 
@@ -154,13 +172,13 @@ def test_unauthenticated_or_malformed_reports_change_nothing(client: TestClient)
 def test_finish_records_summary_and_refuses_a_stale_worker(client: TestClient) -> None:
     run_id = submit(client)
     start(client, run_id)
-    report(client, run_id, epoch_body(1))
-    stale = client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w2", "status": "completed"},
+    for epoch in (1, 2, 3):
+        assert report(client, run_id, epoch_body(epoch)).status_code == 200
+    stale = client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w1", "status": "completed"},
                         headers=WORKER)
     assert stale.status_code == 409
     summary = {"final_test_acc": 0.9, "best_test_acc": 0.95, "final_sparsity": 0.8}
-    done = client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w1", "status": "completed",
-                                                                   "summary": summary}, headers=WORKER)
+    done = finish(client, run_id, "completed", summary=summary)
     assert done.status_code == 204
     run = client.get(f"/api/runs/{run_id}").json()
     assert run["status"] == "completed"
@@ -184,7 +202,7 @@ def test_cancel_of_a_running_run_reaches_the_worker_in_report_answers(client: Te
             if statuses and statuses[-1].get("cancel_requested"):
                 break
     assert statuses[-1]["attempts"] == 1 and statuses[-1]["cancel_requested"] is True
-    beat = client.post("/api/worker/heartbeat", json={"worker": "w1", "run_id": run_id}, headers=WORKER).json()
+    beat = client.post("/api/worker/heartbeat", json={"worker": "w1", "run_id": run_id}, headers=leased(run_id)).json()
     assert beat["cancel"] is True
 
 
@@ -221,14 +239,22 @@ def test_silent_worker_run_is_requeued_then_fails_after_max_attempts(client: Tes
             assert "heartbeat" in run["error"] and f"{max_attempts} attempts" in run["error"]
 
 
-def test_worker_shutting_down_hands_the_run_back(client: TestClient) -> None:
+def test_worker_shutting_down_hands_the_run_back_and_the_next_claim_resumes(client: TestClient) -> None:
     run_id = submit(client)
-    start(client, run_id)
-    response = client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w1", "status": "requeue"},
-                           headers=WORKER)
-    assert response.status_code == 204
+    first = start(client, run_id)
+    assert report(client, run_id, epoch_body(1)).status_code == 200
+    put = client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"epoch-1", headers=leased(run_id))
+    assert put.status_code == 204
+    assert finish(client, run_id, "requeue").status_code == 204
     run = client.get(f"/api/runs/{run_id}").json()
-    assert run["status"] == "queued" and run["attempts"] == 0
+    assert run["status"] == "queued" and run["attempts"] == 1
+    # The hand-back's lease is spent; the next claim resumes from the checkpoint as attempt 2.
+    assert report(client, run_id, epoch_body(2), lease=first["lease"]).status_code == 409
+    second = start(client, run_id, "w2")
+    assert second["proceed"] and second["resume"] is True and second["attempt"] == 2
+    assert second["lease"] != first["lease"]
+    got = client.get(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", headers=leased(run_id))
+    assert got.content == b"epoch-1"
 
 
 def test_runs_are_not_reaped_until_workers_had_time_to_reach_a_restarted_api(client: TestClient) -> None:
@@ -253,11 +279,167 @@ def test_heartbeats_list_online_workers(client: TestClient) -> None:
 
 def test_artifacts_upload_and_download_stay_in_their_folder(client: TestClient) -> None:
     run_id = submit(client)
-    put = client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"weights", headers=WORKER)
+    start(client, run_id)
+    put = client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"weights", headers=leased(run_id))
     assert put.status_code == 204
-    got = client.get(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", headers=WORKER)
+    got = client.get(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", headers=leased(run_id))
     assert got.content == b"weights"
     assert client.put(f"/api/worker/runs/{run_id}/artifacts/..%2f..%2fevil.pt", content=b"x",
-                      headers=WORKER).status_code in (404, 422)
-    assert client.put(f"/api/worker/runs/{run_id}/artifacts/other.pt", content=b"x", headers=WORKER).status_code == 422
+                      headers=leased(run_id)).status_code in (404, 422)
+    assert client.put(f"/api/worker/runs/{run_id}/artifacts/other.pt", content=b"x",
+                      headers=leased(run_id)).status_code == 422
     assert client.put(f"/api/worker/runs/{run_id}/artifacts/model.pt", content=b"x").status_code == 401
+
+
+def reap(client: TestClient, run_id: int) -> None:
+    """The run's worker went silent past the heartbeat timeout: the dispatcher requeues the run."""
+    app = client.app
+    app.state.dispatcher.started_at -= timedelta(hours=1)  # type: ignore[attr-defined]
+    with app.state.db.writing() as session:  # type: ignore[attr-defined]
+        session.get(Run, run_id).last_heartbeat_at = utcnow() - timedelta(hours=1)
+    app.state.dispatcher.reap_silent_runs()  # type: ignore[attr-defined]
+    assert client.get(f"/api/runs/{run_id}").json()["status"] == "queued"
+
+
+def test_a_superseded_lease_writes_nothing_anywhere(client: TestClient) -> None:
+    run_id = submit(client)
+    stale = start(client, run_id, "w1")["lease"]
+    assert report(client, run_id, epoch_body(1)).status_code == 200
+    assert client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"attempt-1",
+                      headers=leased(run_id)).status_code == 204
+    reap(client, run_id)
+    fresh = start(client, run_id, "w2")["lease"]
+    assert fresh != stale
+    # Every call of the stale attempt is a 409, and none of them changes anything.
+    assert report(client, run_id, epoch_body(2), lease=stale).status_code == 409
+    put = client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"stale",
+                     headers=leased(run_id, stale))
+    assert put.status_code == 409
+    assert client.put(f"/api/worker/runs/{run_id}/artifacts/model.pt", content=b"stale",
+                      headers=leased(run_id, stale)).status_code == 409
+    assert client.get(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt",
+                      headers=leased(run_id, stale)).status_code == 409
+    assert finish(client, run_id, "completed", lease=stale).status_code == 409
+    beat = client.post("/api/worker/heartbeat", json={"worker": "w1", "run_id": run_id}, headers=leased(run_id, stale))
+    assert beat.status_code == 409
+    assert client.get("/api/workers").json()["items"] == []  # the stale beat registered nothing either
+    got = client.get(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", headers=leased(run_id, fresh))
+    assert got.content == b"attempt-1"
+    assert not (client.app.state.settings.resolved_artifact_dir / "runs" / str(run_id)  # type: ignore[attr-defined]
+                / "model.pt").exists()
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "running" and run["epochs_done"] == 1 and run["attempts"] == 2
+    # A beat without the lease is refused the same way; the worker name alone is nothing.
+    assert client.post("/api/worker/heartbeat", json={"worker": "w2", "run_id": run_id},
+                       headers=WORKER).status_code == 409
+
+
+def test_epochs_record_the_attempt_that_trained_them(client: TestClient) -> None:
+    run_id = submit(client)
+    start(client, run_id, "w1")
+    assert report(client, run_id, epoch_body(1)).status_code == 200
+    assert report(client, run_id, epoch_body(2)).status_code == 200
+    reap(client, run_id)
+    start(client, run_id, "w2")
+    assert report(client, run_id, epoch_body(2, train_loss=0.3)).status_code == 200  # re-run after the crash
+    assert report(client, run_id, epoch_body(3)).status_code == 200
+    epochs = client.get(f"/api/runs/{run_id}/epochs").json()["items"]
+    assert [(e["epoch"], e["attempt"]) for e in epochs] == [(1, 1), (2, 2), (3, 2)]
+    exported = client.get(f"/api/runs/{run_id}/export", params={"format": "json"}).json()["epochs"]
+    assert [e["attempt"] for e in exported] == [1, 2, 2]
+    assert "attempt" in client.get(f"/api/runs/{run_id}/export", params={"format": "csv"}).text.splitlines()[0]
+
+
+def test_completed_is_refused_until_every_epoch_is_recorded(client: TestClient) -> None:
+    run_id = submit(client)
+    start(client, run_id)
+    for epoch in (1, 3):
+        assert report(client, run_id, epoch_body(epoch)).status_code == 200
+    refused = finish(client, run_id, "completed")
+    assert refused.status_code == 409 and "1 of epochs 1..3" in refused.text
+    assert client.get(f"/api/runs/{run_id}").json()["status"] == "running"
+    # An early stop must say so, and then covers only the epochs it ran.
+    assert finish(client, run_id, "completed", summary={"early_stop": "converged", "epochs_done": 3}).status_code == 409
+    assert report(client, run_id, epoch_body(2)).status_code == 200
+    assert finish(client, run_id, "completed").status_code == 204
+    assert client.get(f"/api/runs/{run_id}").json()["status"] == "completed"
+
+
+def test_a_stated_early_stop_completes_with_the_epochs_it_ran(client: TestClient) -> None:
+    run_id = submit(client, training={"epochs": 5})
+    start(client, run_id)
+    for epoch in (1, 2):
+        assert report(client, run_id, epoch_body(epoch)).status_code == 200
+    assert finish(client, run_id, "completed", summary={"epochs_done": 2}).status_code == 409  # not stated
+    done = finish(client, run_id, "completed", summary={"early_stop": "accuracy plateaued", "epochs_done": 2})
+    assert done.status_code == 204
+    assert client.get(f"/api/runs/{run_id}").json()["summary"]["early_stop"] == "accuracy plateaued"
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed", "cancelled"])
+def test_the_checkpoint_goes_when_the_run_ends_and_the_model_stays(client: TestClient, outcome: str) -> None:
+    run_id = submit(client, training={"epochs": 1})
+    start(client, run_id)
+    assert report(client, run_id, epoch_body(1)).status_code == 200
+    for name in ("checkpoint.pt", "model.pt"):
+        assert client.put(f"/api/worker/runs/{run_id}/artifacts/{name}", content=name.encode(),
+                          headers=leased(run_id)).status_code == 204
+    folder = client.app.state.settings.resolved_artifact_dir / "runs" / str(run_id)  # type: ignore[attr-defined]
+    assert (folder / "checkpoint.pt").exists()
+    assert finish(client, run_id, outcome, error="boom" if outcome == "failed" else None).status_code == 204
+    assert client.get(f"/api/runs/{run_id}").json()["status"] == outcome
+    assert not (folder / "checkpoint.pt").exists()
+    assert (folder / "model.pt").read_bytes() == b"model.pt"
+
+
+def test_a_checkpoint_is_kept_across_a_hand_back_and_dropped_when_the_run_turns_out_cancelled(
+        client: TestClient) -> None:
+    run_id = submit(client)
+    start(client, run_id)
+    client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"c", headers=leased(run_id))
+    assert finish(client, run_id, "requeue").status_code == 204
+    folder = client.app.state.settings.resolved_artifact_dir / "runs" / str(run_id)  # type: ignore[attr-defined]
+    assert (folder / "checkpoint.pt").exists()  # it can still resume
+    assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    assert start(client, run_id, "w2")["proceed"] is False  # its queued task arrives: nothing left to resume
+    assert not (folder / "checkpoint.pt").exists()
+
+
+def test_hand_backs_do_not_use_up_the_run_s_attempts(client: TestClient) -> None:
+    run_id = submit(client)
+    max_attempts = client.app.state.settings.max_attempts  # type: ignore[attr-defined]
+    for n in range(max_attempts + 1):
+        assert start(client, run_id, f"w{n}")["attempt"] == n + 1
+        assert finish(client, run_id, "requeue").status_code == 204
+    start(client, run_id, "last")
+    reap(client, run_id)  # one silent attempt after many clean hand-backs: requeued, not failed
+
+
+def test_unwritable_artifact_storage_is_a_retryable_503_that_writes_nothing(client: TestClient) -> None:
+    run_id = submit(client)
+    start(client, run_id)
+    root = client.app.state.settings.resolved_artifact_dir  # type: ignore[attr-defined]
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.write_text("not a directory")  # root ignores permissions, but not a file in the way
+    response = client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"c", headers=leased(run_id))
+    assert response.status_code == 503 and "artifact storage unavailable" in response.text
+    root.unlink()
+    assert client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"c",
+                      headers=leased(run_id)).status_code == 204
+
+
+def test_a_cancelled_run_shows_its_last_recorded_epoch_not_the_summary_s_figures(client: TestClient) -> None:
+    run_id = submit(client, training={"epochs": 5, "batch_size": 64})
+    start(client, run_id)
+    assert report(client, run_id, epoch_body(1, sparsity=0.4, test_acc=0.7)).status_code == 200
+    assert report(client, run_id, epoch_body(2, sparsity=0.562, test_acc=0.8)).status_code == 200
+    client.post(f"/api/runs/{run_id}/cancel")
+    # The engine's summary is taken after its last (partial) step: it may differ from the last epoch's record.
+    summary = {"final_sparsity": 0.59, "final_test_acc": 0.75, "best_test_acc": 0.8, "stopped": True}
+    assert finish(client, run_id, "cancelled", summary=summary).status_code == 204
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "cancelled"
+    assert (run["sparsity"], run["test_acc"]) == (0.562, 0.8)
+    assert run["summary"]["final_sparsity"] == 0.59  # the summary itself is kept as the worker sent it
+    listed = client.get("/api/runs").json()["items"][0]
+    assert (listed["sparsity"], listed["test_acc"]) == (0.562, 0.8)

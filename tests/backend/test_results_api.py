@@ -13,7 +13,7 @@ from backend.artifacts import artifact_path
 from backend.db import Database
 from backend.tables import Epoch, MaskSnapshot, Run, RunEvent
 from prunescope import maskcodec
-from tests.backend.conftest import WORKER, digits_config
+from tests.backend.conftest import claim, digits_config
 
 PRUNED = {"pruning": {"target_sparsity": 0.9, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 2}}}
 
@@ -38,9 +38,12 @@ def add_epochs(client: TestClient, run_id: int, rows: list[dict[str, Any]]) -> N
 
 def finish(client: TestClient, run_id: int, *, sparsity: float, acc: float, status: str = "completed") -> None:
     """Drive a run through the worker endpoints to a finished state with a final sparsity and accuracy."""
-    assert client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w1"}, headers=WORKER).status_code == 200
+    leased = claim(client, run_id, "w1")
+    if status == "completed":  # completed needs every epoch recorded
+        for epoch in range(1, client.get(f"/api/runs/{run_id}").json()["epochs_total"] + 1):
+            client.post(f"/api/worker/runs/{run_id}/epochs", json={"worker": "w1", "epoch": epoch}, headers=leased)
     body = {"worker": "w1", "status": status, "summary": {"final_sparsity": sparsity, "final_test_acc": acc}}
-    assert client.post(f"/api/worker/runs/{run_id}/finish", json=body, headers=WORKER).status_code == 204
+    assert client.post(f"/api/worker/runs/{run_id}/finish", json=body, headers=leased).status_code == 204
 
 
 def test_metrics_returns_the_requested_series_per_epoch(client: TestClient) -> None:
@@ -114,7 +117,7 @@ def test_pareto_front_keeps_the_runs_no_other_beats_on_both(client: TestClient) 
         ids[name] = submit(client, name=name)
         finish(client, ids[name], sparsity=sparsity, acc=acc)
     running = submit(client, name="running")
-    client.post(f"/api/worker/runs/{running}/start", json={"worker": "w2"}, headers=WORKER)
+    claim(client, running, "w2")
     other_dataset = submit(client, name="synthetic", dataset={"name": "synthetic"})
     finish(client, other_dataset, sparsity=0.999, acc=0.999)
 
@@ -198,11 +201,11 @@ def _count(db: Database, model: Any, run_id: int) -> int:
 
 def test_delete_removes_a_finished_runs_epochs_masks_events_and_files(client: TestClient) -> None:
     run_id, other = submit(client), submit(client)
-    client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w1"}, headers=WORKER)
+    leased = claim(client, run_id, "w1")
     mask = maskcodec.encode(np.ones((4, 4), dtype=bool)).to_json()
     epoch = {"worker": "w1", "epoch": 1, "test_acc": 0.5, "masks": {"fc1.weight": mask}}
-    assert client.post(f"/api/worker/runs/{run_id}/epochs", json=epoch, headers=WORKER).status_code == 200
-    client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w1", "status": "completed"}, headers=WORKER)
+    assert client.post(f"/api/worker/runs/{run_id}/epochs", json=epoch, headers=leased).status_code == 200
+    client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w1", "status": "failed"}, headers=leased)
     settings = client.app.state.settings  # type: ignore[attr-defined]
     model = artifact_path(settings.resolved_artifact_dir, run_id, "model.pt")
     model.parent.mkdir(parents=True)
@@ -222,7 +225,7 @@ def test_delete_removes_a_finished_runs_epochs_masks_events_and_files(client: Te
 
 def test_delete_refuses_queued_and_running_runs(client: TestClient) -> None:
     queued, running = submit(client), submit(client)
-    client.post(f"/api/worker/runs/{running}/start", json={"worker": "w1"}, headers=WORKER)
+    claim(client, running, "w1")
     for run_id in (queued, running):
         response = client.delete(f"/api/runs/{run_id}")
         assert response.status_code == 409
@@ -279,7 +282,7 @@ def test_epochs_list_keeps_the_documented_shape_at_full_fidelity(client: TestCli
     body = client.get(f"/api/runs/{run_id}/epochs").json()
     assert EpochList.model_validate(body).model_dump(mode="json") == body  # nothing missing, nothing extra
     assert body["items"][1]["layers"][0] == {"name": "fc1.weight", "shape": [2, 3], "sparsity": 0.5, "pruned": 0,
-                                             "regrown": 0, "threshold": None}
+                                             "regrown": 0, "threshold": None, "histogram": None}
 
 
 def test_list_sorts_on_every_summary_column(client: TestClient) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.backend.conftest import WORKER, digits_config
+from prunescope.contract.worker_api import LEASE_HEADER
+from tests.backend.conftest import WORKER, claim, digits_config
 
 BASE = digits_config(name="base", training={"epochs": 4, "batch_size": 64},
                      pruning={"target_sparsity": 0.5, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 3}})
@@ -82,13 +83,13 @@ def test_sweep_detail_follows_progress_and_names_the_best_run(client: TestClient
     sweep = client.post("/api/sweeps", json={"name": "s", "base": BASE, "grid": {"training.seed": [0, 1, 2]}}).json()
     first, second, third = (r["id"] for r in sweep["runs"])
     for run_id, acc in ((first, 0.91), (second, 0.95)):
-        client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w"}, headers=WORKER)
+        leased = claim(client, run_id)
         for epoch in range(1, 5):
             body = {"worker": "w", "epoch": epoch, "test_acc": acc, "sparsity": 0.9}
-            client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=WORKER)
-        client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w", "status": "completed"}, headers=WORKER)
-    client.post(f"/api/worker/runs/{third}/start", json={"worker": "w"}, headers=WORKER)
-    client.post(f"/api/worker/runs/{third}/epochs", json={"worker": "w", "epoch": 1, "test_acc": 0.99}, headers=WORKER)
+            client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=leased)
+        client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w", "status": "completed"}, headers=leased)
+    leased = claim(client, third)
+    client.post(f"/api/worker/runs/{third}/epochs", json={"worker": "w", "epoch": 1, "test_acc": 0.99}, headers=leased)
 
     detail = client.get(f"/api/sweeps/{sweep['id']}").json()
     assert detail["status_counts"] == {"completed": 2, "running": 1}
@@ -118,3 +119,38 @@ def test_the_documented_example_creates_its_sweep(client: TestClient) -> None:
     response = client.post("/api/sweeps", json=example)
     assert response.status_code == 201, response.text
     assert response.json()["runs_total"] == 8
+
+
+def test_cancelling_a_sweep_stops_its_active_runs_and_keeps_finished_ones(client: TestClient) -> None:
+    sweep = client.post("/api/sweeps", json={"name": "s", "base": BASE, "grid": {"training.seed": [0, 1, 2]}}).json()
+    done, running, queued = (r["id"] for r in sweep["runs"])
+    started = client.post(f"/api/worker/runs/{done}/start", json={"worker": "w"}, headers=WORKER).json()
+    # Workers carry their lease once the API hands them one (the worker-API contract's LEASE_HEADER).
+    lease = {LEASE_HEADER: started["lease"]} if started.get("lease") else {}
+    finished = client.post(f"/api/worker/runs/{done}/finish", json={"worker": "w", "status": "failed", "error": "x"},
+                           headers={**WORKER, **lease})
+    assert finished.status_code == 204, finished.text
+    client.post(f"/api/worker/runs/{running}/start", json={"worker": "w"}, headers=WORKER)
+
+    response = client.post(f"/api/sweeps/{sweep['id']}/cancel")
+    assert response.status_code == 200, response.text
+    runs = {r["id"]: r for r in response.json()["runs"]}
+    assert runs[done]["status"] == "failed"
+    assert runs[running]["status"] == "running" and runs[running]["cancel_requested"] is True
+    assert runs[queued]["status"] == "cancelled"
+    # Cancelling again is harmless: nothing active is left to cancel but the running run's request stands.
+    assert client.post(f"/api/sweeps/{sweep['id']}/cancel").status_code == 200
+    assert client.post("/api/sweeps/999/cancel").status_code == 404
+
+
+def test_sweep_combination_whose_layer_patterns_select_nothing_is_refused_whole(client: TestClient) -> None:
+    before = runs_total(client)
+    grid = {"pruning.layers.include": [["fc*"], ["conv*"]]}
+    response = client.post("/api/sweeps", json={"name": "layers", "base": BASE, "grid": grid})
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert [e["type"] for e in errors] == ["no_layer_selected"]
+    assert errors[0]["loc"] == ["body", "grid", "pruning", "layers", "include"]
+    assert "conv*" in errors[0]["msg"] and "fc1.weight" in errors[0]["msg"]
+    assert runs_total(client) == before
+    assert client.get("/api/sweeps").json()["total"] == 0

@@ -17,9 +17,23 @@ branch_labels = None
 depends_on = None
 
 
+# SQLite hands out max(rowid)+1 unless a table is declared AUTOINCREMENT, so deleting the newest run gave its id
+# to the next one (old links and late uploads then landed on it). PostgreSQL sequences never go back: nothing to do.
+TABLES = ("runs", "sweeps")
+
+
 def upgrade() -> None:
-    pass  # filled in by the change that needs it (see the message above)
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    for table in TABLES:
+        # A rebuild (foreign keys are off during migrations, see backend.migrate) declaring AUTOINCREMENT.
+        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True}):
+            pass
 
 
 def downgrade() -> None:
-    pass
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    for table in TABLES:
+        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": False}):
+            pass

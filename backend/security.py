@@ -1,0 +1,162 @@
+"""Request guards every response passes through: allowed Host, write intent (same origin, JSON), security headers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.errors import Invalid
+
+# Plotly draws with inline style attributes (d3 `.attr("style", …)`), so styles need 'unsafe-inline'; scripts
+# never do: the dashboard has no inline script and no eval.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Workers talk to these with the worker token and upload artifacts as octet streams; browsers never do.
+WORKER_PREFIX = "/api/worker/"
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def allowed_hosts(configured: Iterable[str] | None, bind_host: str) -> frozenset[str] | None:
+    """Host names requests may name (lower case, no port); None allows any (`*`, or a wildcard bind unset)."""
+    if configured is not None:
+        hosts = {h.strip().lower() for h in configured if h.strip()}
+        return None if "*" in hosts else frozenset(hosts)
+    if bind_host in WILDCARD_BINDS:
+        return None  # listening on every interface: the operator names the hosts (PRUNESCOPE_ALLOWED_HOSTS)
+    return frozenset({"127.0.0.1", "localhost", "::1", bind_host.lower()})
+
+
+def host_name(host: str) -> str:
+    """`example.org:8000` -> `example.org`; `[::1]:8000` -> `::1`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _refusal(status: int, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"detail": message}).encode()
+
+
+class SecurityMiddleware:
+    """Refuses requests for other hosts (400), writes from other origins (403) or with non-JSON bodies (415),
+    and adds the security headers to every response."""
+
+    def __init__(self, app: ASGIApp, *, hosts: frozenset[str] | None) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self.check(scope)
+        if refusal is not None:
+            status, body = refusal
+            await self._secured(send)({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, self._secured(send))
+
+    def check(self, scope: Scope) -> tuple[int, bytes] | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if self.hosts is not None and host_name(host) not in self.hosts:
+            return _refusal(400, "this server does not answer for that Host (see PRUNESCOPE_ALLOWED_HOSTS)")
+        if scope["method"] in SAFE_METHODS or scope["path"].startswith(WORKER_PREFIX):
+            return None
+        # A browser marks requests another site makes; forms and fetches from other origins carry Origin.
+        if headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site"):
+            return _refusal(403, "cross-site requests cannot change anything")
+        origin = headers.get("origin")
+        if origin is not None:
+            parts = urlsplit(origin)
+            if origin == "null" or not parts.netloc or parts.netloc.lower() != host.lower():
+                return _refusal(403, f"requests from {origin} cannot change anything here")
+        content_type = headers.get("content-type")
+        has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+        if content_type is not None:
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media != "application/json":
+                return _refusal(415, "write requests take `Content-Type: application/json` bodies only")
+        elif has_body:
+            return _refusal(415, "write requests take `Content-Type: application/json` bodies only")
+        return None
+
+    @staticmethod
+    def _secured(send: Send) -> Send:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            await send(message)
+
+        return send_with_headers
+
+
+class _NotJson:
+    """Where json.loads met NaN or ±Infinity: kept as a marker so that the error can name the field."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _first_problem(value: Any, loc: list[str | int]) -> tuple[list[str | int], str] | None:
+    if isinstance(value, _NotJson):
+        return loc, f"{value.name} is not a number JSON allows"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc, "text holds a lone surrogate (not Unicode)"
+        return None
+    items: Iterable[tuple[str | int, Any]] = ()
+    if isinstance(value, dict):
+        for key in value:
+            found = _first_problem(key, loc)
+            if found:
+                return found
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, child in items:
+        found = _first_problem(child, [*loc, key])
+        if found:
+            return found
+    return None
+
+
+async def reject_unsafe_json(request: Request) -> None:
+    """Every JSON body: NaN and ±Infinity (not JSON) and lone surrogates (not Unicode text) get a 422 before any
+    endpoint sees them: they would otherwise be stored and break every later read of what holds them."""
+    if request.method in SAFE_METHODS or "json" not in request.headers.get("content-type", ""):
+        return
+    body = await request.body()  # cached: FastAPI parses the same bytes afterwards
+    if not body:
+        return
+    try:
+        document = json.loads(body, parse_constant=_NotJson)
+    except ValueError:
+        return  # malformed JSON: FastAPI's own parsing answers it with its usual 422
+    found = _first_problem(document, ["body"])
+    if found:
+        loc, message = found
+        raise Invalid(message, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
