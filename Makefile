@@ -11,8 +11,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins the CPU build of torch; pyproject.toml states the supported range.
-	# Everything: the API, the worker (torch, the `worker` extra) and the dev tools.
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dev]'
+	# Everything: the API, the worker (torch, the `worker` extra), image folders, the Lightning callback, dev tools.
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,images,lightning,dev]'
 	touch $@
 
 run: install

@@ -79,7 +79,11 @@ def list_runs(
     total = session.scalar(select(func.count()).select_from(ids_query.subquery())) or 0
     descending = sort.startswith("-")
     column = SORTABLE[sort.lstrip("-")]
-    order = column.desc().nulls_last() if descending else column.asc().nulls_last()
+    order = column.desc() if descending else column.asc()
+    if column.nullable:
+        # Only where NULLs exist: NULLS LAST on a NOT NULL column stops PostgreSQL from walking its index
+        # backwards (a 100 000-run list then sorts the whole table).
+        order = order.nulls_last()
     # Sort ids only, then load the page's rows: the sorter holds (key, id), not thousands of whole rows with
     # their JSON configs.
     ids: list[int] = list(session.scalars(ids_query.order_by(order, Run.id.desc()).limit(limit).offset(offset)))
