@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
         docs_url=None, redoc_url=None, dependencies=[Depends(reject_unsafe_json)],
         description="Queue dynamic-pruning runs, record every epoch's sparsity, metrics and masks, watch them live.",
     )
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # Level 5, not Starlette's 9: a third of the CPU for a few % larger bodies (a mask grid read spent more
+    # time compressing than computing).
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)
     hosts = settings.allowed_hosts.split(",") if settings.allowed_hosts is not None else None
     app.add_middleware(SecurityMiddleware, hosts=allowed_hosts(hosts, settings.host))

@@ -20,25 +20,27 @@ from backend.tables import Run
 from prunescope.config import Settings
 
 bearer = HTTPBearer(auto_error=False)
+# Dependencies that only read app state are `async def`: FastAPI runs a plain `def` dependency in its thread
+# pool, and a mask-grid read used to pay a dozen such hops before doing any work.
 AFTER_COMMIT = "prunescope_after_commit"
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_hub(request: Request) -> EventHub:
+async def get_hub(request: Request) -> EventHub:
     hub: EventHub = request.app.state.hub
     return hub
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
 
@@ -100,7 +102,7 @@ def _matches(credentials: HTTPAuthorizationCredentials | None, token: str) -> bo
     return credentials is not None and hmac.compare_digest(credentials.credentials.encode(), token.encode())
 
 
-def require_api_token(settings: SettingsDep, credentials: Credentials) -> None:
+async def require_api_token(settings: SettingsDep, credentials: Credentials) -> None:
     """Write endpoints: when PRUNESCOPE_API_TOKEN is set, a matching Bearer token is required."""
     token = settings.api_token
     if token and not _matches(credentials, token):
@@ -108,7 +110,7 @@ def require_api_token(settings: SettingsDep, credentials: Credentials) -> None:
                            headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_worker_token(request: Request, credentials: Credentials) -> None:
+async def require_worker_token(request: Request, credentials: Credentials) -> None:
     """Worker reports always need the worker token."""
     token: str = request.app.state.worker_token
     if not _matches(credentials, token):

@@ -8,10 +8,10 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from backend.tables import RunEvent
+from backend.tables import RunEvent, utcnow
 
 NOTIFY = "prunescope_notify"
 
@@ -20,6 +20,14 @@ def record_event(session: Session, run_id: int, kind: str, data: dict[str, Any])
     """Add an event to the run's stream (committed with the caller's transaction)."""
     session.add(RunEvent(run_id=run_id, kind=kind, data=data))
     session.info.setdefault(NOTIFY, set()).add(run_id)
+
+
+def record_events(session: Session, run_id: int, kind: str, datas: list[dict[str, Any]]) -> None:
+    """Add many events of one kind in one statement (a batch of epochs), in order."""
+    if datas:
+        session.execute(insert(RunEvent), [{"run_id": run_id, "kind": kind, "data": data, "created_at": utcnow()}
+                                           for data in datas])
+        session.info.setdefault(NOTIFY, set()).add(run_id)
 
 
 def notified_runs(session: Session) -> set[int]:

@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prunescope import maskcodec, services  # noqa: E402
-from worker.runner import MaskEncoder  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -74,7 +73,7 @@ def bench_latency(epochs: int) -> dict[str, float]:
         rng = np.random.default_rng(0)
         shapes = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
         current = {name: rng.random(shape) < 0.05 for name, shape in shapes.items()}
-        encoder = MaskEncoder()
+        encoder = maskcodec.MaskEncoder()
         sent: dict[int, float] = {}
         for epoch in range(1, epochs + 1):
             for mask in current.values():
@@ -98,30 +97,30 @@ def bench_training(data_dir: Path, epochs: int, preset: dict[str, Any]) -> dict[
     """Train with the worker's recording callback; time the callback and measure the mask bytes."""
     import torch
 
+    from prunescope.contract import EpochRecord
     from prunescope.contract.config import RunConfig
     from worker.engine.training import run_training
 
     torch.set_num_threads(1)
-    config = RunConfig.model_validate(preset).model_dump(mode="json")
-    encoder = MaskEncoder()
+    config = RunConfig.model_validate(preset)
+    encoder = maskcodec.MaskEncoder()
     callback_seconds: list[float] = []
     epoch_seconds: list[float] = []
     mask_bytes = 0
     weights = 0
 
-    def on_epoch(record: dict[str, Any]) -> None:
+    def on_epoch(record: EpochRecord, layer_masks: dict[str, Any]) -> None:
         nonlocal mask_bytes, weights
         started = time.perf_counter()
-        layer_masks = record.pop("masks")
-        encoded = encoder.encode(record["epoch"], layer_masks)
-        json.dumps({**record, "masks": encoded})
+        encoded = encoder.encode(record.epoch, layer_masks)
+        json.dumps({**record.model_dump(mode="json"), "masks": encoded})
         callback_seconds.append(time.perf_counter() - started)
-        epoch_seconds.append(record["epoch_seconds"])
+        epoch_seconds.append(record.epoch_seconds or 0.0)
         for name, mask in layer_masks.items():
             mask_bytes += len(maskcodec.EncodedMask.from_json(encoded[name]).data)
             weights += mask.size
-        print(f"  epoch {record['epoch']}/{epochs}: {record['epoch_seconds']:.2f} s, "
-              f"sparsity {record['sparsity']:.4f}, test acc {record['test_acc']:.4f}", file=sys.stderr)
+        print(f"  epoch {record.epoch}/{epochs}: {record.epoch_seconds:.2f} s, "
+              f"sparsity {record.sparsity:.4f}, test acc {record.test_acc:.4f}", file=sys.stderr)
 
     run_training(config, data_dir=data_dir, device="cpu", on_epoch=on_epoch)
     return {"recording_share_pct": 100 * sum(callback_seconds) / sum(epoch_seconds),

@@ -13,7 +13,7 @@ from backend.runs import repository
 from backend.runs.schemas import RunDetail, RunListItem, RunPatch
 from backend.tables import Epoch, Run, utcnow
 from prunescope.contract.config import RunConfig
-from prunescope.contract.records import RunSummary
+from prunescope.contract.records import LayerStats, RunSummary
 from prunescope.contract.status import FINISHED_STATUSES as FINISHED
 
 
@@ -84,13 +84,15 @@ def cancel_run(session: Session, run: Run) -> None:
 EPOCH_SCALARS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
                  "nonzero", "total", "epoch_seconds", "samples_per_s", "attempt")
 LAYER_DEFAULTS: dict[str, Any] = {"pruned": 0, "regrown": 0, "threshold": None, "histogram": None}
+LAYER_FIELDS = len(LayerStats.model_fields)
 
 
 def epoch_document(row: Epoch) -> dict[str, Any]:
     """An epoch as `EpochRecord` serialises it, without validating again what the report already validated:
     a 1000-epoch, 20-layer run would otherwise spend hundreds of milliseconds in 20 000 LayerStats."""
     doc = {name: getattr(row, name) for name in EPOCH_SCALARS}
-    doc["layers"] = [{**LAYER_DEFAULTS, **layer} for layer in row.layers]
+    # Stored stats are complete unless written before a field existed: only those are filled in.
+    doc["layers"] = [layer if len(layer) == LAYER_FIELDS else {**LAYER_DEFAULTS, **layer} for layer in row.layers]
     doc["extra"] = row.extra or None  # a tracked run's scalars that are not record columns
     return doc
 

@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, Invalid, NotFound
-from backend.events import record_event
+from backend.events import record_event, record_events
 from backend.maskviews.service import MaskNotFound, mask_at
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
@@ -124,13 +124,15 @@ def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> Non
     session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch.in_(numbers)))
     session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch.in_(numbers)))
     now = utcnow()
-    rows = []
+    rows, events = [], []
     for e in epochs:
         record = e.model_dump(exclude={"masks", "extra"})
         rows.append({**record, "run_id": run.id, "extra": e.extra or None, "recorded_at": now})
-        record_event(session, run.id, "epoch", {**record, "extra": e.extra} if e.extra else record)
-    # One executemany for the batch: a 1000-epoch sync is one statement, not 1000 ORM flushes.
+        events.append({**record, "extra": e.extra} if e.extra else record)
+    # One executemany each for the epochs and their events: a 1000-epoch sync is a few statements, not
+    # 2000 ORM flushes.
     session.execute(insert(Epoch), rows)
+    record_events(session, run.id, "epoch", events)
     if snapshots:
         session.execute(insert(MaskSnapshot), snapshots)
     newest = epochs[-1]

@@ -70,6 +70,8 @@ def free_form_json(value: dict[str, Any]) -> dict[str, Any]:
             _check_text(node, f"config value at {path}")
         elif isinstance(node, float) and not math.isfinite(node):
             raise ValueError(f"config value at {path} is not a finite number")
+        elif isinstance(node, int) and not isinstance(node, bool) and not -(2**63) <= node < 2**63:
+            raise ValueError(f"config value at {path} is an integer beyond 64 bits")
         elif isinstance(node, dict):
             for key, item in node.items():
                 if not isinstance(key, str):

@@ -203,6 +203,7 @@ def test_batch_of_many_epochs_is_one_request_and_replays_never_duplicate(api: Li
     ({"name": "x", "tags": ["ok", ""]}, ["body", "tags", 1]),
     ({"name": "x", "pruning": {"target_sparsity": 1.5}}, ["body", "pruning", "target_sparsity"]),
     ({"name": "x", "config": {"k": "nul\x00"}}, ["body", "config"]),
+    ({"name": "x", "config": {"k": {"big": 2**64}}}, ["body", "config"]),
     ({"name": "x", "lease": "short"}, ["body", "lease"]),
     ({"name": "x", "surprise": 1}, ["body", "surprise"]),
 ])

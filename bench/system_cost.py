@@ -1,0 +1,295 @@
+"""The whole system's cost (issue 13, item 6): every figure side by side, from one run on one machine.
+
+    .venv/bin/python bench/system_cost.py                                          # the full benchmark, ~5 min
+    .venv/bin/python bench/system_cost.py --runs 2000 --sweep-runs 4 --clients 10  # a quick smoke run
+
+1. Sweep overhead: `--sweep-runs` short runs (LeNet-300-100 on digits, gmp-like cubic magnitude pruning,
+   varied seed and target) submitted to the real stack — a private Redis, `prunescope api` and two
+   `prunescope worker --queues cpu` — timed from the first submit until every run is `completed`; against
+   the same configs as a bare script with the same parallelism (two processes, each calling
+   `worker.engine.training.run_training` in-process on its share), timed from the first process's start
+   to the last one's end. Both sides get OMP_NUM_THREADS=1 and pay the torch import inside their window
+   (a worker imports torch when its first run starts). `--sweep-repeats` alternating pairs, each side on
+   fresh processes; the pair with the median ratio is printed. Target: stack ≤ 1.10× bare.
+2. Submit → first epoch: on the idle, warm stack, 5 runs one after another; POST /api/runs until the first
+   `epoch` event on the run's SSE stream, beside the training time of that epoch (its `epoch_seconds`).
+3. `--clients` concurrent SSE clients on one run: the workers are stopped, a simulated worker claims the
+   run (POST /api/worker/runs/{id}/start, then its lease on every call) and posts `--sse-epochs` reports
+   with LeNet-300-100 masks 0.3 s apart; report → client latency over all clients and epochs.
+   Target: p95 ≤ 500 ms.
+4. The runs list at `--runs` runs on SQLite and PostgreSQL (a database of its own, dropped afterwards),
+   p50/p95 of three queries, and the API's resident memory at that size (bench/system_runslist.py).
+   Target: p95 ≤ 50 ms.
+
+Prints tables only (no assertions). `--parts sweep,first,sse,list` picks parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from prunescope import services  # noqa: E402
+
+TOKEN = "system-cost-worker-token"
+SWEEP_TAG = "system-cost-sweep"
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # two processes share 2 cores fairly
+
+
+def sweep_configs(count: int, epochs: int) -> list[dict[str, Any]]:
+    """`count` short runs: same model and data, seeds and target sparsities varied as a sweep varies them."""
+    targets = (0.5, 0.6, 0.7, 0.8, 0.9)
+    return [{"name": f"system-cost-{i}", "tags": [SWEEP_TAG], "device": "cpu",
+             "model": {"name": "lenet300_100"}, "dataset": {"name": "digits"},
+             "training": {"epochs": epochs, "batch_size": 64, "lr": 0.05, "seed": i},
+             "pruning": {"criterion": "magnitude", "target_sparsity": targets[i % len(targets)],
+                         "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": max(1, epochs - 1),
+                                      "every_steps": 5}}}
+            for i in range(count)]
+
+
+def bare_shard(shard: int, shards: int, count: int, epochs: int) -> None:
+    """One bare process: its share of the sweep, in-process, one after another; prints its window as JSON."""
+    began = time.time()  # before torch is imported: the worker pays that import inside its window too
+    from prunescope.contract import parse_run_config
+    from worker.engine.training import run_training
+
+    imported = time.time()
+    data_dir = Path(tempfile.mkdtemp(prefix="prunescope-bare-"))
+    runs = []
+    for config in sweep_configs(count, epochs)[shard::shards]:
+        started = time.perf_counter()
+        run_training(parse_run_config(config), data_dir=data_dir, device="cpu")
+        runs.append(time.perf_counter() - started)
+    print(json.dumps({"began": began, "imported": imported, "ended": time.time(), "runs": runs}))
+
+
+def bare_sweep(count: int, epochs: int, shards: int = 2) -> dict[str, float]:
+    """The bare sweep's wall time, its longest torch-and-engine import, and runs' median in-process times."""
+    procs = [subprocess.Popen([sys.executable, __file__, "--bare-shard", str(k), "--sweep-runs", str(count),
+                               "--sweep-epochs", str(epochs)], env={**os.environ, **ENV}, stdout=subprocess.PIPE)
+             for k in range(shards)]
+    windows = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a bare sweep process failed with exit code {proc.returncode}")
+        windows.append(json.loads(out.decode().strip().splitlines()[-1]))
+    return {"wall": max(w["ended"] for w in windows) - min(w["began"] for w in windows),
+            "import": max(w["imported"] - w["began"] for w in windows),
+            "first_run": statistics.median(w["runs"][0] for w in windows if w["runs"]),
+            # Later runs: a process's first run also pays for scikit-learn's import and the data's first load.
+            "run": statistics.median([r for w in windows for r in w["runs"][1:]] or [float("nan")])}
+
+
+class Stack:
+    """A private Redis, the API and two workers, as `prunescope up` would start them, on free ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        redis_port, api_port = services.free_port(), services.free_port()
+        self.base = f"http://127.0.0.1:{api_port}"
+        self.env = {**os.environ, **ENV, "PRUNESCOPE_HOME": str(workdir / "home"),
+                    "PRUNESCOPE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "PRUNESCOPE_API_URL": self.base,
+                    "PRUNESCOPE_WORKER_TOKEN": TOKEN, "PRUNESCOPE_PORT": str(api_port)}
+        self.redis = services.start_redis(redis_port, workdir / "redis")
+        self.api = self._spawn(["api"], "api.log")
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.http = httpx.Client(base_url=self.base, timeout=60)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if self.http.get("/api/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.api.poll() is not None:
+                raise SystemExit(f"the API did not start:\n{self.logs()}")
+            time.sleep(0.2)
+
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        handle = (self.workdir / log).open("ab")
+        return subprocess.Popen([sys.executable, "-m", "prunescope.cli", *args], env=self.env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+
+    def start_workers(self, count: int) -> None:
+        new = [self._spawn(["worker", "--queues", "cpu"], f"worker-{k}.log") for k in range(count)]
+        self.workers += new
+        # Ready when each has sent a heartbeat (a worker is named host:pid; stopped ones stay listed a while).
+        pids = {f":{proc.pid}" for proc in new}
+        deadline = time.monotonic() + 120
+        while not pids <= {w["name"][w["name"].rfind(":"):] for w in self.http.get("/api/workers").json()["items"]}:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the workers did not come online:\n{self.logs()}")
+            time.sleep(0.2)
+
+    def stop_workers(self) -> None:
+        services.stop(self.workers, timeout=30)
+        self.workers = []
+
+    def submit(self, config: dict[str, Any]) -> int:
+        response = self.http.post("/api/runs", json=config)
+        if response.status_code != 201:
+            raise SystemExit(f"submit refused: {response.status_code} {response.text}")
+        return int(response.json()["id"])
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(self.workdir.glob("*.log")))
+
+    def close(self) -> None:
+        self.http.close()
+        services.stop([*self.workers, self.api], timeout=30)
+        services.stop([self.redis])
+
+
+def stack_sweep(stack: Stack, count: int, epochs: int) -> float:
+    configs = sweep_configs(count, epochs)
+    started = time.perf_counter()
+    ids = {stack.submit(config) for config in configs}
+    while True:
+        page = stack.http.get("/api/runs", params={"tag": SWEEP_TAG, "limit": 500}).json()
+        statuses = {run["id"]: run for run in page["items"] if run["id"] in ids}
+        if all(run["status"] == "completed" for run in statuses.values()) and len(statuses) == len(ids):
+            return time.perf_counter() - started
+        bad = [run for run in statuses.values() if run["status"] in ("failed", "cancelled")]
+        if bad:
+            raise SystemExit(f"run {bad[0]['id']} ended {bad[0]['status']}: {bad[0].get('error')}\n{stack.logs()}")
+        time.sleep(0.1)
+
+
+def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int) -> tuple[dict[str, float], float]:
+    """Bare sweep, then stack sweep on freshly started workers, `repeats` times; the pair of the median ratio.
+
+    Alternating pairs on fresh processes keep both sides equally cold and let a load spike from other
+    processes on the machine spoil one pair rather than one side.
+    """
+    pairs = []
+    for repeat in range(1, repeats + 1):
+        stack.stop_workers()  # the last pair's workers stay up, warm, for the parts that follow
+        print(f"pair {repeat}/{repeats}: bare sweep of {count} runs in 2 processes ...", flush=True)
+        bare = bare_sweep(count, epochs)
+        print(f"pair {repeat}/{repeats}: the same through API, Redis and 2 workers ...", flush=True)
+        stack.start_workers(2)
+        through = stack_sweep(stack, count, epochs)
+        print(f"   bare {bare['wall']:.1f} s, stack {through:.1f} s: {through / bare['wall']:.2f}x", flush=True)
+        pairs.append((bare, through))
+    pairs.sort(key=lambda pair: pair[1] / pair[0]["wall"])
+    return pairs[len(pairs) // 2]
+
+
+def first_epochs(stack: Stack, submissions: int, epochs: int) -> list[tuple[float, float]]:
+    """(submit → first `epoch` event, that epoch's own training seconds) for runs submitted one at a time."""
+    samples = []
+    for i, config in enumerate(sweep_configs(submissions, epochs)):
+        config = {**config, "name": f"first-epoch-{i}", "tags": ["system-cost-first"]}
+        started = time.perf_counter()
+        run_id = stack.submit(config)
+        first: tuple[float, float] | None = None
+        with stack.http.stream("GET", f"/api/runs/{run_id}/events", timeout=httpx.Timeout(60, read=300)) as events:
+            kind = None
+            for line in events.iter_lines():  # read to the end: the next run starts on an idle stack
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:") and kind == "epoch" and first is None:
+                    first = (time.perf_counter() - started, float(json.loads(line[5:]).get("epoch_seconds") or 0))
+        if first is None:
+            raise SystemExit(f"run {run_id} ended without an epoch:\n{stack.logs()}")
+        samples.append(first)
+    return samples
+
+
+def sse_fan_out(stack: Stack, clients: int, epochs: int, interval: float) -> dict[str, Any]:
+    from system_fanout import fan_out  # imports numpy and the worker's mask encoder only for this part
+
+    config = {**sweep_configs(1, epochs)[0], "name": "system-cost-sse", "tags": ["system-cost-sse"]}
+    return fan_out(stack.base, TOKEN, stack.submit(config), clients, epochs, interval)
+
+
+def say(lines: list[str]) -> None:
+    print("\n".join(lines), flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=100_000, help="runs in the database for the runs list")
+    parser.add_argument("--sweep-runs", type=int, default=20)
+    parser.add_argument("--sweep-epochs", type=int, default=4)
+    parser.add_argument("--sweep-repeats", type=int, default=3, help="alternating bare/stack pairs")
+    parser.add_argument("--clients", type=int, default=100, help="concurrent SSE clients on one run")
+    parser.add_argument("--sse-epochs", type=int, default=30)
+    parser.add_argument("--submissions", type=int, default=5, help="runs timed from submit to first epoch")
+    parser.add_argument("--requests", type=int, default=200, help="requests per runs-list query")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="databases for the runs list")
+    parser.add_argument("--parts", default="sweep,first,sse,list")
+    parser.add_argument("--bare-shard", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_shard is not None:
+        bare_shard(args.bare_shard, 2, args.sweep_runs, args.sweep_epochs)
+        return 0
+    parts = {p.strip() for p in args.parts.split(",")}
+    os.environ.update(ENV)
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+    if parts & {"sweep", "first", "sse"}:
+        workdir = Path(tempfile.mkdtemp(prefix="prunescope-system-"))
+        print(f"stack logs: {workdir}/*.log", flush=True)
+        stack = Stack(workdir)
+        try:
+            if "sweep" in parts:
+                bare, through = sweep_pairs(stack, args.sweep_runs, args.sweep_epochs, args.sweep_repeats)
+                say([f"\n1. sweep of {args.sweep_runs} runs x {args.sweep_epochs} epochs (LeNet-300-100, "
+                     "digits), 2-way parallel  (target ratio ≤ 1.10)",
+                     f"   bare script  {bare['wall']:7.1f} s  (importing torch and the engine "
+                     f"{bare['import']:.1f} s; a first run {bare['first_run']:.2f} s, "
+                     f"later runs {bare['run']:.2f} s p50)",
+                     f"   full stack   {through:7.1f} s  (the stack adds "
+                     f"{(through - bare['wall']) * 2 / args.sweep_runs:+.2f} s per run per worker)",
+                     f"   ratio        {through / bare['wall']:7.2f}x  (median of {args.sweep_repeats} "
+                     "alternating pairs, each on fresh processes)"])
+            if "first" in parts:
+                if not stack.workers:
+                    stack.start_workers(2)
+                stack_sweep(stack, 2, 1)  # warm-up, untimed: each worker has imported torch and loaded data
+                print(f"submit → first epoch: {args.submissions} runs one at a time ...", flush=True)
+                samples = first_epochs(stack, args.submissions, args.sweep_epochs)
+                waits = sorted(s[0] for s in samples)
+                say([f"\n2. submit → first epoch event, {len(samples)} runs on the idle stack",
+                     f"   p50 {statistics.median(waits):.2f} s, max {waits[-1]:.2f} s "
+                     f"(the epoch itself trains {statistics.median(s[1] for s in samples):.2f} s p50)"])
+            if "sse" in parts:
+                stack.stop_workers()  # the simulated worker claims the run; no real one may take it
+                print(f"SSE fan-out: {args.clients} clients, {args.sse_epochs} reports ...", flush=True)
+                sse = sse_fan_out(stack, args.clients, args.sse_epochs, 0.3)
+                say([f"\n3. {sse['clients']} SSE clients on one run, {sse['epochs']} reports 0.3 s apart "
+                     "(target p95 ≤ 500 ms)",
+                     f"   events received {sse['events']} of {sse['expected']}; report → client p50 "
+                     f"{sse['p50_ms']:.0f} ms, p95 {sse['p95_ms']:.0f} ms, max {sse['max_ms']:.0f} ms"])
+                if sse["client_errors"]:
+                    say([f"   client errors: {sse['client_errors']}"])
+        finally:
+            stack.close()
+    if "list" in parts:
+        from system_runslist import measure, print_table
+
+        workdir = Path(tempfile.mkdtemp(prefix="prunescope-runslist-"))
+        print_table([measure(b.strip(), args.runs, args.requests, workdir) for b in args.backends.split(",")])
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
