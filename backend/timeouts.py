@@ -17,9 +17,14 @@ class BodyTimeout(HTTPException):
         super().__init__(408, f"the request body did not arrive within {seconds:g} s", {"Connection": "close"})
 
 
+MIN_BODY_RATE = 16 * 1024  # bytes per second a body must average after its first `seconds`
+
+
 class BodyTimeoutMiddleware:
     """Each read of the body must deliver within `seconds` (uvicorn's keep-alive timeout covers only idle
-    connections). Reads after the body is complete are not bounded: a live stream waits on them for a disconnect."""
+    connections), and the whole body within `seconds` plus its size at `MIN_BODY_RATE`: a client trickling a
+    byte now and then cannot hold a connection either. Reads after the body is complete are not bounded: a live
+    stream waits on them for a disconnect."""
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
         self.app, self.seconds = app, seconds
@@ -30,15 +35,23 @@ class BodyTimeoutMiddleware:
             return
         body_done = False
         started = False
+        loop = asyncio.get_running_loop()
+        first_read: float | None = None
+        received = 0
 
         async def bounded_receive() -> Message:
-            nonlocal body_done
+            nonlocal body_done, first_read, received
             if body_done:
                 return await receive()
+            now = loop.time()
+            if first_read is None:
+                first_read = now
+            whole_body_left = first_read + self.seconds + received / MIN_BODY_RATE - now
             try:
-                message = await asyncio.wait_for(receive(), self.seconds)
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.seconds, whole_body_left)))
             except TimeoutError as exc:
                 raise BodyTimeout(self.seconds) from exc
+            received += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message

@@ -225,6 +225,26 @@ def live_api(api_settings: Settings) -> Iterator[tuple[str, int]]:
     thread.join(timeout=10)
 
 
+def test_a_body_trickled_a_byte_at_a_time_gets_a_408(live_api: tuple[str, int]) -> None:
+    host, port = live_api
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(b"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n")
+        sock.settimeout(0.5)
+        answer = b""
+        for _ in range(40):  # a byte every 0.5 s: each read is within the 1 s timeout, the body never ends
+            try:
+                sock.sendall(b" ")
+                answer += sock.recv(4096)
+            except (TimeoutError, BrokenPipeError, ConnectionResetError):
+                pass
+            if b"\r\n\r\n" in answer:
+                break
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - started < 15
+
+
 def test_a_request_whose_body_never_arrives_gets_a_408(live_api: tuple[str, int]) -> None:
     host, port = live_api
     with socket.create_connection((host, port), timeout=30) as sock:
