@@ -50,7 +50,8 @@ def test_dense_recoveries_show_their_stop_epoch_with_true_help(page: Any, worker
     page.goto("/runs/new?preset=dns")
     stop = page.get_by_label("Stop mask updates at epoch")
     stop.wait_for()
-    assert stop.input_value() == str(preset(worker, "dns")["pruning"]["recovery"]["end_epoch"])
+    dns_stop = preset(worker, "dns")["pruning"]["recovery"]["end_epoch"]
+    assert stop.input_value() == ("" if dns_stop is None else str(dns_stop))  # null: splices to the last epoch
     help_text = page.locator("#f-pruning-recovery-end-epoch-help")
     assert "keep changing to the last epoch" in help_text.inner_text()
     page.get_by_label("Preset").select_option("rigl")
@@ -61,10 +62,11 @@ def test_dense_recoveries_show_their_stop_epoch_with_true_help(page: Any, worker
 
 
 def test_changing_epochs_rescales_the_schedule_and_says_so(page: Any, worker: FakeWorker) -> None:
-    dns = preset(worker, "dns")
-    epochs, schedule = dns["training"]["epochs"], dns["pruning"]["schedule"]
-    stop = dns["pruning"]["recovery"]["end_epoch"]
-    page.goto("/runs/new?preset=dns")
+    dpf = preset(worker, "dpf")  # a preset with a schedule and a recovery stop epoch
+    epochs, schedule = dpf["training"]["epochs"], dpf["pruning"]["schedule"]
+    stop = dpf["pruning"]["recovery"]["end_epoch"]
+    assert stop is not None
+    page.goto("/runs/new?preset=dpf")
     page.get_by_label("Epochs").fill("10")
     start_value = page.get_by_label("Schedule start epoch").input_value()
     assert start_value == str(rescaled(schedule["start_epoch"], epochs, 10))

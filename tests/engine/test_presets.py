@@ -17,14 +17,15 @@ PRESETS = load_presets()
 
 def test_the_named_presets_exist_with_descriptions() -> None:
     methods = {"han2015", "dns", "gmp", "set", "rigl", "dpf", "one_shot", "dense"}
-    paper_rows = {"gmp_92", "gmp_98_5", "gmp_99", "rigl_99", "set_99", "lenet5_99", "lenet5_99_6"}
+    paper_rows = {"gmp_92", "gmp_98_2", "gmp_98_5", "gmp_99", "rigl_99", "set_99", "lenet5_99", "lenet5_99_6"}
     assert set(PRESETS) == methods | paper_rows
     assert set(DESCRIPTIONS) == set(PRESETS)
     assert all(preset["preset"] == name for name, preset in PRESETS.items())
 
 
 @pytest.mark.parametrize(("name", "model", "target"), [
-    ("gmp_92", "lenet300_100", 0.92), ("dns", "lenet300_100", 0.982), ("gmp_98_5", "lenet300_100", 0.985),
+    ("gmp_92", "lenet300_100", 0.92), ("dns", "lenet300_100", 0.982), ("gmp_98_2", "lenet300_100", 0.982),
+    ("gmp_98_5", "lenet300_100", 0.985),
     ("gmp_99", "lenet300_100", 0.99), ("rigl_99", "lenet300_100", 0.99), ("set_99", "lenet300_100", 0.99),
     ("lenet5_99", "lenet5", 0.99), ("lenet5_99_6", "lenet5", 0.996)])
 def test_paper_table_presets_prune_their_row_model_to_the_row_sparsity(name: str, model: str, target: float) -> None:

@@ -158,3 +158,22 @@ def test_set_and_rigl_keep_sparsity_constant_while_weights_churn(kind: str) -> N
     churn["regrown"] = sum(layer.regrown for layer in layers)
     assert churn["pruned"] == churn["regrown"] > 0
     assert any(not torch.equal(pruner.masks()[n], m) for n, m in masks_before.items())
+
+
+@pytest.mark.parametrize("kind", ["random", "gradient"])
+def test_regrowth_under_a_gradual_ramp_runs_on_the_ramps_update_steps(kind: str) -> None:
+    # Ramp from the end of epoch 1 (step 10) updating every 4 steps: drop-and-grow must follow that grid
+    # (14, 18, ...), not multiples of 4 (12, 16, ...), or regrown weights face a magnitude update 2 steps later.
+    pruning = {"target_sparsity": 0.8, "scope": "layer",
+               "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 3, "every_steps": 4},
+               "recovery": {"kind": kind, "drop_fraction": 0.3, "every_steps": 4, "end_epoch": 3}}
+    model, opt, pruner = _setup(pruning, steps_per_epoch=10, epochs=4)
+    regrew_at: list[int] = []
+
+    def check(step: int) -> None:
+        layers, _ = pruner.epoch_stats()
+        if sum(layer.regrown for layer in layers) > 0:
+            regrew_at.append(pruner.step)
+
+    _train(model, opt, pruner, 30, check)
+    assert regrew_at == [14, 18, 22, 26]  # at 30 the cosine-decayed drop fraction has reached 0
