@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import secrets
 from datetime import timedelta
@@ -14,11 +12,10 @@ from sqlalchemy.orm import Session
 from backend import capabilities
 from backend.errors import Conflict, Invalid
 from backend.events import record_event
-from backend.maskviews.service import MaskNotFound, mask_at
+from backend.maskviews.ingest import snapshot_rows
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartResponse
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, Worker, utcnow
-from prunescope import maskcodec
 from prunescope.contract.status import FINISHED_STATUSES, RunStatus, WorkerOutcome
 
 
@@ -68,7 +65,7 @@ def record_epoch(session: Session, run: Run, report: EpochReport, lease: str | N
     check_lease(run, lease)
     if report.epoch > run.epochs_total:
         raise Invalid(f"epoch {report.epoch} is past the run's {run.epochs_total} epochs")
-    snapshots = _decode_masks(session, run.id, report)
+    snapshots = [MaskSnapshot(**row) for row in snapshot_rows(session, run.id, [(report.epoch, report.masks)])]
     session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch == report.epoch))
     session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch == report.epoch))
     record = {**report.model_dump(exclude={"worker", "masks"}), "attempt": run.attempts}
@@ -83,32 +80,6 @@ def record_epoch(session: Session, run: Run, report: EpochReport, lease: str | N
     run.last_heartbeat_at = utcnow()
     record_event(session, run.id, "epoch", record)
     return ReportAck(cancel=run.cancel_requested, reason="cancel requested" if run.cancel_requested else None)
-
-
-def _decode_masks(session: Session, run_id: int, report: EpochReport) -> list[MaskSnapshot]:
-    """Decode every snapshot (a delta against the stored previous epoch) before anything is written."""
-    out = []
-    for layer, payload in report.masks.items():
-        if not 0 < len(layer) <= 200:
-            raise Invalid("mask layer names are 1 to 200 characters")
-        try:
-            data = base64.b64decode(payload.data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise Invalid(f"mask {layer!r}: data is not base64") from exc
-        encoded = maskcodec.EncodedMask(tuple(payload.shape), payload.encoding, data)
-        previous = None
-        if payload.encoding == maskcodec.DELTA:
-            try:
-                previous = mask_at(session, run_id, layer, report.epoch - 1)
-            except MaskNotFound as exc:
-                raise Invalid(f"mask {layer!r}: a delta needs epoch {report.epoch - 1} stored first") from exc
-        try:
-            maskcodec.decode(encoded, previous)
-        except maskcodec.MaskDecodeError as exc:
-            raise Invalid(f"mask {layer!r}: {exc}") from exc
-        out.append(MaskSnapshot(run_id=run_id, layer=layer, epoch=report.epoch, shape=list(payload.shape),
-                                encoding=payload.encoding, data=data, nbytes=len(data)))
-    return out
 
 
 def missing_epochs(session: Session, run: Run, through: int) -> int:

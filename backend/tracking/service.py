@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import secrets
 from typing import Any, get_args
 
-import numpy as np
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from backend.errors import Conflict, Invalid, NotFound
+from backend.errors import Conflict, NotFound
 from backend.events import record_event, record_events
-from backend.maskviews.service import MaskNotFound, mask_at
+from backend.maskviews.ingest import snapshot_rows
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
-from prunescope import maskcodec
 from prunescope.contract.config import Device, PruningConfig, RunConfig
 from prunescope.contract.status import FINISHED_STATUSES
 from prunescope.contract.tracking import (
@@ -120,7 +116,7 @@ def record_batch(session: Session, run: Run, batch: TrackedBatch) -> BatchAck:
 
 def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> None:
     numbers = [e.epoch for e in epochs]
-    snapshots = _decode_masks(session, run.id, epochs)
+    snapshots = snapshot_rows(session, run.id, [(e.epoch, e.masks) for e in epochs])
     session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch.in_(numbers)))
     session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch.in_(numbers)))
     now = utcnow()
@@ -143,37 +139,6 @@ def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> Non
     accuracies = [e.test_acc for e in epochs if e.test_acc is not None]
     if accuracies and (run.best_test_acc is None or max(accuracies) > run.best_test_acc):
         run.best_test_acc = max(accuracies)
-
-
-def _decode_masks(session: Session, run_id: int, epochs: list[TrackedEpoch]) -> list[dict[str, Any]]:
-    """Check every snapshot decodes (a delta against the previous epoch, in this batch or stored) before writing."""
-    decoded: dict[tuple[str, int], np.ndarray] = {}
-    out = []
-    for e in epochs:
-        for layer, payload in e.masks.items():
-            if not 0 < len(layer) <= 200 or "\x00" in layer:
-                raise Invalid("mask layer names are 1 to 200 characters, without NUL")
-            try:
-                data = base64.b64decode(payload.data, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise Invalid(f"epoch {e.epoch}, mask {layer!r}: data is not base64") from exc
-            encoded = maskcodec.EncodedMask(tuple(payload.shape), payload.encoding, data)
-            previous = None
-            if payload.encoding == maskcodec.DELTA:
-                previous = decoded.get((layer, e.epoch - 1))
-                if previous is None:
-                    try:
-                        previous = mask_at(session, run_id, layer, e.epoch - 1)
-                    except MaskNotFound as exc:
-                        raise Invalid(f"epoch {e.epoch}, mask {layer!r}: a delta needs epoch {e.epoch - 1} "
-                                      "stored first") from exc
-            try:
-                decoded[(layer, e.epoch)] = maskcodec.decode(encoded, previous)
-            except maskcodec.MaskDecodeError as exc:
-                raise Invalid(f"epoch {e.epoch}, mask {layer!r}: {exc}") from exc
-            out.append({"run_id": run_id, "layer": layer, "epoch": e.epoch, "shape": list(payload.shape),
-                        "encoding": payload.encoding, "data": data, "nbytes": len(data)})
-    return out
 
 
 def _store_points(session: Session, run: Run, batch: TrackedBatch) -> None:
