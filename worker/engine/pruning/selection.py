@@ -4,6 +4,7 @@ or global, over weights or whole neurons. One class per rule, chosen by `selecti
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 Choice = tuple[torch.Tensor, float | None]  # a unit keep-mask and the score cut (threshold) it used
 
 
-class Selection:
+class Selection(ABC):
     """Base: turns one unit score tensor per layer into unit keep-masks at a target sparsity."""
 
     #: Whether the rule aims at a target sparsity (recoveries may re-rank scores for it).
@@ -40,9 +41,10 @@ class Selection:
         self.densities = (erk_densities(shapes, 1 - target) if config.distribution == "erk"
                           else [1 - target] * len(layers))
 
+    @abstractmethod
     def select(self, scores: list[torch.Tensor], unit_masks: list[torch.Tensor], sparsity: float,
                recovery: Recovery) -> list[Choice]:
-        raise NotImplementedError
+        """Each layer's new unit mask and the score cut that made it, at overall `sparsity`."""
 
     def layer_sparsity(self, index: int, sparsity: float) -> float:
         """Layer `index`'s share of the overall `sparsity` (its ERK/uniform density scaled to the schedule)."""
