@@ -48,7 +48,10 @@ class Criterion:
         self.generator = generator
 
     def weight_scores(self, index: int) -> torch.Tensor:
-        raise NotImplementedError(f"criterion {type(self).__name__} has no per-weight score")
+        # Only criteria that score whole units (activation) lack this; the config refuses pairing them with a
+        # per-weight granularity, so reaching here means a caller bypassed the contract.
+        raise TypeError(f"criterion {type(self).__name__} scores whole neurons, not single weights: "
+                        "use granularity 'neuron'")
 
     def unit_scores(self, index: int) -> torch.Tensor:
         """One score per row of layer `index` (neuron granularity)."""
