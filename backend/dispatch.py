@@ -88,23 +88,29 @@ class Dispatcher:
                 select(Run.id, Run.device).where(Run.status == "queued", Run.dispatched.is_(False))
                 .order_by(Run.id).limit(200)))
             gpu_online = any("gpu" in w.queues for w in online_workers(session, self.settings.heartbeat_timeout))
-        sent = 0
-        for run_id, device in pending:
-            queue = queue_for(device, gpu_online)
-            try:
-                self.celery.send_task(TRAIN_TASK, args=[run_id], queue=queue, retry=False)
-            except Exception as exc:  # broker down: the run stays committed and is sent on a later tick
-                if self.broker_ok is not False:
-                    log.warning("broker unreachable, %d run(s) wait: %s", len(pending) - sent, exc)
-                self.broker_ok = False
-                return sent
-            self.broker_ok = True
-            with self.db.writing() as session:
-                run = session.get(Run, run_id)
-                if run is not None and run.status == "queued":
-                    run.dispatched, run.queue, run.dispatched_at = True, queue, utcnow()
-            sent += 1
-        return sent
+        sent: dict[int, str] = {}
+        try:
+            for run_id, device in pending:
+                queue = queue_for(device, gpu_online)
+                try:
+                    self.celery.send_task(TRAIN_TASK, args=[run_id], queue=queue, retry=False)
+                except Exception as exc:  # broker down: the run stays committed and is sent on a later tick
+                    if self.broker_ok is not False:
+                        log.warning("broker unreachable, %d run(s) wait: %s", len(pending) - len(sent), exc)
+                    self.broker_ok = False
+                    break
+                self.broker_ok = True
+                sent[run_id] = queue
+        finally:
+            # One write for everything sent (a sweep's 20 runs were 20 transactions). A crash before it sends
+            # those runs again on the next start: a second message for a run that started is answered
+            # `proceed: false`, as for any duplicate.
+            if sent:
+                with self.db.writing() as session:
+                    for run in session.scalars(select(Run).where(Run.id.in_(sent))):
+                        if run.status == "queued":
+                            run.dispatched, run.queue, run.dispatched_at = True, sent[run.id], utcnow()
+        return len(sent)
 
     def reap_silent_runs(self) -> None:
         """A running run whose worker stopped sending heartbeats is requeued, or fails after max_attempts."""
@@ -112,8 +118,12 @@ class Dispatcher:
         if utcnow() - self.started_at < timeout:
             return  # heartbeats sent while this API was down went nowhere: give workers one timeout to reach it
         cutoff = utcnow() - timeout
+        is_silent = (Run.status == "running", Run.last_heartbeat_at < cutoff)
+        with self.db.session() as session:  # a read first: most ticks find nothing and take no write lock
+            if session.scalar(select(Run.id).where(*is_silent).limit(1)) is None:
+                return
         with self.db.writing() as session:
-            silent = list(session.scalars(select(Run).where(Run.status == "running", Run.last_heartbeat_at < cutoff)))
+            silent = list(session.scalars(select(Run).where(*is_silent)))
             for run in silent:
                 if run.kind == "tracked":  # a user's script, not a worker: nothing to requeue
                     tracking.end_silent_run(session, run, self.settings.heartbeat_timeout)

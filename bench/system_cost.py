@@ -1,16 +1,21 @@
 """The whole system's cost (issue 13, item 6): every figure side by side, from one run on one machine.
 
-    .venv/bin/python bench/system_cost.py                                          # the full benchmark, ~5 min
+    .venv/bin/python bench/system_cost.py                                          # the full benchmark, ~10 min
     .venv/bin/python bench/system_cost.py --runs 2000 --sweep-runs 4 --clients 10  # a quick smoke run
 
 1. Sweep overhead: `--sweep-runs` short runs (LeNet-300-100 on digits, gmp-like cubic magnitude pruning,
-   varied seed and target) submitted to the real stack — a private Redis, `prunescope api` and two
+   varied seed and target; 1a at batch 64, ~0.2 s of training a run; 1b the same at `--long-batch-size` 8,
+   more steps an epoch, ~2 s a run) submitted to the real stack — a private Redis, `prunescope api` and two
    `prunescope worker --queues cpu` — timed from the first submit until every run is `completed`; against
    the same configs as a bare script with the same parallelism (two processes, each calling
    `worker.engine.training.run_training` in-process on its share), timed from the first process's start
    to the last one's end. Both sides get OMP_NUM_THREADS=1 and pay the torch import inside their window
    (a worker imports torch when its first run starts). `--sweep-repeats` alternating pairs, each side on
    fresh processes; the pair with the median ratio is printed. Target: stack ≤ 1.10× bare.
+   Beside the wall times, the CPU seconds each side used in its window (the bare processes; the API, the
+   workers and Redis), which other jobs on a shared machine disturb far less than wall time. The stack's
+   window ends when a poll (a count of the sweep's completed runs, every 0.1 s) sees them all; the
+   benchmark's own polling is one small request (the sweep's own tag, `limit=1`), not a page of runs.
 2. Submit → first epoch: on the idle, warm stack, 5 runs one after another; POST /api/runs until the first
    `epoch` event on the run's SSE stream, beside the training time of that epoch (its `epoch_seconds`).
 3. `--clients` concurrent SSE clients on one run: the workers are stopped, a simulated worker claims the
@@ -29,11 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +57,19 @@ SWEEP_TAG = "system-cost-sweep"
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # two processes share 2 cores fairly
 
 
-def sweep_configs(count: int, epochs: int) -> list[dict[str, Any]]:
+def sweep_configs(count: int, epochs: int, batch_size: int = 64, tag: str = SWEEP_TAG) -> list[dict[str, Any]]:
     """`count` short runs: same model and data, seeds and target sparsities varied as a sweep varies them."""
     targets = (0.5, 0.6, 0.7, 0.8, 0.9)
-    return [{"name": f"system-cost-{i}", "tags": [SWEEP_TAG], "device": "cpu",
+    return [{"name": f"system-cost-{i}", "tags": [tag], "device": "cpu",
              "model": {"name": "lenet300_100"}, "dataset": {"name": "digits"},
-             "training": {"epochs": epochs, "batch_size": 64, "lr": 0.05, "seed": i},
+             "training": {"epochs": epochs, "batch_size": batch_size, "lr": 0.05, "seed": i},
              "pruning": {"criterion": "magnitude", "target_sparsity": targets[i % len(targets)],
                          "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": max(1, epochs - 1),
                                       "every_steps": 5}}}
             for i in range(count)]
 
 
-def bare_shard(shard: int, shards: int, count: int, epochs: int) -> None:
+def bare_shard(shard: int, shards: int, count: int, epochs: int, batch_size: int) -> None:
     """One bare process: its share of the sweep, in-process, one after another; prints its window as JSON."""
     began = time.time()  # before torch is imported: the worker pays that import inside its window too
     from prunescope.contract import parse_run_config
@@ -71,17 +78,30 @@ def bare_shard(shard: int, shards: int, count: int, epochs: int) -> None:
     imported = time.time()
     data_dir = Path(tempfile.mkdtemp(prefix="prunescope-bare-"))
     runs = []
-    for config in sweep_configs(count, epochs)[shard::shards]:
+    for config in sweep_configs(count, epochs, batch_size)[shard::shards]:
         started = time.perf_counter()
         run_training(parse_run_config(config), data_dir=data_dir, device="cpu")
         runs.append(time.perf_counter() - started)
     print(json.dumps({"began": began, "imported": imported, "ended": time.time(), "runs": runs}))
 
 
-def bare_sweep(count: int, epochs: int, shards: int = 2) -> dict[str, float]:
-    """The bare sweep's wall time, its longest torch-and-engine import, and runs' median in-process times."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_sweep(count: int, epochs: int, batch_size: int, shards: int = 2) -> dict[str, float]:
+    """The bare sweep's wall time and CPU seconds, its longest torch-and-engine import, and runs' median times."""
+    cpu_before = children_cpu()
     procs = [subprocess.Popen([sys.executable, __file__, "--bare-shard", str(k), "--sweep-runs", str(count),
-                               "--sweep-epochs", str(epochs)], env={**os.environ, **ENV}, stdout=subprocess.PIPE)
+                               "--sweep-epochs", str(epochs), "--sweep-batch-size", str(batch_size)],
+                              env={**os.environ, **ENV}, stdout=subprocess.PIPE)
              for k in range(shards)]
     windows = []
     for proc in procs:
@@ -90,6 +110,7 @@ def bare_sweep(count: int, epochs: int, shards: int = 2) -> dict[str, float]:
             raise SystemExit(f"a bare sweep process failed with exit code {proc.returncode}")
         windows.append(json.loads(out.decode().strip().splitlines()[-1]))
     return {"wall": max(w["ended"] for w in windows) - min(w["began"] for w in windows),
+            "cpu": children_cpu() - cpu_before,
             "import": max(w["imported"] - w["began"] for w in windows),
             "first_run": statistics.median(w["runs"][0] for w in windows if w["runs"]),
             # Later runs: a process's first run also pays for scikit-learn's import and the data's first load.
@@ -157,22 +178,44 @@ class Stack:
         services.stop([self.redis])
 
 
-def stack_sweep(stack: Stack, count: int, epochs: int) -> float:
-    configs = sweep_configs(count, epochs)
+def stack_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by the API, the workers and Redis."""
+    procs = {"api": stack.api, "redis": stack.redis, **{f"worker{k}": w for k, w in enumerate(stack.workers)}}
+    return {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
+
+
+def stack_sweep(stack: Stack, count: int, epochs: int, batch_size: int = 64,
+                cpu: dict[str, float] | None = None) -> float:
+    """Submit the sweep and wait until every run is completed; the seconds from the first submit. `cpu`, when
+    given, receives each stack process's CPU seconds over that window.
+
+    The wait polls a count every 0.1 s (one small answer: the benchmark's own requests should cost the API
+    next to nothing) and looks for failed runs once a second."""
+    tag = f"{SWEEP_TAG}-{uuid.uuid4().hex[:8]}"  # this sweep's runs alone
+    configs = sweep_configs(count, epochs, batch_size, tag)
+    cpu_before = stack_cpu(stack)
     started = time.perf_counter()
-    ids = {stack.submit(config) for config in configs}
+    for config in configs:
+        stack.submit(config)
+    polls = 0
     while True:
-        page = stack.http.get("/api/runs", params={"tag": SWEEP_TAG, "limit": 500}).json()
-        statuses = {run["id"]: run for run in page["items"] if run["id"] in ids}
-        if all(run["status"] == "completed" for run in statuses.values()) and len(statuses) == len(ids):
-            return time.perf_counter() - started
-        bad = [run for run in statuses.values() if run["status"] in ("failed", "cancelled")]
-        if bad:
-            raise SystemExit(f"run {bad[0]['id']} ended {bad[0]['status']}: {bad[0].get('error')}\n{stack.logs()}")
+        done = stack.http.get("/api/runs", params={"tag": tag, "status": "completed", "limit": 1}).json()
+        if done["total"] == count:
+            wall = time.perf_counter() - started
+            if cpu is not None:
+                cpu.update({name: used - cpu_before[name] for name, used in stack_cpu(stack).items()})
+            return wall
+        polls += 1
+        if polls % 10 == 0:
+            bad = stack.http.get("/api/runs", params={"tag": tag, "status": ["failed", "cancelled"]}).json()
+            if bad["items"]:
+                run = bad["items"][0]
+                raise SystemExit(f"run {run['id']} ended {run['status']}: {run.get('error')}\n{stack.logs()}")
         time.sleep(0.1)
 
 
-def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int) -> tuple[dict[str, float], float]:
+def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int,
+                batch_size: int = 64) -> tuple[dict[str, float], float, dict[str, float], list[float], list[float]]:
     """Bare sweep, then stack sweep on freshly started workers, `repeats` times; the pair of the median ratio.
 
     Alternating pairs on fresh processes keep both sides equally cold and let a load spike from other
@@ -182,14 +225,19 @@ def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int) -> tuple[di
     for repeat in range(1, repeats + 1):
         stack.stop_workers()  # the last pair's workers stay up, warm, for the parts that follow
         print(f"pair {repeat}/{repeats}: bare sweep of {count} runs in 2 processes ...", flush=True)
-        bare = bare_sweep(count, epochs)
+        bare = bare_sweep(count, epochs, batch_size)
         print(f"pair {repeat}/{repeats}: the same through API, Redis and 2 workers ...", flush=True)
         stack.start_workers(2)
-        through = stack_sweep(stack, count, epochs)
-        print(f"   bare {bare['wall']:.1f} s, stack {through:.1f} s: {through / bare['wall']:.2f}x", flush=True)
-        pairs.append((bare, through))
+        cpu: dict[str, float] = {}
+        through = stack_sweep(stack, count, epochs, batch_size, cpu)
+        used = sum(cpu.values())
+        print(f"   bare {bare['wall']:.1f} s, stack {through:.1f} s: {through / bare['wall']:.2f}x; CPU seconds "
+              f"bare {bare['cpu']:.1f}, stack {used:.1f}: {used / bare['cpu']:.2f}x", flush=True)
+        pairs.append((bare, through, cpu))
+    walls = [through / bare["wall"] for bare, through, _ in pairs]
+    cpus = [sum(cpu.values()) / bare["cpu"] for bare, _, cpu in pairs]
     pairs.sort(key=lambda pair: pair[1] / pair[0]["wall"])
-    return pairs[len(pairs) // 2]
+    return (*pairs[len(pairs) // 2], walls, cpus)
 
 
 def first_epochs(stack: Stack, submissions: int, epochs: int) -> list[tuple[float, float]]:
@@ -229,7 +277,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100_000, help="runs in the database for the runs list")
     parser.add_argument("--sweep-runs", type=int, default=20)
     parser.add_argument("--sweep-epochs", type=int, default=4)
+    parser.add_argument("--sweep-batch-size", type=int, default=64)
     parser.add_argument("--sweep-repeats", type=int, default=3, help="alternating bare/stack pairs")
+    parser.add_argument("--long-batch-size", type=int, default=8,
+                        help="also the same sweep at this batch size (more steps an epoch: runs of 2-3 s); 0: skip")
     parser.add_argument("--clients", type=int, default=100, help="concurrent SSE clients on one run")
     parser.add_argument("--sse-epochs", type=int, default=30)
     parser.add_argument("--submissions", type=int, default=5, help="runs timed from submit to first epoch")
@@ -239,7 +290,7 @@ def main() -> int:
     parser.add_argument("--bare-shard", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_shard is not None:
-        bare_shard(args.bare_shard, 2, args.sweep_runs, args.sweep_epochs)
+        bare_shard(args.bare_shard, 2, args.sweep_runs, args.sweep_epochs, args.sweep_batch_size)
         return 0
     parts = {p.strip() for p in args.parts.split(",")}
     os.environ.update(ENV)
@@ -250,16 +301,25 @@ def main() -> int:
         stack = Stack(workdir)
         try:
             if "sweep" in parts:
-                bare, through = sweep_pairs(stack, args.sweep_runs, args.sweep_epochs, args.sweep_repeats)
-                say([f"\n1. sweep of {args.sweep_runs} runs x {args.sweep_epochs} epochs (LeNet-300-100, "
-                     "digits), 2-way parallel  (target ratio ≤ 1.10)",
-                     f"   bare script  {bare['wall']:7.1f} s  (importing torch and the engine "
-                     f"{bare['import']:.1f} s; a first run {bare['first_run']:.2f} s, "
-                     f"later runs {bare['run']:.2f} s p50)",
-                     f"   full stack   {through:7.1f} s  (the stack adds "
-                     f"{(through - bare['wall']) * 2 / args.sweep_runs:+.2f} s per run per worker)",
-                     f"   ratio        {through / bare['wall']:7.2f}x  (median of {args.sweep_repeats} "
-                     "alternating pairs, each on fresh processes)"])
+                sizes = [args.sweep_batch_size] + ([args.long_batch_size] if args.long_batch_size else [])
+                results = [(size, *sweep_pairs(stack, args.sweep_runs, args.sweep_epochs, args.sweep_repeats, size))
+                           for size in sizes]
+                for n, (size, bare, through, cpu, walls, cpus) in enumerate(results):
+                    say([f"\n1{'ab'[n]}. sweep of {args.sweep_runs} runs x {args.sweep_epochs} epochs, batch {size} "
+                         "(LeNet-300-100, digits), 2-way parallel  (target ratio ≤ 1.10)",
+                         f"   bare script  {bare['wall']:7.1f} s  (importing torch and the engine "
+                         f"{bare['import']:.1f} s; a first run {bare['first_run']:.2f} s, "
+                         f"later runs {bare['run']:.2f} s p50)",
+                         f"   full stack   {through:7.1f} s  (the stack adds "
+                         f"{(through - bare['wall']) * 2 / args.sweep_runs:+.2f} s per run per worker)",
+                         f"   ratio        {through / bare['wall']:7.2f}x  (median of {args.sweep_repeats} "
+                         "alternating pairs, each on fresh processes; pairs "
+                         + " / ".join(f"{r:.2f}" for r in walls) + ")",
+                         f"   CPU seconds  bare {bare['cpu']:.1f}, stack {sum(cpu.values()):.1f} in that pair ("
+                         + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()) + ")",
+                         f"   CPU ratio    {statistics.median(cpus):7.2f}x  (median of the pairs; pairs "
+                         + " / ".join(f"{r:.2f}" for r in cpus)
+                         + "; other jobs on the machine disturb it far less than wall time)"])
             if "first" in parts:
                 if not stack.workers:
                     stack.start_workers(2)

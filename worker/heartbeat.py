@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 from prunescope.config import Settings
@@ -77,7 +78,7 @@ class WorkerState:
         self.run = run
         if self.shutting_down:
             run.request_stop(SHUTDOWN)
-        self.changed.set()  # the heartbeat names the run at once, not after its idle interval
+        self.changed.set()  # the heartbeat names the run within a second, not after its idle interval
 
     def release(self) -> None:
         self.run = None
@@ -150,10 +151,21 @@ class Heartbeat:
         if reply.cancel and run is not None:
             run.request_stop(reply.reason or "cancel requested")
 
+    def interval(self) -> float:
+        busy = self.state.run is not None
+        return min(BUSY_INTERVAL, self.settings.heartbeat_seconds) if busy else self.settings.heartbeat_seconds
+
     def _loop(self) -> None:
         while not self._stopped.is_set():
             self.state.changed.clear()
             self.beat()
-            busy = self.state.run is not None
-            interval = min(BUSY_INTERVAL, self.settings.heartbeat_seconds) if busy else self.settings.heartbeat_seconds
-            self.state.changed.wait(interval)
+            last = time.monotonic()
+            # A run held or released re-times the wait, never to less than the busy interval after the last beat:
+            # an idle worker names its new run within a second, and a sweep of short runs does not send two extra
+            # beats (two API writes) per run.
+            while not self._stopped.is_set():
+                remaining = last + self.interval() - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self.state.changed.wait(remaining):
+                    self.state.changed.clear()

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, Text, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from backend.tables import Epoch, Run
+from backend.tables import Epoch, Run, RunEvent, RunTag
 
 SORTABLE = {
     "id": Run.id, "name": Run.name, "status": Run.status, "created_at": Run.created_at,
@@ -65,10 +65,17 @@ def _filtered(query: Select[Any], f: RunFilters) -> Select[Any]:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(or_(Run.name.ilike(pattern, escape="\\"), Run.strategy.ilike(pattern, escape="\\")))
     if tag:
-        # JSON list membership, the same on SQLite and PostgreSQL: match the quoted element in its text form.
-        quoted = '"' + tag.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        query = query.where(cast(Run.tags, Text).contains(quoted, autoescape=True))
+        # Exact membership through run_tags' (tag, run_id) index (a scan of JSON text took 110 ms at 100 000 runs).
+        query = query.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
     return query
+
+
+def _tag_only(f: RunFilters) -> bool:
+    """A tag and no other filter: the list is answered from run_tags alone (a tag's rows, newest first, on one
+    index range; 110 ms -> a few ms at 100 000 runs)."""
+    others = (f.preset, f.strategy, f.device, f.model, f.dataset, f.sweep_id, f.min_sparsity, f.max_sparsity,
+              f.min_acc, f.max_acc)
+    return bool(f.tag) and not f.statuses and not f.text and all(value is None for value in others)
 
 
 def list_runs(
@@ -76,23 +83,49 @@ def list_runs(
     offset: int = 0,
 ) -> tuple[list[Run], int]:
     ids_query = _filtered(select(Run.id), filters)
-    total = session.scalar(select(func.count()).select_from(ids_query.subquery())) or 0
     descending = sort.startswith("-")
     column = SORTABLE[sort.lstrip("-")]
-    order = column.desc() if descending else column.asc()
-    if column.nullable:
-        # Only where NULLs exist: NULLS LAST on a NOT NULL column stops PostgreSQL from walking its index
-        # backwards (a 100 000-run list then sorts the whole table).
-        order = order.nulls_last()
+    tag_only = _tag_only(filters)
+    if tag_only:
+        total = session.scalar(select(func.count()).where(RunTag.tag == filters.tag)) or 0
+    else:
+        total = session.scalar(select(func.count()).select_from(ids_query.subquery())) or 0
+    if tag_only and column is Run.created_at:
+        by_time = RunTag.created_at.desc() if descending else RunTag.created_at.asc()
+        ids_query = select(RunTag.run_id).where(RunTag.tag == filters.tag).order_by(by_time, RunTag.run_id.desc())
+    else:
+        order = column.desc() if descending else column.asc()
+        if column.nullable:
+            # Only where NULLs exist: NULLS LAST on a NOT NULL column stops PostgreSQL from walking its index
+            # backwards (a 100 000-run list then sorts the whole table).
+            order = order.nulls_last()
+        ids_query = ids_query.order_by(order, Run.id.desc())
     # Sort ids only, then load the page's rows: the sorter holds (key, id), not thousands of whole rows with
     # their JSON configs.
-    ids: list[int] = list(session.scalars(ids_query.order_by(order, Run.id.desc()).limit(limit).offset(offset)))
+    ids: list[int] = list(session.scalars(ids_query.limit(limit).offset(offset)))
     by_id = {run.id: run for run in session.scalars(select(Run).where(Run.id.in_(ids)))} if ids else {}
     return [by_id[i] for i in ids if i in by_id], total
 
 
 def list_epochs(session: Session, run_id: int) -> list[Epoch]:
     return list(session.scalars(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch)))
+
+
+def list_epoch_texts(session: Session, run_id: int, names: Sequence[str]) -> Sequence[Sequence[Any]]:
+    """A run's epochs in order as plain rows: the named columns, then the layer stats' and the extra scalars'
+    JSON as the text it is stored as (not decoded: the history endpoint splices it into its answer)."""
+    table = Epoch.__table__
+    query = (select(*(table.c[name] for name in names), cast(table.c.layers, Text), cast(table.c.extra, Text))
+             .where(table.c.run_id == run_id).order_by(table.c.epoch))
+    return session.execute(query).all()
+
+
+def epochs_fingerprint(session: Session, run_id: int) -> tuple[Any, ...]:
+    """What changes whenever a run's epochs do: their count and newest row id, and the run's newest event (every
+    epoch written, a replayed one too, adds an `epoch` event in its transaction). Index lookups only."""
+    epochs = select(func.count(), func.max(Epoch.id)).where(Epoch.run_id == run_id)
+    newest_event = select(func.max(RunEvent.id)).where(RunEvent.run_id == run_id).scalar_subquery()
+    return tuple(session.execute(epochs.add_columns(newest_event)).one())
 
 
 def get_epoch(session: Session, run_id: int, epoch: int) -> Epoch | None:

@@ -74,3 +74,52 @@ def test_checkpoints_of_runs_that_cannot_resume_are_released(client: TestClient)
     assert released == [cancelled, 999_999]
     assert paths[queued].exists()  # a queued run may still resume from it
     assert not paths[cancelled].exists() and not paths[999_999].exists()
+
+
+def test_a_sweep_of_runs_is_marked_sent_in_one_write(broker_client: TestClient,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    app = broker_client.app
+    ids = [broker_client.post("/api/runs", json=digits_config(name=f"s{i}")).json()["id"] for i in range(5)]
+    db = app.state.db  # type: ignore[attr-defined]
+    writes = 0
+    writing = db.writing
+
+    def counted() -> object:
+        nonlocal writes
+        writes += 1
+        return writing()
+
+    monkeypatch.setattr(db, "writing", counted)
+    assert app.state.dispatcher.dispatch_pending() == 5  # type: ignore[attr-defined]
+    assert writes == 1
+    assert {broker_client.get(f"/api/runs/{i}").json()["queue"] for i in ids} == {"cpu"}
+    assert len(_queued_messages(broker_client, "cpu")) == 5
+
+
+def test_a_tick_with_no_silent_run_takes_no_write_lock(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = client.app
+    dispatcher = app.state.dispatcher  # type: ignore[attr-defined]
+    dispatcher.started_at -= timedelta(hours=1)
+    db = app.state.db  # type: ignore[attr-defined]
+    writes = 0
+    writing = db.writing
+
+    def counted() -> object:
+        nonlocal writes
+        writes += 1
+        return writing()
+
+    monkeypatch.setattr(db, "writing", counted)
+    dispatcher.reap_silent_runs()
+    assert writes == 0
+    run_id = client.post("/api/runs", json=digits_config()).json()["id"]
+    client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w"},
+                headers={"Authorization": "Bearer worker-secret"})
+    with writing() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.last_heartbeat_at = utcnow() - timedelta(hours=1)
+    writes = 0
+    dispatcher.reap_silent_runs()
+    assert writes == 1
+    assert client.get(f"/api/runs/{run_id}").json()["status"] == "queued"  # requeued to resume

@@ -91,3 +91,42 @@ def test_a_beat_names_the_run_with_its_lease_and_lets_it_go_on_409(harness: Harn
     harness.client.post(f"/api/runs/{run_id}/cancel")
     beat.beat()
     assert current.stop.is_set() and current.stop_reason == "cancel requested" and not current.superseded
+
+
+class CountingApi:
+    """Stands in for the worker API: counts beats and what each named."""
+
+    def __init__(self) -> None:
+        self.named: list[int | None] = []
+
+    def heartbeat(self, beat: Any, lease: str | None) -> Any:
+        from prunescope.contract.worker_api import ReportAck
+
+        self.named.append(beat.run_id)
+        return ReportAck(cancel=False)
+
+
+def test_short_runs_held_and_released_in_a_row_cost_no_extra_beats_and_a_new_run_is_named_soon(
+        harness: Harness) -> None:
+    api = CountingApi()
+    settings = harness.settings.model_copy(update={"heartbeat_seconds": 30.0})  # idle: one beat, then a long wait
+    beat = Heartbeat(settings, harness.identity, harness.state, api=api)  # type: ignore[arg-type]
+    beat.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not api.named and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert api.named == [None]  # the first beat registers the idle worker
+        for run_id in range(1, 21):  # twenty short runs, one after another (0.8 s in all)
+            harness.state.hold(ActiveRun(run_id, "lease", 1))
+            time.sleep(0.02)
+            harness.state.release()
+            time.sleep(0.02)
+        assert len(api.named) <= 3, api.named  # one a second at most, not two per run
+        harness.state.hold(ActiveRun(99, "lease", 1))
+        while 99 not in api.named and time.monotonic() < deadline:  # named within the busy interval, not 30 s
+            time.sleep(0.01)
+        assert 99 in api.named
+    finally:
+        harness.state.release()
+        beat.stop()
