@@ -8,12 +8,18 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from backend.db import Base
 from backend.tables import RunEvent, utcnow
 
 NOTIFY = "prunescope_notify"
+
+
+def table_of(mapped: type[Base]) -> Table:
+    """A mapped class's table, for Core inserts of many rows (the ORM's bulk insert does more per row)."""
+    return Base.metadata.tables[mapped.__tablename__]
 
 
 def record_event(session: Session, run_id: int, kind: str, data: dict[str, Any]) -> None:
@@ -25,8 +31,9 @@ def record_event(session: Session, run_id: int, kind: str, data: dict[str, Any])
 def record_events(session: Session, run_id: int, kind: str, datas: list[dict[str, Any]]) -> None:
     """Add many events of one kind in one statement (a batch of epochs), in order."""
     if datas:
-        session.execute(insert(RunEvent), [{"run_id": run_id, "kind": kind, "data": data, "created_at": utcnow()}
-                                           for data in datas])
+        now = utcnow()
+        session.execute(insert(table_of(RunEvent)), [{"run_id": run_id, "kind": kind, "data": data, "created_at": now}
+                                                     for data in datas])
         session.info.setdefault(NOTIFY, set()).add(run_id)
 
 

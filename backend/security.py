@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from fastapi import Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -152,6 +153,11 @@ async def reject_unsafe_json(request: Request) -> None:
     body = await request.body()  # cached: FastAPI parses the same bytes afterwards
     if not body:
         return
+    try:
+        orjson.loads(body)
+        return  # orjson refuses NaN, ±Infinity, 1e999 and lone surrogates: a body it parses holds none of them
+    except orjson.JSONDecodeError:
+        pass  # find what it refused below (or leave malformed JSON to FastAPI's usual 422)
     try:
         document = json.loads(body, parse_constant=_NotJson)
     except ValueError:

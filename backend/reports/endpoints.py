@@ -13,9 +13,18 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from backend.artifacts import ArtifactName, artifact_path
-from backend.deps import DatabaseDep, SettingsDep, WorkerAuth, WritableRunDep, WriteSessionDep, after_commit
+from backend.deps import (
+    DatabaseDep,
+    HubDep,
+    SettingsDep,
+    WorkerAuth,
+    WritableRunDep,
+    WriteSessionDep,
+    after_commit,
+)
 from backend.errors import AppError, NotFound
 from backend.reports import service
+from backend.reports.bodies import ValidatedBodyRoute
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartRequest, StartResponse
 from backend.runs.schemas import RunId
 from backend.tables import Run
@@ -23,7 +32,8 @@ from prunescope.config import Settings
 from prunescope.contract.status import FINISHED_STATUSES
 from prunescope.contract.worker_api import LEASE_HEADER
 
-router = APIRouter(prefix="/api/worker", tags=["worker reports"], dependencies=[WorkerAuth])
+router = APIRouter(prefix="/api/worker", tags=["worker reports"], dependencies=[WorkerAuth],
+                   route_class=ValidatedBodyRoute)
 
 LeaseDep = Annotated[str | None, Header(
     alias=LEASE_HEADER, max_length=200,
@@ -54,10 +64,14 @@ def start(run: WritableRunDep, body: StartRequest, session: WriteSessionDep, set
 
 
 @router.post("/runs/{run_id}/epochs", response_model=ReportAck)
-def report_epoch(run: WritableRunDep, body: EpochReport, session: WriteSessionDep,
-                 lease: LeaseDep = None) -> ReportAck:
+async def report_epoch(run_id: RunId, body: EpochReport, db: DatabaseDep, hub: HubDep,
+                       lease: LeaseDep = None) -> ReportAck:
     """Record one epoch with its per-layer stats and mask snapshots (idempotent on run and epoch)."""
-    return service.record_epoch(session, run, body, lease)
+    # One trip to the thread pool for the whole transaction (the database must not block the event loop); the
+    # run's live streams wake once it has committed.
+    ack = await run_in_threadpool(service.record_epoch, db, run_id, body, lease)
+    hub.notify(run_id)
+    return ack
 
 
 @router.post("/runs/{run_id}/finish", status_code=status.HTTP_204_NO_CONTENT)

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response, status
 
 from backend.deps import ApiWrite, RunDep, SessionDep, WriteSessionDep
+from backend.reports.bodies import ValidatedBodyRoute
 from backend.runs.schemas import RunId
 from backend.tracking import service
 from backend.tracking.schemas import BatchAck, TrackedBatch, TrackedFinish, TrackedRunCreate, TrackedRunCreated
 from prunescope.contract.tracking import LEASE_PATTERN, MAX_STEP, TRACKING_PREFIX
 from prunescope.contract.worker_api import LEASE_HEADER
 
-router = APIRouter(prefix=TRACKING_PREFIX, tags=["tracked runs"])
+router = APIRouter(prefix=TRACKING_PREFIX, tags=["tracked runs"], route_class=ValidatedBodyRoute)
 Lease = Annotated[str | None, Header(alias=LEASE_HEADER, pattern=LEASE_PATTERN,
                                      description="The lease the create call answered")]
 LEASE_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -11,7 +11,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, NotFound
-from backend.events import record_event, record_events
+from backend.events import record_event, record_events, table_of
 from backend.maskviews.ingest import snapshot_rows
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
@@ -126,11 +126,11 @@ def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> Non
         rows.append({**record, "run_id": run.id, "extra": e.extra or None, "recorded_at": now})
         events.append({**record, "extra": e.extra} if e.extra else record)
     # One executemany each for the epochs and their events: a 1000-epoch sync is a few statements, not
-    # 2000 ORM flushes.
-    session.execute(insert(Epoch), rows)
+    # 2000 ORM flushes; into the tables themselves (Core), not through the ORM's bulk insert of mapped rows.
+    session.execute(insert(table_of(Epoch)), rows)
     record_events(session, run.id, "epoch", events)
     if snapshots:
-        session.execute(insert(MaskSnapshot), snapshots)
+        session.execute(insert(table_of(MaskSnapshot)), snapshots)
     newest = epochs[-1]
     if newest.epoch >= run.epochs_done:
         run.epochs_done = newest.epoch
