@@ -1,7 +1,7 @@
 """The paper table on real MNIST: each row is a preset, run over seeds; mean ± std of the final test error.
 
     .venv/bin/python bench/paper_table.py --data-dir /work/shared/data/mnist [--rows lenet300-99,...]
-        [--seeds 0 1 2 3 4] [--epochs N] [--out bench/results/paper_table_v3.jsonl] [--merge FILE ...]
+        [--seeds 0 1 2 3 4] [--epochs N] [--out bench/results/paper_table_v4.jsonl] [--merge FILE ...]
         [--table-only]
 
 Each row's config is exactly a preset of `prunescope/presets/` (its model, epochs and schedule; `--epochs`
@@ -47,9 +47,12 @@ ROWS: list[tuple[str, str, str, float | None]] = [
 
 
 def row_config(preset: dict, epochs: int | None) -> dict:
-    """The preset on full MNIST; with `epochs`, epoch-valued schedule fields scale along."""
+    """The preset on full MNIST (its other dataset fields, such as augment, kept).
+
+    With `epochs`, epoch-valued schedule fields scale along.
+    """
     config = copy.deepcopy(preset)
-    config["dataset"] = {"name": "mnist", "limit": None}
+    config["dataset"] = {**config.get("dataset", {}), "name": "mnist", "limit": None}  # keeps e.g. augment
     if epochs is None or epochs == config["training"]["epochs"]:
         return config
     scale = epochs / config["training"]["epochs"]
@@ -108,9 +111,10 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="comma-separated row ids (default: all, in order)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=None, help="override the presets' epochs (quick looks)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/paper_table_v3.jsonl"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/paper_table_v4.jsonl"))
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
-                        help="more result files (other --out of runs side by side) to show in the table")
+                        help="more result files (other --out of runs side by side) to show in the table, "
+                             "for the rows --out has no run of")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared; one row at a time on one core
@@ -133,7 +137,7 @@ def main() -> None:
                     handle.write(json.dumps(result) + "\n")
                 done.append(result)
     merged = [json.loads(line) for path in args.merge if path.exists() for line in path.read_text().splitlines()]
-    print_table(done + merged)
+    print_table(done + [r for r in merged if r["row"] not in {d["row"] for d in done}])  # --out's rows win
 
 
 if __name__ == "__main__":

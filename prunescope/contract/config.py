@@ -80,8 +80,10 @@ class DatasetConfig(Strict):
     path: str | None = Field(default=None, min_length=1, max_length=400, pattern=NO_NUL,
                              description="image_folder: a folder inside the data directory (relative; it holds "
                                          "`train/` and `test/` (or `val/`), one sub-folder per class).")
-    augment: bool | None = Field(default=None, description="Padded random crop (4 px) and horizontal flip of "
-                                                           "training images; default: on for cifar10/cifar100.")
+    augment: bool | None = Field(default=None, description="Training-time augmentation: 1-channel images "
+                                                           "(mnist, fashion_mnist, digits) shifted by up to 2 px, "
+                                                           "no flip; colour images padded random crop (4 px) and "
+                                                           "horizontal flip. Default: on for cifar10/cifar100 only.")
     params: PluginParams = Field(default=None, max_length=32, description="A plugin dataset's load() kwargs.")
 
     @model_validator(mode="after")

@@ -22,15 +22,19 @@ DESCRIPTIONS: dict[str, str] = {
     "rigl": "RigL (Evci et al. 2020): sparse from the start, drop weakest, regrow where the gradient is largest.",
     "dpf": "Dynamic Pruning with Feedback (Lin et al. 2020): pruned-model gradient updates the dense weights.",
     "one_shot": "One-shot global magnitude pruning after 10 dense epochs, then fine-tuning.",
-    "gmp_92": "GMP to 92 % (ERK per layer, batch 64): the paper table's Han 2015 row (1.59 % there).",
-    "gmp_98_2": "GMP to 98.2 % (ERK per layer, batch 64): the paper table's DNS row (1.99 % there).",
-    "gmp_98_5": "GMP to 98.5 % (ERK per layer, batch 64): the paper table's Sparse VD row (1.92 % there).",
+    "gmp_92": "GMP to 92 % (ERK per layer, batch 64, training images shifted ≤ 2 px): the paper table's "
+              "Han 2015 row (1.59 % there).",
+    "gmp_98_2": "GMP to 98.2 % (ERK per layer, batch 64, training images shifted ≤ 2 px): the paper table's "
+                "DNS row (1.99 % there).",
+    "gmp_98_5": "GMP to 98.5 % (ERK per layer, batch 64, training images shifted ≤ 2 px): the paper table's "
+                "Sparse VD row (1.92 % there).",
     "gmp_99": "GMP to 99 % (ERK per layer, batch 64): the baseline rigl_99 and set_99 are measured against.",
     "rigl_99": "RigL at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 30 % "
                "(cosine-decayed) regrow where the gradient is largest, until epoch 25.",
-    "set_99": "SET at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 30 % "
-              "(cosine-decayed) regrow at random, until epoch 25.",
-    "lenet5_99": "LeNet-5 at 99 % with DNS splicing (margin 0.1): the paper table's sparse momentum row.",
+    "set_99": "SET at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 10 % "
+              "(cosine-decayed) regrow at random, until the ramp ends (epoch 15).",
+    "lenet5_99": "LeNet-5 at 99 % with DNS splicing (margin 0.1), 20 epochs, images shifted ≤ 2 px: the paper "
+                 "table's sparse momentum row.",
     "lenet5_99_6": "LeNet-5 at 99.6 % (280x) with DNS splicing (margin 0.1): the paper table's Sparse VD row.",
 }
 

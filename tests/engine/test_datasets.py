@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from worker.engine import datasets
-from worker.engine.datasets import load_dataset, read_idx
+from worker.engine.datasets import DataBundle, load_dataset, read_idx
 from worker.engine.networks import build_model
 
 
@@ -164,6 +164,55 @@ def test_augment_is_off_unless_asked_for_non_cifar_data(tmp_path: Path) -> None:
     assert load_dataset({"name": "digits", "augment": True}, tmp_path, model_name="mlp").augment is not None
 
 
+def _shift_of(image: torch.Tensor, source: torch.Tensor, bound: int) -> tuple[int, int] | None:
+    """The (dy, dx) with |dy|, |dx| ≤ bound that turns `source` into `image` (edge pixels repeated), if any."""
+    padded = torch.nn.functional.pad(source[None], (bound, bound, bound, bound), mode="replicate")[0]
+    height, width = source.shape[-2:]
+    for dy in range(-bound, bound + 1):
+        for dx in range(-bound, bound + 1):
+            window = padded[..., bound + dy: bound + dy + height, bound + dx: bound + dx + width]
+            if torch.equal(window, image):
+                return dy, dx
+    return None
+
+
+def test_random_shift_moves_each_image_at_most_2px_and_never_mirrors_it() -> None:
+    from worker.engine.datasets.augment import random_shift
+
+    # Distinct positive pixels, so a mirrored image can never pass for a shifted one.
+    x = torch.arange(64 * 1 * 28 * 28, dtype=torch.float32).reshape(64, 1, 28, 28) + 1
+    out = random_shift(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    shifts = [_shift_of(image, source, bound=2) for image, source in zip(out, x, strict=True)]
+    assert None not in shifts  # each output is its source moved ≤ 2 px per axis: no flip, no larger shift
+    assert len(set(shifts)) > 5 and any(shift != (0, 0) for shift in shifts)  # and the shifts vary
+    far = [i for i, shift in enumerate(shifts) if shift is not None and 2 in (abs(shift[0]), abs(shift[1]))]
+    assert far and all(_shift_of(out[i], x[i], bound=1) is None for i in far)  # ±2 px really is 2 px away
+    assert all(_shift_of(image, source.flip(-1), bound=2) is None for image, source in zip(out, x, strict=True))
+
+
+def test_random_shift_is_reproducible_from_its_seed() -> None:
+    from worker.engine.datasets.augment import random_shift
+
+    x = torch.randn(16, 1, 28, 28)
+    first = random_shift(x, torch.Generator().manual_seed(7))
+    assert torch.equal(first, random_shift(x, torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, random_shift(x, torch.Generator().manual_seed(8)))
+
+
+def test_augment_shifts_mnist_like_data_without_flipping_and_keeps_cifars_crop_and_flip(tmp_path: Path) -> None:
+    from worker.engine.datasets.augment import pad_crop_flip, random_shift
+
+    for name, folder in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")):
+        _fake_mnist(tmp_path, folder)
+        assert load_dataset({"name": name}, tmp_path, model_name="mlp").augment is None  # default stays off
+        assert load_dataset({"name": name, "augment": True}, tmp_path, model_name="mlp").augment is random_shift
+    assert load_dataset({"name": "digits", "augment": True}, tmp_path, model_name="mlp").augment is random_shift
+    assert load_dataset({"name": "synthetic", "augment": True}, tmp_path,
+                        model_name="small_cnn").augment is pad_crop_flip  # 3 channels: CIFAR's crop + flip
+    assert load_dataset({"name": "synthetic", "augment": False}, tmp_path, model_name="small_cnn").augment is None
+
+
 def _image_folder(root: Path, size: tuple[int, int] = (10, 12)) -> None:
     from PIL import Image
 
@@ -206,3 +255,29 @@ def test_tensor_batches_cover_the_epoch_once_in_seeded_order(tmp_path: Path) -> 
     assert [len(y) for y in ys] == [4, 4, 2]
     order = torch.randperm(10, generator=torch.Generator().manual_seed(5))
     assert torch.equal(torch.cat(ys), bundle.train_y[order])
+
+
+def test_pad_crop_flip_for_colour_images_is_cifars_crop_and_flip_as_before() -> None:
+    from worker.engine.datasets.augment import pad_crop_flip
+
+    x = torch.randn(8, 3, 32, 32)
+    out = pad_crop_flip(x, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)  # the same draws, in the same order: offsets, then flips
+    offsets = torch.randint(0, 9, (2, 8), generator=generator)
+    flips = torch.rand(8, generator=generator) < 0.5
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))  # zero fill
+    for i in range(8):
+        crop = padded[i, :, offsets[0, i]: offsets[0, i] + 32, offsets[1, i]: offsets[1, i] + 32]
+        assert torch.equal(out[i], crop.flip(-1) if flips[i] else crop)
+
+
+def test_mnist_training_batches_are_shifted_only_when_augment_is_on(tmp_path: Path) -> None:
+    from worker.engine.datasets import train_batches
+
+    _fake_mnist(tmp_path)
+    for augment, changed in ((None, False), (True, True)):
+        data = load_dataset({"name": "mnist", "augment": augment}, tmp_path, model_name="lenet300_100")
+        x, _ = next(train_batches(data, 12, torch.Generator().manual_seed(0), "cpu"))
+        order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+        assert isinstance(data, DataBundle) and x.shape == (12, 1, 28, 28)
+        assert torch.equal(x, data.train_x[order]) is not changed

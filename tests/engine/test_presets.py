@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +76,28 @@ def test_presets_keep_their_papers_trajectories_under_end_of_epoch_semantics() -
     assert schedules["set"]["kind"] == schedules["rigl"]["kind"] == "constant"
     assert schedules["one_shot"]["start_epoch"] == schedules["han2015"]["start_epoch"] == 10
     assert (schedules["gmp"]["start_epoch"], schedules["gmp"]["end_epoch"]) == (1, 15)
+
+
+def _paper_table() -> Any:
+    spec = importlib.util.spec_from_file_location("paper_table", Path(__file__).parents[2] / "bench" / "paper_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_table_runs_each_preset_on_full_mnist_keeping_its_augmentation() -> None:
+    row_config = _paper_table().row_config
+    preset = copy.deepcopy(PRESETS["gmp_92"])
+    preset["dataset"]["limit"] = 100
+    config = row_config(preset, None)
+    assert config["dataset"] == {"name": "mnist", "limit": None, "augment": True}
+    assert row_config(preset, 15)["dataset"]["augment"] is True
+    assert "augment" not in row_config(PRESETS["gmp_99"], None)["dataset"]  # MNIST's default: off
+
+
+def test_mnist_presets_that_augment_use_the_shift_and_validate() -> None:
+    augmented = sorted(name for name, preset in PRESETS.items() if preset["dataset"].get("augment"))
+    assert {"gmp_92", "gmp_98_2", "gmp_98_5"} <= set(augmented)
+    for name in augmented:
+        assert RunConfig.model_validate(PRESETS[name]).dataset.augment is True

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from prunescope import plugins
-from worker.engine.datasets.augment import pad_crop_flip
+from worker.engine.datasets.augment import pad_crop_flip, random_shift
 from worker.engine.datasets.cifar import CIFAR_MEAN, CIFAR_STD, LAYOUTS, load_cifar
 from worker.engine.datasets.folder import image_folder
 from worker.engine.datasets.idx import IDX_FILES, MNIST_MIRRORS, NORMALIZATION, mnist_like, read_idx
@@ -27,7 +27,7 @@ from worker.engine.networks import CIFAR_MODELS, CONV_MODELS
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "IDX_FILES", "MNIST_MIRRORS", "NORMALIZATION", "DataBundle", "LoaderBundle",
            "eval_batches", "load_dataset", "read_idx", "synthetic_bundle", "train_batches"]
 
-#: Datasets augmented (padded crop + flip) unless `dataset.augment` is false.
+#: Datasets augmented unless `dataset.augment` is false (others only when it is true).
 AUGMENTED_BY_DEFAULT = ("cifar10", "cifar100")
 Augment = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
@@ -131,7 +131,9 @@ def load_dataset(dataset_cfg: dict, data_dir: Path, *, model_name: str) -> Data:
         bundle = _plugin_dataset(name, data_dir, dataset_cfg.get("params") or {})
     augment = dataset_cfg.get("augment")
     if augment if augment is not None else name in AUGMENTED_BY_DEFAULT:
-        bundle.augment = pad_crop_flip
+        # 1-channel images (MNIST, Fashion-MNIST, digits) are shifted ≤ 2 px, never mirrored; colour ones
+        # get CIFAR's padded crop (4 px) + horizontal flip.
+        bundle.augment = random_shift if bundle.input_shape[0] == 1 else pad_crop_flip
     limit = dataset_cfg.get("limit")
     if limit is not None:
         if isinstance(bundle, DataBundle):
