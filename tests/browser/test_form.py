@@ -243,3 +243,19 @@ def test_a_constant_schedule_shows_its_start_epoch_which_defaults_to_0(page: Any
     page.get_by_label("Schedule", exact=True).select_option("constant")
     assert start.input_value() == "3"
     assert json.loads(page.locator("#config-preview").text_content())["pruning"]["schedule"]["start_epoch"] == 3
+
+
+def test_augmentation_is_shown_and_submitted_as_chosen(page: Any, worker: FakeWorker) -> None:
+    """A preset that augments says so on the form, and off / default reach the stored config as false / null."""
+    page.goto("/runs/new?preset=gmp_92")
+    augment = page.get_by_label("Augment training images")
+    augment.wait_for()
+    assert preset(worker, "gmp_92")["dataset"]["augment"] is True
+    assert augment.input_value() == "true"
+    assert "shifted by up to 2 px" in page.locator("#f-dataset-augment-help").inner_text()
+    augment.select_option("false")
+    assert worker.run(start_run(page))["config"]["dataset"]["augment"] is False
+    page.goto("/runs/new?preset=gmp")
+    augment.wait_for()
+    assert augment.input_value() == ""  # the preset leaves it to the dataset's default
+    assert worker.run(start_run(page))["config"]["dataset"]["augment"] is None

@@ -5,6 +5,7 @@ import { h } from "../dom.js";
 import { deref, numberList, schemaAt, splitList, toNumber } from "./newrun-schema.js";
 
 const REGROWTH = ["random", "gradient"];
+const TRISTATE = [["", "default"], ["true", "on"], ["false", "off"]];
 
 /**
  * The form's sections. `form` answers questions about the current values: `value(path)`, `mode()` (how the
@@ -32,6 +33,7 @@ export function fieldSections(options, schema, form) {
         when: () => value("model.name") === "mlp", whenHidden: null }),
       F("dataset.name", "Dataset", "select", { options: options.datasets }),
       F("dataset.limit", "Training samples (limit)", "int", { help: "Use only the first N training samples. Empty: all of them" }),
+      F("dataset.augment", "Augment training images", "tristate"),
     ] },
     { id: "training", title: "Training", fields: [
       F("training.epochs", "Epochs", "int", { help: "Changing it moves the schedule's and recovery's epochs with it, in proportion" }),
@@ -117,7 +119,10 @@ export function buildField(spec, schema) {
   const help = helpText ? h("div", { class: "help", id: `${id}-help` }) : null;
   const describedBy = [help ? `${id}-help` : null, `${id}-note`, `${id}-error`].filter(Boolean).join(" ");
   let control;
-  if (spec.kind === "select") {
+  if (spec.kind === "tristate") { // a boolean whose null means "the API's default" (the help says which)
+    control = h("select", { id, name: spec.path, "aria-describedby": describedBy },
+      TRISTATE.map(([value, text]) => h("option", { value, text })));
+  } else if (spec.kind === "select") {
     control = h("select", { id, name: spec.path, "aria-describedby": describedBy },
       spec.options.map((o) => (Array.isArray(o) ? h("option", { value: o[0], text: o[1] }) : h("option", { value: o, text: o }))));
   } else if (spec.kind === "check") {
@@ -176,6 +181,7 @@ export function readField(field, listMode = false) {
   switch (spec.kind) {
     case "select": return listMode ? [...control.selectedOptions].map((o) => o.value) : control.value;
     case "check": return control.checked;
+    case "tristate": return control.value === "" ? null : control.value === "true";
     case "pair": return control.map((c) => toNumber(c.value));
     case "int": case "float": return listMode ? numberList(control.value) : toNumber(control.value);
     case "list": return splitList(control.value);
@@ -191,6 +197,7 @@ export function writeField(field, v) {
   const { spec, control } = field;
   switch (spec.kind) {
     case "check": control.checked = Boolean(v); break;
+    case "tristate": control.value = v === true ? "true" : v === false ? "false" : ""; break;
     case "pair": control[0].value = v?.[0] ?? ""; control[1].value = v?.[1] ?? ""; break;
     case "list": case "intlist": control.value = Array.isArray(v) ? v.join(", ") : ""; break;
     case "select":
