@@ -257,8 +257,10 @@ def test_compare_without_runs_still_shows_the_pareto_front(page: Any, worker: Fa
     run_id = worker.submit("pareto-only", epochs=2)
     worker.complete(run_id, 2, accuracy=0.99, sparsity=0.99)
     page.goto("/")
+    page.locator(f"#runs-table tr[data-run-id='{run_id}']").wait_for()  # the list has drawn: the nav is in place
     page.get_by_role("link", name="Compare", exact=True).click()
-    page.wait_for_url(re.compile(r"/compare$"))
+    # The router navigates in the page (pushState): poll the URL rather than wait for a load event.
+    pytest.importorskip("playwright.sync_api").expect(page).to_have_url(re.compile(r"/compare$"))
     page.get_by_text("Pick runs to overlay").wait_for()
     page.locator("#chart-pareto").scroll_into_view_if_needed()
     wait_js(page, "() => document.getElementById('chart-pareto')?.data?.some(t => t.customdata?.length)")
