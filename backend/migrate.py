@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -20,8 +21,17 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(db: Database) -> None:
-    """Bring the database's schema to the newest revision."""
+def upgrade(db: Database, revision: str = "head") -> None:
+    """Bring the database's schema to the newest revision (or to `revision`)."""
+    _migrate(db, command.upgrade, revision)
+
+
+def downgrade(db: Database, revision: str) -> None:
+    """Take the database's schema back to `revision`."""
+    _migrate(db, command.downgrade, revision)
+
+
+def _migrate(db: Database, step: Callable[[Config, str], None], revision: str) -> None:
     cfg = alembic_config(db.url)
     with db.engine.connect() as connection:
         raw = connection.connection.driver_connection
@@ -32,7 +42,7 @@ def upgrade(db: Database) -> None:
         try:
             with connection.begin():
                 cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
+                step(cfg, revision)
         finally:
             if db.is_sqlite and raw is not None:
                 raw.execute("PRAGMA foreign_keys=ON")

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,21 +123,25 @@ def mask_frames(epochs: int, layers: int) -> Iterator[dict[str, np.ndarray]]:
 # -- MLflow -----------------------------------------------------------------------------------------------------
 
 @contextmanager
-def mlflow_server(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-         "--default-artifact-root", str(workdir / "mlartifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def served(argv: list[str], port: int, health: str, **popen: Any) -> Iterator[str]:
+    """A server process started from `argv` on `port`: its URL once `health` answers; stopped afterwards."""
+    proc = subprocess.Popen(argv, start_new_session=True, **popen)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health", proc)
+        wait_http(url + health, proc)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def mlflow_server(workdir: Path) -> AbstractContextManager[str]:
+    port = free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    return served([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                   "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+                   "--default-artifact-root", str(workdir / "mlartifacts")],
+                  port, "/health", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def mlflow_log(url: str, records: list[dict[str, Any]], masks: list[dict[str, np.ndarray]] | None,
@@ -188,20 +192,12 @@ uvicorn.run(create_app(settings, start_dispatcher=False), host="127.0.0.1", port
 """
 
 
-@contextmanager
-def prunescope_server(workdir: Path) -> Iterator[str]:
+def prunescope_server(workdir: Path) -> AbstractContextManager[str]:
     port = free_port()
     home = workdir / "prunescope-home"
     home.mkdir()
-    proc = subprocess.Popen([str(PRODUCT_PYTHON), "-c", SERVE, str(home), str(port)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/api/health", proc)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    return served([str(PRODUCT_PYTHON), "-c", SERVE, str(home), str(port)], port, "/api/health", cwd=ROOT,
+                  env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def claim_run(http: httpx.Client, epochs: int) -> tuple[int, dict[str, str]]:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
@@ -138,26 +137,10 @@ def test_run_tags_rows_match_the_runs_tags_and_go_with_the_run(database_url: str
         db.dispose()
 
 
-def _migrate_to(db: Database, revision: str, *, down: bool = False) -> None:
-    """backend.migrate.upgrade, to a given revision (foreign keys off on SQLite while tables are rebuilt)."""
-    cfg = migrate.alembic_config(db.url)
-    with db.engine.connect() as connection:
-        raw = connection.connection.driver_connection
-        if db.is_sqlite and raw is not None:
-            raw.execute("PRAGMA foreign_keys=OFF")
-        try:
-            with connection.begin():
-                cfg.attributes["connection"] = connection
-                (command.downgrade if down else command.upgrade)(cfg, revision)
-        finally:
-            if db.is_sqlite and raw is not None:
-                raw.execute("PRAGMA foreign_keys=ON")
-
-
 def test_migration_0008_backfills_run_tags_from_stored_runs(database_url: str, tmp_path: Any) -> None:
     db = Database(database_url)
     try:
-        _migrate_to(db, "a7e1c0de0007")
+        migrate.upgrade(db, "a7e1c0de0007")
         stored = {1: ["a", 'q"x', "a"], 2: [], 3: ["日本", "b"], 4: ["b", "y" * 65], 5: ["%_\\"]}
         with db.engine.begin() as conn:
             for run_id, tags in stored.items():
@@ -168,15 +151,15 @@ def test_migration_0008_backfills_run_tags_from_stored_runs(database_url: str, t
                     "'m', 'd', :now, 1, 1, true, 1, 0, false, 'managed')"),
                     {"id": run_id, "name": f"r{run_id}", "tags": json.dumps(tags),
                      "now": "2026-11-28 12:00:00"})
-        _migrate_to(db, "head")
+        migrate.upgrade(db)
         with db.session() as session:
             rows = sorted((r.run_id, r.tag) for r in session.scalars(select(RunTag)))
         assert rows == [(1, "a"), (1, 'q"x'), (3, "b"), (3, "日本"), (4, "b"), (5, "%_\\")]
         with db.session() as session:
             stamps = {r.created_at for r in session.scalars(select(RunTag))}
         assert [stamp.isoformat() for stamp in stamps] == ["2026-11-28T12:00:00+00:00"]
-        _migrate_to(db, "a7e1c0de0007", down=True)  # and back: the table and the index go
-        _migrate_to(db, "head")
+        migrate.downgrade(db, "a7e1c0de0007")  # and back: the table and the index go
+        migrate.upgrade(db)
         with db.session() as session:
             assert session.scalar(text("SELECT COUNT(*) FROM run_tags")) == 6
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -14,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from backend.errors import Conflict
 from backend.events import record_event
+from backend.responses import encoded, wants_gzip
 from backend.runs import repository
 from backend.runs.schemas import RunDetail, RunListItem, RunPatch
 from backend.tables import Epoch, Run, utcnow
@@ -92,12 +92,16 @@ LAYER_DEFAULTS: dict[str, Any] = {"pruned": 0, "regrown": 0, "threshold": None, 
 LAYER_FIELDS = len(LayerStats.model_fields)
 
 
+def _complete(layer: dict[str, Any]) -> dict[str, Any]:
+    """Stored stats are complete unless written before a field existed: only those are filled in."""
+    return layer if len(layer) == LAYER_FIELDS else {**LAYER_DEFAULTS, **layer}
+
+
 def epoch_document(row: Epoch) -> dict[str, Any]:
     """An epoch as `EpochRecord` serialises it, without validating again what the report already validated:
     a 1000-epoch, 20-layer run would otherwise spend hundreds of milliseconds in 20 000 LayerStats."""
     doc = {name: getattr(row, name) for name in EPOCH_SCALARS}
-    # Stored stats are complete unless written before a field existed: only those are filled in.
-    doc["layers"] = [layer if len(layer) == LAYER_FIELDS else {**LAYER_DEFAULTS, **layer} for layer in row.layers]
+    doc["layers"] = [_complete(layer) for layer in row.layers]
     doc["extra"] = row.extra or None  # a tracked run's scalars that are not record columns
     return doc
 
@@ -115,7 +119,7 @@ def _stored_layers(text: str) -> orjson.Fragment | list[dict[str, Any]]:
     newest key's `"...":` occur only as keys (and `name` only at the layer level)."""
     if text.count(NEWEST_LAYER_KEY) == text.count('"name":'):
         return orjson.Fragment(text)
-    return [layer if len(layer) == LAYER_FIELDS else {**LAYER_DEFAULTS, **layer} for layer in orjson.loads(text)]
+    return [_complete(layer) for layer in orjson.loads(text)]
 
 
 def epochs_json(run_id: int, rows: Iterable[Sequence[Any]]) -> bytes:
@@ -135,6 +139,9 @@ def epochs_json(run_id: int, rows: Iterable[Sequence[Any]]) -> bytes:
     return orjson.dumps({"run_id": run_id, "items": items})
 
 
+Sent = tuple[bytes, dict[str, str]]  # a body as sent, and its headers
+
+
 class HistoryCache:
     """The last few large histories served, as sent (JSON, or gzipped), by database and run: an entry serves while
     its run's epochs keep the fingerprint it was built at, so re-reading a finished run's megabytes of history
@@ -145,10 +152,10 @@ class HistoryCache:
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
-        self.entries: OrderedDict[tuple[str, int, bool], tuple[tuple[Any, ...], bytes]] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, int, bool], tuple[tuple[Any, ...], Sent]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: tuple[str, int, bool], fingerprint: tuple[Any, ...]) -> bytes | None:
+    def get(self, key: tuple[str, int, bool], fingerprint: tuple[Any, ...]) -> Sent | None:
         with self.lock:
             entry = self.entries.get(key)
             if entry is None or entry[0] != fingerprint:
@@ -156,11 +163,11 @@ class HistoryCache:
             self.entries.move_to_end(key)
             return entry[1]
 
-    def put(self, key: tuple[str, int, bool], fingerprint: tuple[Any, ...], body: bytes) -> None:
-        if len(body) < self.MIN_BYTES:
+    def put(self, key: tuple[str, int, bool], fingerprint: tuple[Any, ...], sent: Sent) -> None:
+        if len(sent[0]) < self.MIN_BYTES:
             return
         with self.lock:
-            self.entries[key] = (fingerprint, body)
+            self.entries[key] = (fingerprint, sent)
             self.entries.move_to_end(key)
             while len(self.entries) > self.size:
                 self.entries.popitem(last=False)
@@ -170,30 +177,23 @@ HISTORIES = HistoryCache()
 
 
 def history_body(session: Session, database: str, run_id: int,
-                 accept_encoding: str) -> tuple[bytes, dict[str, str]] | None:
+                 accept_encoding: str) -> Sent | None:
     """`GET /api/runs/{id}/epochs` as sent: the run's history, gzipped when the client accepts it, from the cache
     while the run's epochs are unchanged (`database` names the database in the cache's keys); None when there is
     no such run."""
-    gzipped = "gzip" in accept_encoding.lower()
+    gzipped = wants_gzip(accept_encoding)
     key = (database, run_id, gzipped)
     fingerprint = repository.epochs_fingerprint(session, run_id)
     if not fingerprint[0] and repository.get_run(session, run_id) is None:  # no epochs: is there a run at all?
         return None
-    body = HISTORIES.get(key, fingerprint)
-    if body is None:
-        body = epochs_json(run_id, repository.list_epoch_texts(session, run_id, EPOCH_SCALARS))
-        if gzipped and len(body) >= GZIP_MIN_BYTES:
-            body = gzip.compress(body, compresslevel=1, mtime=0)
-        HISTORIES.put(key, fingerprint, body)
-    if gzipped and body[:2] == GZIP_MAGIC:
-        return body, {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-    return body, {"Vary": "Accept-Encoding"}
-
-
-# Level 1: a history is megabytes of JSON; level 1 compresses it to a sixth at a fraction of level 6's time, and
-# on a local network sending the rest costs less than compressing harder.
-GZIP_MIN_BYTES = 1024
-GZIP_MAGIC = b"\x1f\x8b"
+    sent = HISTORIES.get(key, fingerprint)
+    if sent is None:
+        # Level 1: a history is megabytes of JSON; level 1 compresses it to a sixth at a fraction of level 6's
+        # time, and on a local network sending the rest costs less than compressing harder.
+        sent = encoded(epochs_json(run_id, repository.list_epoch_texts(session, run_id, EPOCH_SCALARS)), gzipped,
+                       level=1)
+        HISTORIES.put(key, fingerprint, sent)
+    return sent
 
 
 def update_run(run: Run, patch: RunPatch) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -76,22 +77,28 @@ def test_checkpoints_of_runs_that_cannot_resume_are_released(client: TestClient)
     assert not paths[cancelled].exists() and not paths[999_999].exists()
 
 
+def count_writes(db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the write transactions `db` opens from now on; the answer is read by calling the result."""
+    calls = 0
+    writing = db.writing
+
+    def counted() -> object:
+        nonlocal calls
+        calls += 1
+        return writing()
+
+    monkeypatch.setattr(db, "writing", counted)
+    return lambda: calls
+
+
 def test_a_sweep_of_runs_is_marked_sent_in_one_write(broker_client: TestClient,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     app = broker_client.app
     ids = [broker_client.post("/api/runs", json=digits_config(name=f"s{i}")).json()["id"] for i in range(5)]
     db = app.state.db  # type: ignore[attr-defined]
-    writes = 0
-    writing = db.writing
-
-    def counted() -> object:
-        nonlocal writes
-        writes += 1
-        return writing()
-
-    monkeypatch.setattr(db, "writing", counted)
+    writes = count_writes(db, monkeypatch)
     assert app.state.dispatcher.dispatch_pending() == 5  # type: ignore[attr-defined]
-    assert writes == 1
+    assert writes() == 1
     assert {broker_client.get(f"/api/runs/{i}").json()["queue"] for i in ids} == {"cpu"}
     assert len(_queued_messages(broker_client, "cpu")) == 5
 
@@ -101,25 +108,17 @@ def test_a_tick_with_no_silent_run_takes_no_write_lock(client: TestClient, monke
     dispatcher = app.state.dispatcher  # type: ignore[attr-defined]
     dispatcher.started_at -= timedelta(hours=1)
     db = app.state.db  # type: ignore[attr-defined]
-    writes = 0
-    writing = db.writing
-
-    def counted() -> object:
-        nonlocal writes
-        writes += 1
-        return writing()
-
-    monkeypatch.setattr(db, "writing", counted)
+    writes = count_writes(db, monkeypatch)
     dispatcher.reap_silent_runs()
-    assert writes == 0
+    assert writes() == 0
     run_id = client.post("/api/runs", json=digits_config()).json()["id"]
     client.post(f"/api/worker/runs/{run_id}/start", json={"worker": "w"},
                 headers={"Authorization": "Bearer worker-secret"})
-    with writing() as session:
+    with db.writing() as session:
         run = session.get(Run, run_id)
         assert run is not None
         run.last_heartbeat_at = utcnow() - timedelta(hours=1)
-    writes = 0
+    before = writes()
     dispatcher.reap_silent_runs()
-    assert writes == 1
+    assert writes() - before == 1
     assert client.get(f"/api/runs/{run_id}").json()["status"] == "queued"  # requeued to resume

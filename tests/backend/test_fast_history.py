@@ -138,7 +138,7 @@ def test_a_cached_history_is_served_until_the_runs_epochs_change(client: TestCli
 
 def test_the_history_cache_keeps_the_newest_entries_and_checks_fingerprints() -> None:
     cache = service.HistoryCache(size=2)
-    body = b"x" * cache.MIN_BYTES
+    body = (b"x" * cache.MIN_BYTES, {"Vary": "Accept-Encoding"})
     cache.put(("a", 1, False), (1,), body)
     cache.put(("a", 2, False), (1,), body)
     assert cache.get(("a", 1, False), (1,)) == body  # 1 is now the newest
@@ -146,5 +146,5 @@ def test_the_history_cache_keeps_the_newest_entries_and_checks_fingerprints() ->
     assert cache.get(("b", 1, False), (1,)) is None  # another database's run 1
     cache.put(("a", 3, False), (1,), body)
     assert cache.get(("a", 2, False), (1,)) is None and cache.get(("a", 1, False), (1,)) == body
-    cache.put(("a", 4, False), (1,), b"small")
+    cache.put(("a", 4, False), (1,), (b"small", {}))
     assert cache.get(("a", 4, False), (1,)) is None
