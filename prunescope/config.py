@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     report_retry_seconds: float = Field(default=600.0, gt=0, description=(
         "How long a worker retries one report or upload while the API is unreachable (or failing) before it "
         "gives the run up; the run then resumes elsewhere from its checkpoint after the heartbeat timeout."))
+    checkpoint_seconds: float = Field(default=10.0, ge=0, description=(
+        "A worker uploads a running run's checkpoint at most this often (0: after every epoch), so short epochs "
+        "do not each pay an upload; a run resumed after a crash re-trains at most one epoch, or this many seconds "
+        "of training when epochs are shorter. A clean hand-back always uploads the newest checkpoint."))
     redispatch_seconds: float = Field(default=120.0, gt=0, description="Requeue a queued run the broker lost.")
     max_attempts: int = Field(default=3, ge=1, description="Starts of one run before it ends failed.")
     dispatch_interval: float = Field(default=2.0, gt=0, description="How often the API retries queueing runs.")

@@ -59,6 +59,8 @@ class RunSession:
         self.reporter: Reporter | None = None
         self.last_reported_epoch = 0
         self.uploads = 0
+        self.clock: Callable[[], float] = time.monotonic
+        self.checkpoint_uploaded_at = self.clock()  # the claim: no checkpoint is due before an interval's training
 
     # -- the attempt ---------------------------------------------------------------------------------------------
     def run(self) -> WorkerOutcome:
@@ -136,14 +138,15 @@ class RunSession:
 
     # -- reports -------------------------------------------------------------------------------------------------
     def on_epoch(self, record: EpochRecord, masks: dict[str, np.ndarray]) -> None:
-        """Queue the epoch's report; before it, the checkpoint on disk (the engine writes epoch N's after this call,
-        so it holds N-1, already reported): the API never holds a checkpoint ahead of its records, and a run
-        resumed after a crash re-runs at most the one epoch after it."""
+        """Queue the epoch's report; before it, when one is due, the checkpoint on disk (the engine writes epoch N's
+        after this call, so it holds N-1, already reported): the API never holds a checkpoint ahead of its records,
+        and a run resumed after a crash re-runs at most the one epoch after it, or `checkpoint_seconds` of
+        training when epochs are shorter than that."""
         active, reporter = self.active, self.reporter
         assert active is not None and reporter is not None
         if active.superseded or reporter.failure is not None:
             return
-        if self.checkpoint.exists() and record.epoch - 1 <= self.last_reported_epoch:
+        if self.checkpoint.exists() and record.epoch - 1 <= self.last_reported_epoch and self._checkpoint_due():
             self._upload("checkpoint.pt", self.checkpoint, key="checkpoint")
         # The API, not the worker, says which attempt trained the epoch; other record fields are not reports'.
         fields = record.model_dump(include=set(EpochReport.model_fields) - {"worker", "masks"})
@@ -155,6 +158,14 @@ class RunSession:
 
         reporter.send(f"epoch {record.epoch} report", deliver)
         self.last_reported_epoch = record.epoch
+
+    def _checkpoint_due(self) -> bool:
+        """At most one checkpoint upload per `checkpoint_seconds` of training (every epoch when it is 0)."""
+        now = self.clock()
+        if now - self.checkpoint_uploaded_at < self.settings.checkpoint_seconds:
+            return False
+        self.checkpoint_uploaded_at = now
+        return True
 
     def _upload(self, name: ArtifactName, source: Path, *, key: str | None = None) -> None:
         """Queue an upload of a copy of `source` (the engine overwrites the original next epoch)."""

@@ -22,7 +22,8 @@ class FaultStack(Stack):
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
         self.env.update({"PRUNESCOPE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-                         "PRUNESCOPE_HEARTBEAT_SECONDS": "0.5"})
+                         "PRUNESCOPE_HEARTBEAT_SECONDS": "0.5",
+                         "PRUNESCOPE_CHECKPOINT_SECONDS": "0"})  # a checkpoint every epoch: re-runs at most one
         self.api_artifacts = tmp / "api-artifacts"
         self.api_env["PRUNESCOPE_ARTIFACT_DIR"] = str(self.api_artifacts)
 

@@ -34,6 +34,7 @@ class Stack:
             "PRUNESCOPE_PORT": str(self.api_port),
             "PRUNESCOPE_HEARTBEAT_SECONDS": "0.5",
             "PRUNESCOPE_HEARTBEAT_TIMEOUT": "6",
+            "PRUNESCOPE_CHECKPOINT_SECONDS": "0",  # short epochs: upload every epoch's checkpoint, as a kill test needs
             "PRUNESCOPE_DISPATCH_INTERVAL": "0.5",
             "PRUNESCOPE_REDISPATCH_SECONDS": "5",
             "OMP_NUM_THREADS": "1",

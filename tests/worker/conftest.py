@@ -64,7 +64,7 @@ class Harness:
 def harness(tmp_path: Path) -> Iterator[Harness]:
     settings = Settings(home=tmp_path / "home", worker_token=TOKEN, redis_url="redis://127.0.0.1:1/0",
                         database_url=f"sqlite:///{tmp_path / 'api.db'}", heartbeat_timeout=60,
-                        report_retry_seconds=5, allowed_hosts="testserver,localhost")
+                        report_retry_seconds=5, checkpoint_seconds=0, allowed_hosts="testserver,localhost")
     with TestClient(create_app(settings, start_dispatcher=False)) as client:
         api = WorkerApi("http://testserver", TOKEN)
         api.http.close()

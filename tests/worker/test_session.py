@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from prunescope import maskcodec
 from prunescope.contract import EpochRecord, LayerStats, RunConfig, RunSummary, WorkerOutcome
@@ -66,7 +67,10 @@ def test_a_session_reports_every_epoch_with_its_masks_and_completes(harness: Har
     assert harness.state.run is None
 
 
-def test_shutdown_hands_the_run_back_with_its_newest_checkpoint_and_the_next_claim_resumes(harness: Harness) -> None:
+@pytest.mark.parametrize("checkpoint_seconds", [0, 3600])
+def test_shutdown_hands_the_run_back_with_its_newest_checkpoint_and_the_next_claim_resumes(
+        harness: Harness, checkpoint_seconds: float) -> None:
+    harness.settings.checkpoint_seconds = checkpoint_seconds  # none due during the run at 3600: the hand-back's own
     run_id = harness.submit(epochs=4)
 
     def shut_down_in_epoch_3(epoch: int) -> None:
@@ -102,6 +106,28 @@ def test_the_checkpoint_uploaded_during_a_run_is_never_ahead_of_the_recorded_epo
     assert seen, "a checkpoint was uploaded while the run trained"
     # Checkpoint k arrives after epoch k's report; resuming from it re-runs at most the one epoch after it.
     assert all(checkpoint <= recorded <= checkpoint + 1 for checkpoint, recorded in seen), seen
+
+
+def test_checkpoints_are_uploaded_at_most_once_per_checkpoint_seconds_of_training(harness: Harness) -> None:
+    harness.settings.checkpoint_seconds = 10
+    clock = [1000.0]
+    run_id = harness.submit(epochs=7)
+    uploaded: list[tuple[int, int]] = []  # (epoch being reported, checkpoint the API holds)
+
+    def four_seconds_an_epoch(epoch: int) -> None:
+        clock[0] += 4
+        s.reporter.flush(timeout=5)  # type: ignore[union-attr]
+        path = harness.artifact(run_id, "checkpoint.pt")
+        uploaded.append((epoch, int(path.read_text()) if path.exists() else 0))
+
+    s = session(harness, run_id, FakeTrainer(during=four_seconds_an_epoch))
+    s.clock = lambda: clock[0]
+    s.checkpoint_uploaded_at = clock[0]  # claimed at t=0
+    assert s.run() == WorkerOutcome.COMPLETED
+    # Reports at t=4, 8, 12, ...: the checkpoint on disk (epoch N-1's) goes up at 12 s (epoch 2's) and 24 s (5's).
+    assert uploaded == [(1, 0), (2, 0), (3, 0), (4, 2), (5, 2), (6, 2), (7, 5)]
+    assert s.uploads == 3  # two checkpoints and the model
+    assert [e["epoch"] for e in harness.epochs(run_id)] == list(range(1, 8))  # every epoch is still reported
 
 
 def test_a_superseded_attempt_stops_and_sends_nothing_more(harness: Harness) -> None:
