@@ -9,6 +9,7 @@ from celery import Celery, signals
 
 from prunescope.config import get_settings
 from prunescope.contract.queue import TRAIN_TASK
+from worker.api_client import WorkerApi
 from worker.celery_app import make_worker_celery
 from worker.heartbeat import Heartbeat, WorkerIdentity, WorkerState
 from worker.runner import execute_run
@@ -18,6 +19,7 @@ app = make_worker_celery(get_settings().resolved_redis_url)
 STATE = WorkerState()
 _identity: WorkerIdentity | None = None
 _heartbeat: Heartbeat | None = None
+_api: WorkerApi | None = None
 
 
 def consumed_queues(celery: Celery) -> list[str]:
@@ -30,6 +32,16 @@ def identity() -> WorkerIdentity:
     if _identity is None:
         _identity = WorkerIdentity.detect(consumed_queues(app))
     return _identity
+
+
+def worker_api() -> WorkerApi:
+    """One API client for every run this process trains: a new httpx client costs 20-40 ms (its TLS context),
+    as much as a short run's whole training, and a new connection besides."""
+    global _api
+    if _api is None:
+        settings = get_settings()
+        _api = WorkerApi(settings.api_url, settings.resolved_worker_token())
+    return _api
 
 
 @signals.worker_ready.connect
@@ -49,4 +61,4 @@ def _stop_current_run(**_: Any) -> None:
 @app.task(name=TRAIN_TASK, ignore_result=True)
 def train_run(run_id: int) -> str:
     """Train one run; the API knows everything else about it (config, attempts, checkpoint)."""
-    return execute_run(int(run_id), get_settings(), identity(), STATE).value
+    return execute_run(int(run_id), get_settings(), identity(), STATE, worker_api()).value

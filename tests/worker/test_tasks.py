@@ -30,13 +30,19 @@ def test_the_task_runs_one_session_and_returns_its_outcome(monkeypatch: pytest.M
                                                            state: WorkerState) -> None:
     calls: list[tuple[Any, ...]] = []
 
-    def fake_execute(run_id: int, settings: Any, identity: Any, worker_state: WorkerState) -> WorkerOutcome:
-        calls.append((run_id, worker_state))
+    def fake_execute(run_id: int, settings: Any, identity: Any, worker_state: WorkerState,
+                     api: Any) -> WorkerOutcome:
+        calls.append((run_id, worker_state, api))
         return WorkerOutcome.REQUEUE
 
     monkeypatch.setattr(tasks, "execute_run", fake_execute)
+    monkeypatch.setattr(tasks, "_api", None)
     assert tasks.app.tasks[TRAIN_TASK].run("7") == "requeue"  # ids arrive as JSON: coerced to int
-    assert calls == [(7, state)]
+    assert tasks.app.tasks[TRAIN_TASK].run(8) == "requeue"
+    assert [c[:2] for c in calls] == [(7, state), (8, state)]
+    # Runs share the process's one API client (and its connection); none is made per run.
+    assert calls[0][2] is calls[1][2] is tasks.worker_api()
+    assert not calls[0][2].http.is_closed
 
 
 def test_worker_shutdown_stops_the_held_run_to_hand_it_back(state: WorkerState) -> None:
