@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/paper_table_v4.jsonl"))
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="more result files (other --out of runs side by side) to show in the table, "
-                             "for the rows --out has no run of")
+                             "for the seeds --out has no run of (same config only)")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared; one row at a time on one core
@@ -137,7 +137,22 @@ def main() -> None:
                     handle.write(json.dumps(result) + "\n")
                 done.append(result)
     merged = [json.loads(line) for path in args.merge if path.exists() for line in path.read_text().splitlines()]
-    print_table(done + [r for r in merged if r["row"] not in {d["row"] for d in done}])  # --out's rows win
+    print_table(combine(done, merged))
+
+
+def unseeded(config: dict) -> dict:
+    return {**config, "training": {**config["training"], "seed": None}}
+
+
+def combine(done: list[dict], merged: list[dict]) -> list[dict]:
+    """--out's runs, plus the merged files' runs of the same configs at seeds --out lacks (the first file wins a
+    seed); a row --out ran with another config keeps only --out's runs (seeds of two configs never mix)."""
+    table = list(done)
+    for run in merged:
+        same_row = [r for r in table if r["row"] == run["row"]]
+        if all(r["seed"] != run["seed"] and unseeded(r["config"]) == unseeded(run["config"]) for r in same_row):
+            table.append(run)
+    return table
 
 
 if __name__ == "__main__":

@@ -101,3 +101,19 @@ def test_mnist_presets_that_augment_use_the_shift_and_validate() -> None:
     assert {"gmp_92", "gmp_98_2", "gmp_98_5"} <= set(augmented)
     for name in augmented:
         assert RunConfig.model_validate(PRESETS[name]).dataset.augment is True
+
+
+def test_paper_table_merges_seeds_of_the_same_config_and_never_mixes_two_configs() -> None:
+    combine = _paper_table().combine
+
+    def run(row: str, seed: int, lr: float) -> dict[str, Any]:
+        return {"row": row, "seed": seed, "config": {"training": {"lr": lr, "seed": seed}}}
+
+    done = [run("a", 3, 0.1), run("a", 4, 0.1), run("b", 0, 0.5)]
+    merged = [run("a", 0, 0.1), run("a", 3, 0.1), run("a", 1, 0.2), run("b", 1, 0.1), run("c", 0, 0.1),
+              run("c", 0, 0.3)]
+    table = combine(done, merged)
+    assert sorted((r["row"], r["seed"], r["config"]["training"]["lr"]) for r in table) == [
+        ("a", 0, 0.1), ("a", 3, 0.1), ("a", 4, 0.1),  # seed 0 joins; --out keeps seed 3; lr 0.2 is another config
+        ("b", 0, 0.5),  # --out ran b with another config: the merged b stays out
+        ("c", 0, 0.1)]  # a row --out has none of: the first file's run of a seed wins
