@@ -163,10 +163,14 @@ async def stream_events(
         last = start
         idle = 0.0
         yield format_sse_event(retry=1000, comment="prunescope live stream")
+        async def load(after: int) -> tuple[list[tuple[int, str, str]], bool]:
+            return await run_in_threadpool(_load_events, db, run_id, after)
+
         with hub.subscribe(run_id) as sub:
             while True:
                 sub.clear()
-                events, finished = await run_in_threadpool(_load_events, db, run_id, last)
+                # The run's shared feed answers every stream that has caught up with it; one behind it reads alone.
+                events, finished = await sub.feed.read(last, load) or await load(last)
                 for event_id, kind, data in events:
                     last = event_id
                     yield format_sse_event(data_str=data, event=kind, id=str(event_id))
