@@ -12,7 +12,8 @@ scalars an epoch by default. Each tool runs on this machine in this one process 
 - prunescope, batch: the tracking SDK's ingest (many epochs in one request and one transaction), when the API
   offers it.
 - trackio: in-process SQLite (no server), `trackio.log` per epoch, durable at `trackio.finish()`.
-Read back: the whole history (every scalar of every epoch) and the five chart series a run page draws; each
+Read back: the whole history (every scalar of every epoch; prunescope both as its default one-object-per-epoch
+document and as `?layout=columns`, one array per series) and the five chart series a run page draws; each
 `--reads` times: the table shows the best and, for the whole history, the first (prunescope's answer is then
 built afresh; later reads of an unchanged run come from its cache, as a dashboard's re-reads do). prunescope's
 client asks for gzip, as browsers do, and decodes with orjson, as trackio's reads do. Reads are timed with the
@@ -263,6 +264,10 @@ def prunescope_read(url: str, run_id: int, what: str) -> float:
         if what == "history":
             items = orjson.loads(http.get(f"/api/runs/{run_id}/epochs").raise_for_status().content)["items"]
             assert items
+        elif what == "columns":  # the same values, one array per series
+            columns = orjson.loads(http.get(f"/api/runs/{run_id}/epochs", params={"layout": "columns"})
+                                   .raise_for_status().content)
+            assert columns["columns"]["epoch"] and columns["layers"]
         else:
             series = orjson.loads(http.get(f"/api/runs/{run_id}/metrics", params={
                 "names": ",".join(SERIES), "max_points": 100_000}).raise_for_status().content)
@@ -367,6 +372,8 @@ def main() -> int:
 
             whole = {"mlflow": first_and_best(args.reads, lambda: mlflow_read(ml, ml_run, keys)),
                      "prunescope": first_and_best(args.reads, lambda: prunescope_read(ps, ps_run, "history")),
+                     "prunescope, ?layout=columns": first_and_best(
+                         args.reads, lambda: prunescope_read(ps, ps_run, "columns")),
                      "trackio": first_and_best(args.reads, lambda: trackio_read(tk_run, None))}
             rows += [("read whole history", tool, best) for tool, (_, best) in whole.items()]
             rows += [("read whole history, 1st", tool, first) for tool, (first, _) in whole.items()]
@@ -380,6 +387,9 @@ def main() -> int:
                 first, best = first_and_best(args.reads, lambda: prunescope_read(ps, ps_batch_run, "history"))
                 rows.append(("read whole history", "prunescope (batch-logged run)", best))
                 rows.append(("read whole history, 1st", "prunescope (batch-logged run)", first))
+                first, best = first_and_best(args.reads, lambda: prunescope_read(ps, ps_batch_run, "columns"))
+                rows.append(("read whole history", "prunescope (batch, columns)", best))
+                rows.append(("read whole history, 1st", "prunescope (batch, columns)", first))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -98,6 +98,13 @@ class Client:
         items: list[dict[str, Any]] = self._call("GET", f"/api/runs/{run_id}/epochs")["items"]
         return items
 
+    def epoch_columns(self, run_id: int) -> dict[str, Any]:
+        """The same history with one list per series (`?layout=columns`): `columns` (epoch, train_loss, ... by
+        name), `layers` (by layer name: shape, sparsity, pruned, regrown, threshold, histogram) and `extra` (a
+        tracked run's other scalars), aligned by epoch, None where an epoch lacks a value. Cheaper to read."""
+        result: dict[str, Any] = self._call("GET", f"/api/runs/{run_id}/epochs", params={"layout": "columns"})
+        return result
+
     def epochs_frame(self, run_id: int) -> pandas.DataFrame:
         """The epochs as a pandas DataFrame, one row per epoch (needs pandas installed)."""
         try:

@@ -87,6 +87,9 @@ def test_client_submits_waits_reads_exports_patches_and_deletes(client: Client, 
     worker.join()
     assert done["status"] == "completed" and done["epochs_done"] == 3
     assert [e["epoch"] for e in client.epochs(run["id"])] == [1, 2, 3]
+    columns = client.epoch_columns(run["id"])
+    assert columns["columns"]["epoch"] == [1, 2, 3] and list(columns["layers"]) == ["fc1.weight"]
+    assert len(columns["layers"]["fc1.weight"]["sparsity"]) == 3
     frame = client.epochs_frame(run["id"])
     assert list(frame["epoch"]) == [1, 2, 3] and "test_acc" in frame.columns
     csv = pd.read_csv(io.BytesIO(client.export(run["id"], "csv")))

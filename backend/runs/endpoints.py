@@ -29,7 +29,8 @@ from backend.deps import (
 from backend.errors import NotFound
 from backend.events import events_after
 from backend.runs import repository, service
-from backend.runs.schemas import MAX_ID, NO_NUL, EpochList, RunDetail, RunId, RunList, RunPatch
+from backend.runs.schemas import MAX_ID, NO_NUL, EpochColumns, EpochList, RunDetail, RunId, RunList, RunPatch
+from backend.runs.service import HistoryLayout
 from prunescope.contract.config import Device, RunConfig
 from prunescope.contract.status import FINISHED_STATUSES as FINISHED
 from prunescope.contract.status import RunStatus
@@ -118,12 +119,18 @@ def cancel_run(run: WritableRunDep, session: WriteSessionDep) -> RunDetail:
     return service.to_detail(run)
 
 
-@router.get("/{run_id}/epochs", response_model=EpochList, responses=NOT_FOUND)
-async def list_epochs(run_id: RunId, db: DatabaseDep, request: Request) -> Response:
+@router.get("/{run_id}/epochs", response_model=EpochList | EpochColumns, responses=NOT_FOUND)
+async def list_epochs(
+    run_id: RunId, db: DatabaseDep, request: Request,
+    layout: Annotated[HistoryLayout, Query(description=(
+        "`records` (default): one object per epoch (`EpochList`); `columns`: one array per series "
+        "(`EpochColumns`), the same values, a fraction of the parsing"))] = "records",
+) -> Response:
     """Every recorded epoch with its per-layer stats, at full fidelity."""
     def history() -> tuple[bytes, dict[str, str]]:
         with db.session() as session:  # one read transaction
-            answer = service.history_body(session, db.url, run_id, request.headers.get("accept-encoding", ""))
+            answer = service.history_body(session, db.url, run_id, request.headers.get("accept-encoding", ""),
+                                          layout)
             if answer is None:
                 raise NotFound(f"run {run_id} not found")
             return answer

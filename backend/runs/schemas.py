@@ -9,7 +9,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunescope.contract.config import NO_NUL
-from prunescope.contract.records import EpochRecord
+from prunescope.contract.records import EpochRecord, WeightHistogram
 
 # Ids are 32-bit INTEGER columns on PostgreSQL; a larger id in a URL is a clear 422, not a database error.
 MAX_ID = 2**31 - 1
@@ -109,3 +109,33 @@ class EpochList(BaseModel):
 
     run_id: int
     items: list[EpochRecord]
+
+
+class LayerColumns(BaseModel):
+    """One layer's stats over the run's epochs, aligned with `EpochColumns.columns["epoch"]` (null where the
+    layer was not reported)."""
+
+    shape: list[int] = Field(description="The weight tensor's shape, as last reported")
+    sparsity: list[float | None]
+    pruned: list[int | None]
+    regrown: list[int | None]
+    threshold: list[float | None]
+    histogram: list[WeightHistogram | None]
+
+
+class EpochColumns(BaseModel):
+    """The same history as `EpochList`, one array per series (`?layout=columns`): every scalar of every epoch,
+    cheaper to parse and ready for a data frame."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "run_id": 7, "columns": {"epoch": [1, 2], "test_acc": [0.955, 0.962], "sparsity": [0.42, 0.61]},
+        "layers": {"fc1.weight": {"shape": [300, 784], "sparsity": [0.44, 0.63], "pruned": [103_000, 45_000],
+                                  "regrown": [0, 0], "threshold": [0.012, 0.02], "histogram": [None, None]}},
+        "extra": {}}]})
+
+    run_id: int
+    columns: dict[str, list[float | int | None]] = Field(description=(
+        "epoch, train_loss, train_acc, test_loss, test_acc, lr, sparsity, target_sparsity, nonzero, total, "
+        "epoch_seconds, samples_per_s, attempt: one value per recorded epoch, in epoch order"))
+    layers: dict[str, LayerColumns] = Field(description="Per-layer stats by layer name, in first-reported order")
+    extra: dict[str, list[float | None]] = Field(description="A tracked run's other scalars, by name")

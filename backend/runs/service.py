@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy.orm import Session
@@ -88,6 +88,7 @@ def cancel_run(session: Session, run: Run) -> None:
 
 EPOCH_SCALARS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
                  "nonzero", "total", "epoch_seconds", "samples_per_s", "attempt")
+HistoryLayout = Literal["records", "columns"]
 LAYER_DEFAULTS: dict[str, Any] = {"pruned": 0, "regrown": 0, "threshold": None, "histogram": None}
 LAYER_FIELDS = len(LayerStats.model_fields)
 
@@ -139,7 +140,51 @@ def epochs_json(run_id: int, rows: Iterable[Sequence[Any]]) -> bytes:
     return orjson.dumps({"run_id": run_id, "items": items})
 
 
+LAYER_SERIES = tuple(name for name in LayerStats.model_fields if name not in ("name", "shape"))
+
+
+def epochs_columns_json(run_id: int, rows: Iterable[Sequence[Any]]) -> bytes:
+    """The history as `EpochColumns` (`?layout=columns`) from the same rows as `epochs_json`: one array per run
+    scalar, per layer stat and per extra scalar, aligned by epoch (null where an epoch lacks a layer or scalar)."""
+    width = len(EPOCH_SCALARS)
+    columns: dict[str, list[Any]] = {name: [] for name in EPOCH_SCALARS}
+    layers: dict[str, dict[str, Any]] = {}
+    extra: dict[str, list[Any]] = {}
+    count = 0
+    for row in rows:
+        for name, value in zip(EPOCH_SCALARS, row[:width], strict=True):
+            columns[name].append(value)
+        seen: set[str] = set()
+        for layer in orjson.loads(row[width]):
+            name = layer["name"]
+            if name in seen:
+                continue
+            seen.add(name)
+            series = layers.get(name)
+            if series is None:
+                series = layers[name] = {"shape": None, **{f: [None] * count for f in LAYER_SERIES}}
+            series["shape"] = layer["shape"]
+            for field in LAYER_SERIES:
+                series[field].append(layer.get(field, LAYER_DEFAULTS.get(field)))
+        for name, series in layers.items():  # a layer this epoch did not report
+            if name not in seen:
+                for field in LAYER_SERIES:
+                    series[field].append(None)
+        text = row[width + 1]
+        scalars = orjson.loads(text) if text and text not in EMPTY_EXTRA else {}
+        for name, value in scalars.items():
+            extra.setdefault(name, [None] * count).append(value)
+        for name, values in extra.items():
+            if name not in scalars:
+                values.append(None)
+        count += 1
+    return orjson.dumps({"run_id": run_id, "columns": columns, "layers": layers, "extra": extra})
+
+
 Sent = tuple[bytes, dict[str, str]]  # a body as sent, and its headers
+
+
+HistoryKey = tuple[str, int, bool, str]  # database, run, gzipped, layout
 
 
 class HistoryCache:
@@ -152,10 +197,10 @@ class HistoryCache:
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
-        self.entries: OrderedDict[tuple[str, int, bool], tuple[tuple[Any, ...], Sent]] = OrderedDict()
+        self.entries: OrderedDict[HistoryKey, tuple[tuple[Any, ...], Sent]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: tuple[str, int, bool], fingerprint: tuple[Any, ...]) -> Sent | None:
+    def get(self, key: HistoryKey, fingerprint: tuple[Any, ...]) -> Sent | None:
         with self.lock:
             entry = self.entries.get(key)
             if entry is None or entry[0] != fingerprint:
@@ -163,7 +208,7 @@ class HistoryCache:
             self.entries.move_to_end(key)
             return entry[1]
 
-    def put(self, key: tuple[str, int, bool], fingerprint: tuple[Any, ...], sent: Sent) -> None:
+    def put(self, key: HistoryKey, fingerprint: tuple[Any, ...], sent: Sent) -> None:
         if len(sent[0]) < self.MIN_BYTES:
             return
         with self.lock:
@@ -177,12 +222,12 @@ HISTORIES = HistoryCache()
 
 
 def history_body(session: Session, database: str, run_id: int,
-                 accept_encoding: str) -> Sent | None:
-    """`GET /api/runs/{id}/epochs` as sent: the run's history, gzipped when the client accepts it, from the cache
-    while the run's epochs are unchanged (`database` names the database in the cache's keys); None when there is
-    no such run."""
+                 accept_encoding: str, layout: HistoryLayout = "records") -> Sent | None:
+    """`GET /api/runs/{id}/epochs` as sent: the run's history in `layout`, gzipped when the client accepts it, from
+    the cache while the run's epochs are unchanged (`database` names the database in the cache's keys); None when
+    there is no such run."""
     gzipped = wants_gzip(accept_encoding)
-    key = (database, run_id, gzipped)
+    key = (database, run_id, gzipped, layout)
     fingerprint = repository.epochs_fingerprint(session, run_id)
     if not fingerprint[0] and repository.get_run(session, run_id) is None:  # no epochs: is there a run at all?
         return None
@@ -190,8 +235,8 @@ def history_body(session: Session, database: str, run_id: int,
     if sent is None:
         # Level 1: a history is megabytes of JSON; level 1 compresses it to a sixth at a fraction of level 6's
         # time, and on a local network sending the rest costs less than compressing harder.
-        sent = encoded(epochs_json(run_id, repository.list_epoch_texts(session, run_id, EPOCH_SCALARS)), gzipped,
-                       level=1)
+        build = epochs_columns_json if layout == "columns" else epochs_json
+        sent = encoded(build(run_id, repository.list_epoch_texts(session, run_id, EPOCH_SCALARS)), gzipped, level=1)
         HISTORIES.put(key, fingerprint, sent)
     return sent
 

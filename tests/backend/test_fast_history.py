@@ -128,7 +128,7 @@ def test_a_cached_history_is_served_until_the_runs_epochs_change(client: TestCli
     report(1, 0.5)
     report(2, 0.25)
     assert losses("identity") == losses("identity") == losses("gzip") == [0.5, 0.25]
-    assert {(db.url, run_id, False), (db.url, run_id, True)} <= set(service.HISTORIES.entries)
+    assert {(db.url, run_id, False, "records"), (db.url, run_id, True, "records")} <= set(service.HISTORIES.entries)
     report(2, 0.125)  # a replayed epoch replaces the stored one
     assert losses("identity") == losses("gzip") == [0.5, 0.125]
     report(3, 0.0625)
@@ -148,3 +148,60 @@ def test_the_history_cache_keeps_the_newest_entries_and_checks_fingerprints() ->
     assert cache.get(("a", 2, False), (1,)) is None and cache.get(("a", 1, False), (1,)) == body
     cache.put(("a", 4, False), (1,), (b"small", {}))
     assert cache.get(("a", 4, False), (1,)) is None
+
+
+def transposed(records: dict[str, Any]) -> dict[str, Any]:
+    """`?layout=columns` as it must be: the records document, one array per series, null where an epoch lacks it."""
+    items = records["items"]
+    columns = {name: [item[name] for item in items] for name in service.EPOCH_SCALARS}
+    names = list(dict.fromkeys(layer["name"] for item in items for layer in item["layers"]))
+    layers = {}
+    for name in names:
+        per_epoch = [next((x for x in item["layers"] if x["name"] == name), None) for item in items]
+        last = [x for x in per_epoch if x is not None][-1]
+        layers[name] = {"shape": last["shape"], **{field: [None if x is None else x[field] for x in per_epoch]
+                                                   for field in ("sparsity", "pruned", "regrown", "threshold",
+                                                                 "histogram")}}
+    extra_names = list(dict.fromkeys(key for item in items for key in (item["extra"] or {})))
+    extra = {key: [(item["extra"] or {}).get(key) for item in items] for key in extra_names}
+    return {"run_id": records["run_id"], "columns": columns, "layers": layers, "extra": extra}
+
+
+def test_the_columns_layout_holds_every_value_of_the_records_layout(client: TestClient) -> None:
+    from backend.runs.schemas import EpochColumns
+
+    created = client.post("/api/tracked-runs", json={"name": "cols", "config": {"epochs": 4}}).json()
+    epochs = [{"epoch": 1, "train_loss": 0.5, "extra": {"grad_norm": 2.5},
+               "layers": [layer("a.weight", histogram=HISTOGRAM), layer("b.weight", shape=[3, 4])]},
+              {"epoch": 2, "test_acc": 0.75, "layers": [layer("b.weight", shape=[3, 2], threshold=None)]},
+              {"epoch": 3, "extra": {"late": 1.0, "grad_norm": None},
+               "layers": [layer("c.weight"), layer("a.weight", sparsity=0.5)]},
+              {"epoch": 4, "extra": {}}]
+    batch = client.post(f"/api/tracked-runs/{created['id']}/batch", json={"epochs": epochs},
+                        headers={"X-Prunescope-Lease": created["lease"]})
+    assert batch.status_code == 200, batch.text
+    records = history(client, created["id"]).json()
+    response = client.get(f"/api/runs/{created['id']}/epochs", params={"layout": "columns"})
+    assert response.status_code == 200, response.text
+    columns = response.json()
+    assert columns == transposed(records)
+    assert EpochColumns.model_validate(columns).model_dump(mode="json") == columns
+    assert columns["layers"]["a.weight"]["sparsity"] == [0.25, None, 0.5, None]
+    assert columns["layers"]["b.weight"]["shape"] == [3, 2]  # as last reported
+    assert columns["layers"]["c.weight"]["pruned"] == [None, None, 3, None]
+    assert columns["extra"] == {"grad_norm": [2.5, None, None, None], "late": [None, None, 1.0, None]}
+    assert list(columns["layers"]) == ["a.weight", "b.weight", "c.weight"]  # first-reported order
+    # Both layouts are cached side by side, gzipped or not: asking for one never serves the other.
+    again = client.get(f"/api/runs/{created['id']}/epochs", params={"layout": "columns"},
+                       headers={"Accept-Encoding": "gzip"})
+    assert again.json() == columns
+    assert history(client, created["id"]).json() == records
+    assert client.get(f"/api/runs/{created['id']}/epochs", params={"layout": "rows"}).status_code == 422
+    assert client.get("/api/runs/999999/epochs", params={"layout": "columns"}).status_code == 404
+
+
+def test_the_columns_layout_of_a_run_without_epochs_is_empty(client: TestClient) -> None:
+    run_id = client.post("/api/runs", json=digits_config(tags=[])).json()["id"]
+    answer = client.get(f"/api/runs/{run_id}/epochs", params={"layout": "columns"}).json()
+    assert answer == {"run_id": run_id, "columns": {name: [] for name in service.EPOCH_SCALARS}, "layers": {},
+                      "extra": {}}
