@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -114,7 +115,10 @@ async def upload_artifact(run_id: RunId, name: ArtifactName, request: Request, d
         raise StorageUnavailable(f"artifact storage unavailable: {exc.strerror or exc}",
                                  headers={"Retry-After": "2"}) from exc
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        # The storage may be gone from under the temporary file too (its folder now a file, say): that must not
+        # turn the 503 above into a 500.
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
 
 
 @router.get("/runs/{run_id}/artifacts/{name}", response_class=FileResponse)

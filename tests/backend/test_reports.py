@@ -291,6 +291,28 @@ def test_artifacts_upload_and_download_stay_in_their_folder(client: TestClient) 
     assert client.put(f"/api/worker/runs/{run_id}/artifacts/model.pt", content=b"x").status_code == 401
 
 
+def test_storage_gone_while_an_upload_streams_in_is_a_503_not_a_500(client: TestClient,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.reports import endpoints
+
+    run_id = submit(client)
+    start(client, run_id)
+    artifacts = client.app.state.settings.resolved_artifact_dir  # type: ignore[attr-defined]
+
+    def storage_swapped_out(*args: Any) -> None:
+        # The artifact folder is moved away and a file takes its place while the body streams in: renaming the
+        # upload into place fails, and so does removing the temporary file, whose folder is now a file.
+        artifacts.rename(artifacts.with_name("aside"))
+        artifacts.write_text("not a directory")
+        raise NotADirectoryError(20, "Not a directory")
+
+    monkeypatch.setattr(endpoints, "_replace_under_lease", storage_swapped_out)
+    put = client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"weights",
+                     headers=leased(run_id))
+    assert put.status_code == 503, put.text
+    assert put.headers["Retry-After"] == "2"
+
+
 def reap(client: TestClient, run_id: int) -> None:
     """The run's worker went silent past the heartbeat timeout: the dispatcher requeues the run."""
     app = client.app
