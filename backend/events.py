@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import threading
 import time
@@ -64,7 +65,7 @@ class RunFeed:
     def __init__(self, max_age: float = 0.5) -> None:
         self.max_age = max_age
         self.version = 0  # bumped by EventHub.notify (under its lock), from any thread
-        self._loaded_version = -1
+        self._loaded_version = -1  # the version the last read saw; -1: read again (never read, or more was waiting)
         self._loaded_at = 0.0
         self._lock: asyncio.Lock | None = None
         self.covered_from: int | None = None
@@ -91,9 +92,10 @@ class RunFeed:
                 if len(self.events) > self.KEEP:
                     self.covered_from = self.events[-self.KEEP - 1][0]
                     del self.events[:-self.KEEP]
-                self._loaded_version = version if len(rows) < EVENTS_PER_READ else version - 1  # more to read
+                self._loaded_version = version if len(rows) < EVENTS_PER_READ else -1  # a full page: more to read
                 self._loaded_at = time.monotonic()
-            return [e for e in self.events if e[0] > after], self.finished
+            # Ids are ascending: each stream slices from its position instead of scanning the whole feed.
+            return self.events[bisect.bisect_right(self.events, after, key=lambda e: e[0]):], self.finished
 
 
 class Subscription:
@@ -103,7 +105,7 @@ class Subscription:
         self.hub, self.run_id = hub, run_id
         self.loop = asyncio.get_running_loop()
         self.flag = asyncio.Event()
-        self.feed = RunFeed()  # replaced by the run's shared feed on entering
+        self.feed: RunFeed  # the run's shared feed, from entering on
 
     def clear(self) -> None:
         self.flag.clear()
@@ -116,7 +118,10 @@ class Subscription:
     def __enter__(self) -> Subscription:
         with self.hub.lock:
             self.hub.subscriptions[self.run_id].add(self)
-            self.feed = self.hub.feeds.setdefault(self.run_id, self.feed)
+            feed = self.hub.feeds.get(self.run_id)
+            if feed is None:
+                feed = self.hub.feeds[self.run_id] = RunFeed()
+            self.feed = feed
         return self
 
     def __exit__(self, *exc: object) -> None:
