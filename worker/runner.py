@@ -18,6 +18,7 @@ from prunescope.config import Settings
 from prunescope.contract import EpochRecord, RunConfig, RunSummary, WorkerOutcome, parse_run_config
 from prunescope.contract.worker_api import ArtifactName, EpochReport, FinishReport, ReportAck, StartResponse
 from worker.api_client import ApiRefused, ApiUnreachable, WorkerApi
+from worker.engine.checkpoint_slot import CheckpointSlot
 from worker.heartbeat import SHUTDOWN, ActiveRun, WorkerIdentity, WorkerState
 from worker.reporter import Failure, Reporter
 
@@ -29,7 +30,7 @@ SHUTDOWN_PATIENCE = 15.0  # shutting down, the worker waits this long for the AP
 class Trainer(Protocol):
     def __call__(self, config: RunConfig, *, data_dir: Path, device: str,
                  on_epoch: Callable[[EpochRecord, dict[str, np.ndarray]], None], should_stop: Callable[[], bool],
-                 checkpoint_path: Path, resume: bool) -> RunSummary: ...
+                 checkpoint_path: Path, resume: bool, checkpoint_slot: CheckpointSlot) -> RunSummary: ...
 
 
 def engine_trainer() -> Trainer:
@@ -53,7 +54,8 @@ class RunSession:
         self.trainer = trainer
         # Each worker process spools in a directory of its own: workers sharing a home never touch each other's files.
         self.workdir = settings.resolved_artifact_dir / "worker" / identity.spool_name / f"run-{run_id}"
-        self.checkpoint = self.workdir / "checkpoint.pt"
+        self.checkpoint = self.workdir / "checkpoint.pt"  # a resumed attempt's download
+        self.slot = CheckpointSlot()  # the newest epoch's checkpoint, written only to be uploaded
         self.encoder = maskcodec.MaskEncoder()
         self.active: ActiveRun | None = None
         self.reporter: Reporter | None = None
@@ -73,11 +75,12 @@ class RunSession:
         self.state.hold(active)  # the heartbeat names the run (with its lease) until finish is settled
         try:
             outcome, summary, error = self._train(answer)
-            if outcome == WorkerOutcome.REQUEUE and self.checkpoint.exists():
-                # Hand back with the newest checkpoint, so the next claim trains no epoch again.
-                self._upload("checkpoint.pt", self.checkpoint, key="checkpoint")
+            if outcome == WorkerOutcome.REQUEUE:
+                # Hand back with the newest checkpoint, so the next claim trains no epoch again (none when no
+                # epoch ended in this attempt: the API still holds the one it resumed from).
+                self._upload_checkpoint()
             elif outcome == WorkerOutcome.COMPLETED and (self.workdir / "model.pt").exists():
-                self._upload("model.pt", self.workdir / "model.pt")
+                self._queue_upload("model.pt", self.workdir / "model.pt")  # written once: sent as it is
             outcome = self._finish(outcome, summary, error)
         finally:
             reporter.close()
@@ -110,7 +113,7 @@ class RunSession:
             summary = self.trainer()(
                 config, data_dir=self.settings.resolved_data_dir, device=resolve_device(config.device, self.identity),
                 on_epoch=self.on_epoch, should_stop=self.active.stop.is_set, checkpoint_path=self.checkpoint,
-                resume=resume)
+                resume=resume, checkpoint_slot=self.slot)
         except ApiRefused as exc:
             if exc.superseded:
                 self.active.let_go(str(exc))
@@ -138,16 +141,17 @@ class RunSession:
 
     # -- reports -------------------------------------------------------------------------------------------------
     def on_epoch(self, record: EpochRecord, masks: dict[str, np.ndarray]) -> None:
-        """Queue the epoch's report; before it, when one is due, the checkpoint on disk (the engine writes epoch N's
-        after this call, so it holds N-1, already reported): the API never holds a checkpoint ahead of its records,
-        and a run resumed after a crash re-runs at most the one epoch after it, or `checkpoint_seconds` of
-        training when epochs are shorter than that."""
+        """Queue the epoch's report; before it, when one is due, the kept checkpoint (the engine keeps epoch N's
+        after this call, so the slot holds N-1, already reported): the API never holds a checkpoint ahead of its
+        records, and a run resumed after a crash re-runs at most the one epoch after it, or `checkpoint_seconds`
+        of training when epochs are shorter than that."""
         active, reporter = self.active, self.reporter
         assert active is not None and reporter is not None
         if active.superseded or reporter.failure is not None:
             return
-        if self.checkpoint.exists() and record.epoch - 1 <= self.last_reported_epoch and self._checkpoint_due():
-            self._upload("checkpoint.pt", self.checkpoint, key="checkpoint")
+        kept = self.slot.epoch
+        if kept is not None and kept <= self.last_reported_epoch and self._checkpoint_due():
+            self._upload_checkpoint()
         # The API, not the worker, says which attempt trained the epoch; other record fields are not reports'.
         fields = record.model_dump(include=set(EpochReport.model_fields) - {"worker", "masks"})
         report = EpochReport(**fields, worker=self.identity.name, masks=self.encoder.encode(record.epoch, masks))
@@ -167,13 +171,21 @@ class RunSession:
         self.checkpoint_uploaded_at = now
         return True
 
-    def _upload(self, name: ArtifactName, source: Path, *, key: str | None = None) -> None:
-        """Queue an upload of a copy of `source` (the engine overwrites the original next epoch)."""
+    def _upload_checkpoint(self) -> None:
+        """Write the kept checkpoint to a spool file of its own and queue its upload (a newer one waiting
+        replaces it); nothing when no epoch ended in this attempt."""
+        spool = self._spool("checkpoint.pt")
+        if self.slot.save(spool) is not None:
+            self._queue_upload("checkpoint.pt", spool, key="checkpoint")
+
+    def _spool(self, name: ArtifactName) -> Path:
+        return self.workdir / f"upload-{self.uploads + 1}-{name}"
+
+    def _queue_upload(self, name: ArtifactName, spool: Path, *, key: str | None = None) -> None:
+        """Queue the upload of `spool` as the run's `name`; the file goes once delivered (or replaced)."""
         active, reporter = self.active, self.reporter
         assert active is not None and reporter is not None
         self.uploads += 1
-        spool = self.workdir / f"upload-{self.uploads}-{name}"
-        shutil.copyfile(source, spool)
         lease, retry_for = active.lease, self.settings.report_retry_seconds
 
         def deliver(stop: Callable[[], bool]) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from prunescope.contract import RunSummary
 from tests.engine.conftest import Epochs
+from worker.engine.checkpoint_slot import CheckpointSlot
 from worker.engine.training import run_training, train_main
 
 GMP = {"target_sparsity": 0.8, "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 2, "every_steps": 2}}
@@ -85,6 +86,67 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path, make_c
     for name, mask in full[2]["masks"].items():
         assert np.array_equal(rest[0]["masks"][name], mask)
     assert (checkpoint.parent / "model.pt").exists()
+
+
+class EverySlot(CheckpointSlot):
+    """A slot that also remembers every epoch it was handed (to write them all after the run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: dict[int, Callable[[Path], None]] = {}
+
+    def keep(self, epoch: int, save: Callable[[Path], None]) -> None:
+        super().keep(epoch, save)
+        self.kept[epoch] = save
+
+
+def test_with_a_slot_each_epoch_is_kept_in_memory_as_it_was_and_nothing_is_written_until_asked(
+        tmp_path: Path, make_config: Callable[..., dict]) -> None:
+    config = make_config({**GMP, "schedule": {**GMP["schedule"], "end_epoch": 3}},
+                         training={"epochs": 3, "optimizer": "sgd", "momentum": 0.9})
+    written = tmp_path / "written" / "checkpoint.pt"
+    on_disk: dict[int, dict] = {}
+
+    def copy_previous(record: object, masks: object) -> None:  # the file holds epoch N-1 at on_epoch(N)
+        if written.exists():
+            state = torch.load(written, weights_only=True)
+            on_disk[state["epoch"]] = state
+
+    run_training(config, data_dir=tmp_path, on_epoch=copy_previous, checkpoint_path=written)
+    on_disk[3] = torch.load(written, weights_only=True)
+
+    slot = EverySlot()
+    kept_path = tmp_path / "kept" / "checkpoint.pt"
+    run_training(config, data_dir=tmp_path, checkpoint_path=kept_path, checkpoint_slot=slot)
+    assert not kept_path.exists() and (kept_path.parent / "model.pt").exists()  # the model still is exported
+    assert slot.epoch == 3 and sorted(slot.kept) == [1, 2, 3]
+    for epoch, save in slot.kept.items():  # written after the run, each is still its own epoch's state
+        save(tmp_path / f"kept-{epoch}.pt")
+        state = torch.load(tmp_path / f"kept-{epoch}.pt", weights_only=True)
+        assert state["epoch"] == epoch
+        for part in ("model", "pruner"):
+            assert torch.equal(*(s[part]["fc1.weight"] if part == "model" else s[part]["masks"]["fc1.weight"]
+                                 for s in (state, on_disk[epoch]))), (part, epoch)
+        momentum = [s["optimizer"]["state"][0]["momentum_buffer"] for s in (state, on_disk[epoch])]
+        assert torch.equal(*momentum), epoch
+    assert not torch.equal(on_disk[1]["model"]["fc1.weight"], on_disk[3]["model"]["fc1.weight"])
+
+
+def test_a_run_resumes_from_the_checkpoint_its_slot_wrote(tmp_path: Path, make_config: Callable[..., dict]) -> None:
+    config = make_config(GMP, training={"epochs": 3, "optimizer": "adam", "lr": 0.003})
+    full = Epochs()
+    run_training(config, data_dir=tmp_path, on_epoch=full)
+    first, slot = Epochs(), CheckpointSlot()
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert slot.save(checkpoint) is None and not checkpoint.exists()  # nothing kept yet: nothing written
+    stopped = run_training(config, data_dir=tmp_path, on_epoch=first, checkpoint_path=checkpoint,
+                           checkpoint_slot=slot, should_stop=lambda: len(first) >= 2)
+    assert stopped.stopped and not checkpoint.exists()
+    assert slot.save(checkpoint) == 2
+    rest = Epochs()
+    run_training(config, data_dir=tmp_path, on_epoch=rest, checkpoint_path=checkpoint, resume=True)
+    assert [r["epoch"] for r in rest] == [3]
+    assert rest[0]["test_acc"] == full[2]["test_acc"] and rest[0]["train_loss"] == full[2]["train_loss"]
 
 
 def test_checkpoint_loads_without_unpickling_arbitrary_objects(tmp_path: Path,

@@ -12,6 +12,7 @@ import pytest
 from prunescope import maskcodec
 from prunescope.contract import EpochRecord, LayerStats, RunConfig, RunSummary, WorkerOutcome
 from tests.worker.conftest import Harness
+from worker.engine.checkpoint_slot import CheckpointSlot
 from worker.runner import RunSession, Trainer
 
 MASK_SHAPE = (4, 6)
@@ -19,7 +20,8 @@ MASK_SHAPE = (4, 6)
 
 class FakeTrainer:
     """Trains nothing, but keeps the engine's promises: a record and masks per epoch, the checkpoint of
-    epoch N written after `on_epoch(N)`, resume from the checkpoint, the model beside it at the end."""
+    epoch N kept in the slot after `on_epoch(N)`, resume from the checkpoint at `checkpoint_path`, the model
+    beside it at the end."""
 
     def __init__(self, during: Callable[[int], None] = lambda epoch: None) -> None:
         self.during = during
@@ -27,7 +29,7 @@ class FakeTrainer:
 
     def __call__(self, config: RunConfig, *, data_dir: Path, device: str,
                  on_epoch: Callable[[EpochRecord, dict[str, np.ndarray]], None], should_stop: Callable[[], bool],
-                 checkpoint_path: Path, resume: bool) -> RunSummary:
+                 checkpoint_path: Path, resume: bool, checkpoint_slot: CheckpointSlot) -> RunSummary:
         first = int(checkpoint_path.read_text()) + 1 if resume else 1
         self.calls.append({"resume": resume, "first": first, "device": device})
         done = first - 1
@@ -39,7 +41,7 @@ class FakeTrainer:
             record = EpochRecord(epoch=epoch, train_loss=1.0 / epoch, test_acc=0.5, sparsity=0.5,
                                  layers=[LayerStats(name="fc.weight", shape=list(MASK_SHAPE), sparsity=0.5)])
             on_epoch(record, {"fc.weight": mask})
-            checkpoint_path.write_text(str(epoch))
+            checkpoint_slot.keep(epoch, lambda path, epoch=epoch: path.write_text(str(epoch)))
             done = epoch
         (checkpoint_path.parent / "model.pt").write_bytes(b"model")
         return RunSummary(final_test_acc=0.5, epochs_done=done)
@@ -89,6 +91,29 @@ def test_shutdown_hands_the_run_back_with_its_newest_checkpoint_and_the_next_cla
     assert second.calls == [{"resume": True, "first": 3, "device": "cpu"}]
     assert [(e["epoch"], e["attempt"]) for e in harness.epochs(run_id)] == [(1, 1), (2, 1), (3, 2), (4, 2)]
     assert harness.run(run_id)["status"] == "completed"
+
+
+def test_a_hand_back_before_any_epoch_ends_leaves_the_checkpoint_the_api_holds(harness: Harness) -> None:
+    harness.settings.checkpoint_seconds = 3600
+    run_id = harness.submit(epochs=4)
+
+    def shut_down_in(stop_epoch: int) -> Callable[[int], None]:
+        def during(epoch: int) -> None:
+            if epoch == stop_epoch:
+                harness.state.shut_down()
+        return during
+
+    assert session(harness, run_id, FakeTrainer(during=shut_down_in(3))).run() == WorkerOutcome.REQUEUE
+    harness.state.shutting_down = False
+    # The next attempt resumes at epoch 3 and is shut down in it: no epoch of its own ended, nothing to send.
+    second = session(harness, run_id, FakeTrainer(during=shut_down_in(3)))
+    assert second.run() == WorkerOutcome.REQUEUE
+    assert second.uploads == 0
+    assert harness.artifact(run_id, "checkpoint.pt").read_text() == "2"
+    harness.state.shutting_down = False
+    third = FakeTrainer()
+    assert session(harness, run_id, third).run() == WorkerOutcome.COMPLETED
+    assert third.calls == [{"resume": True, "first": 3, "device": "cpu"}]
 
 
 def test_the_checkpoint_uploaded_during_a_run_is_never_ahead_of_the_recorded_epochs(harness: Harness) -> None:

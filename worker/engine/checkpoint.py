@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from dataclasses import dataclass, field
@@ -27,6 +28,16 @@ def rng_state(shuffle: torch.Generator) -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _cpu_copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu_copy(item) for item in value)
+    return copy.deepcopy(value)
 
 
 def restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
@@ -57,6 +68,11 @@ class Checkpoint:
     wall_seconds: float = 0.0
     guard: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, Any] | None = None  # fp16's GradScaler (its loss scale and growth tracker); else None
+
+    def detached(self) -> Checkpoint:
+        """A copy on the CPU that shares no tensor with the live run: the run trains on, the copy stays this
+        epoch's (what `CheckpointSlot` holds)."""
+        return Checkpoint(**{name: _cpu_copy(value) for name, value in self.__dict__.items()})
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader (or a resumed worker) never sees a half-written checkpoint."""

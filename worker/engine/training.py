@@ -21,6 +21,7 @@ from torch import nn
 from prunescope.contract import EpochRecord, RunConfig, RunSummary, parse_run_config
 from prunescope.contract.config import TrainingConfig
 from worker.engine.checkpoint import Checkpoint, restore_rng, rng_state
+from worker.engine.checkpoint_slot import CheckpointSlot
 from worker.engine.datasets import Data, eval_batches, load_dataset, train_batches
 from worker.engine.export import export_model
 from worker.engine.guards import CollapseGuard, advice
@@ -180,8 +181,13 @@ def _check_device(device: str) -> None:
 
 def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: str = "cpu",
                  on_epoch: OnEpoch | None = None, should_stop: Callable[[], bool] | None = None,
-                 checkpoint_path: Path | None = None, resume: bool = False) -> RunSummary:
+                 checkpoint_path: Path | None = None, resume: bool = False,
+                 checkpoint_slot: CheckpointSlot | None = None) -> RunSummary:
     """Train (and prune) the run `config` describes; `on_epoch(record, masks)` after every epoch.
+
+    Checkpoints: with `resume`, the run continues from the one at `checkpoint_path`. After each epoch's
+    `on_epoch`, that epoch's checkpoint is written to `checkpoint_path`, or, with `checkpoint_slot`, kept in the
+    slot (a copy in memory) for the caller to write when it needs one. `model.pt` goes beside `checkpoint_path`.
 
     A dict is validated with the contract first (pydantic's ValidationError, a ValueError, names the field).
     Raises `TrainingDiverged` (a ValueError) when the run dies; see `worker.engine.guards`.
@@ -248,14 +254,18 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
             samples=n_train), model, pruner)
         if on_epoch is not None:
             on_epoch(record, masks)
-        if checkpoint_path is not None:
-            # Written after on_epoch: a crash in between re-runs (and re-reports) the epoch, never loses it.
-            Checkpoint(epoch=epoch, config=config_doc, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                       scheduler=scheduler.state_dict(), pruner=pruner.state_dict() if pruner is not None else None,
-                       scaler=compute.state_dict(),
-                       rng=rng_state(shuffle), best_test_acc=best_acc, final_test_acc=final_acc,
-                       wall_seconds=prior_wall + time.perf_counter() - wall_start,
-                       guard=guard.state_dict()).save(Path(checkpoint_path))
+        if checkpoint_path is not None or checkpoint_slot is not None:
+            # Taken after on_epoch: a crash in between re-runs (and re-reports) the epoch, never loses it.
+            state = Checkpoint(
+                epoch=epoch, config=config_doc, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), pruner=pruner.state_dict() if pruner is not None else None,
+                scaler=compute.state_dict(), rng=rng_state(shuffle), best_test_acc=best_acc,
+                final_test_acc=final_acc, wall_seconds=prior_wall + time.perf_counter() - wall_start,
+                guard=guard.state_dict())
+            if checkpoint_slot is not None:
+                checkpoint_slot.keep(epoch, state.detached().save)
+            elif checkpoint_path is not None:
+                state.save(Path(checkpoint_path))
 
     if pruner is not None:
         pruner.finalize()
