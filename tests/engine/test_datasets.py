@@ -60,6 +60,34 @@ def test_mnist_like_datasets_load_from_torchvision_layout(tmp_path: Path, name: 
     assert torch.allclose(bundle.train_x[0, 0] * std + mean, torch.from_numpy(images[0] / 255.0).float(), atol=1e-5)
 
 
+def test_a_process_reads_a_dataset_once_until_its_files_change(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_mnist(tmp_path)
+    reads: list[Path] = []
+    real_read = datasets.mnist_like
+
+    def counting(name: str, data_dir: Path) -> tuple:
+        reads.append(data_dir)
+        return real_read(name, data_dir)
+
+    monkeypatch.setattr(datasets, "mnist_like", counting)
+    first = load_dataset({"name": "mnist", "limit": 4, "augment": True}, tmp_path, model_name="lenet300_100")
+    second = load_dataset({"name": "mnist"}, tmp_path, model_name="lenet300_100")
+    assert len(reads) == 1  # the second run of a sweep reuses the decoded tensors
+    # ... each with its own limit and augmentation: one run's settings never leak into the next
+    assert first.train_size == 4 and first.augment is not None
+    assert second.train_size == 12 and second.augment is None and second.test_x.shape == (5, 1, 28, 28)
+    assert torch.equal(first.train_x, second.train_x[:4])
+
+    _fake_mnist(tmp_path, n_train=20)  # new files (another size): read again
+    assert load_dataset({"name": "mnist"}, tmp_path, model_name="lenet300_100").train_size == 20
+    assert len(reads) == 2
+    other = tmp_path / "other"
+    _fake_mnist(other)
+    load_dataset({"name": "mnist"}, other, model_name="lenet300_100")
+    assert len(reads) == 3 and len(datasets._LOADED) == 1  # one dataset held at a time
+
+
 def test_missing_mnist_without_network_says_where_to_put_the_files(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(*args: object, **kwargs: object) -> None:
