@@ -214,6 +214,8 @@ export async function runPage(root, ctx) {
   async function reloadRun() {
     try {
       run = await api(base, { signal: ctx.signal });
+      // The answer may predate epochs the stream has already shown: the header never goes back to them.
+      for (const record of epochs.values()) upsertEpoch(record);
       scheduleRender();
     } catch (error) {
       if (!isAbort(error)) actionNote.textContent = `Could not refresh the run: ${error.message}`;
