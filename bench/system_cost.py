@@ -4,12 +4,13 @@
     .venv/bin/python bench/system_cost.py --runs 2000 --sweep-runs 4 --clients 10  # a quick smoke run
 
 1. Sweep overhead: `--sweep-runs` short runs (LeNet-300-100 on digits, gmp-like cubic magnitude pruning,
-   varied seed and target; 1a at batch 64, ~0.2 s of training a run; 1b the same at `--long-batch-size` 8,
-   more steps an epoch, ~2 s a run) submitted to the real stack — a private Redis, `prunescope api` and two
-   `prunescope worker --queues cpu` — timed from the first submit until every run is `completed`; against
-   the same configs as a bare script with the same parallelism (two processes, each calling
-   `worker.engine.training.run_training` in-process on its share), timed from the first process's start
-   to the last one's end. Both sides get OMP_NUM_THREADS=1 and pay the torch import inside their window
+   varied seed and target; 1a at batch 64, ~0.06 s of training a run; 1b the same at `--long-batch-size` 8,
+   more steps an epoch, ~0.25 s a run) submitted to the real stack — a private Redis, `prunescope api` and
+   `--sweep-parallel` (2) `prunescope worker --queues cpu` — timed from the first submit until every run is
+   `completed`; against the same configs as a bare script with the same parallelism (as many processes, each
+   calling `worker.engine.training.run_training` in-process on its share), timed from the first process's
+   start to the last one's end. With 2 on a 2-core machine the API shares the workers' cores; `--sweep-parallel
+   1` leaves it one. Both sides get OMP_NUM_THREADS=1 and pay the torch import inside their window
    (a worker imports torch when its first run starts). `--sweep-repeats` alternating pairs, each side on
    fresh processes; the pair with the median ratio is printed. Target: stack ≤ 1.10× bare.
    Beside the wall times, the CPU seconds each side used in its window (the bare processes; the API, the
@@ -99,7 +100,8 @@ def children_cpu() -> float:
 def bare_sweep(count: int, epochs: int, batch_size: int, shards: int = 2) -> dict[str, float]:
     """The bare sweep's wall time and CPU seconds, its longest torch-and-engine import, and runs' median times."""
     cpu_before = children_cpu()
-    procs = [subprocess.Popen([sys.executable, __file__, "--bare-shard", str(k), "--sweep-runs", str(count),
+    procs = [subprocess.Popen([sys.executable, __file__, "--bare-shard", str(k), "--sweep-parallel", str(shards),
+                               "--sweep-runs", str(count),
                                "--sweep-epochs", str(epochs), "--sweep-batch-size", str(batch_size)],
                               env={**os.environ, **ENV}, stdout=subprocess.PIPE)
              for k in range(shards)]
@@ -214,8 +216,8 @@ def stack_sweep(stack: Stack, count: int, epochs: int, batch_size: int = 64,
         time.sleep(0.1)
 
 
-def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int,
-                batch_size: int = 64) -> tuple[dict[str, float], float, dict[str, float], list[float], list[float]]:
+def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int, batch_size: int = 64,
+                parallel: int = 2) -> tuple[dict[str, float], float, dict[str, float], list[float], list[float]]:
     """Bare sweep, then stack sweep on freshly started workers, `repeats` times; the pair of the median ratio.
 
     Alternating pairs on fresh processes keep both sides equally cold and let a load spike from other
@@ -224,10 +226,10 @@ def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int,
     pairs = []
     for repeat in range(1, repeats + 1):
         stack.stop_workers()  # the last pair's workers stay up, warm, for the parts that follow
-        print(f"pair {repeat}/{repeats}: bare sweep of {count} runs in 2 processes ...", flush=True)
-        bare = bare_sweep(count, epochs, batch_size)
-        print(f"pair {repeat}/{repeats}: the same through API, Redis and 2 workers ...", flush=True)
-        stack.start_workers(2)
+        print(f"pair {repeat}/{repeats}: bare sweep of {count} runs in {parallel} processes ...", flush=True)
+        bare = bare_sweep(count, epochs, batch_size, parallel)
+        print(f"pair {repeat}/{repeats}: the same through API, Redis and {parallel} workers ...", flush=True)
+        stack.start_workers(parallel)
         cpu: dict[str, float] = {}
         through = stack_sweep(stack, count, epochs, batch_size, cpu)
         used = sum(cpu.values())
@@ -279,6 +281,8 @@ def main() -> int:
     parser.add_argument("--sweep-epochs", type=int, default=4)
     parser.add_argument("--sweep-batch-size", type=int, default=64)
     parser.add_argument("--sweep-repeats", type=int, default=3, help="alternating bare/stack pairs")
+    parser.add_argument("--sweep-parallel", type=int, default=2,
+                        help="bare processes on one side, workers on the other (1: a core left for the API)")
     parser.add_argument("--long-batch-size", type=int, default=8,
                         help="also the same sweep at this batch size (more steps an epoch: runs of 2-3 s); 0: skip")
     parser.add_argument("--clients", type=int, default=100, help="concurrent SSE clients on one run")
@@ -290,7 +294,7 @@ def main() -> int:
     parser.add_argument("--bare-shard", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_shard is not None:
-        bare_shard(args.bare_shard, 2, args.sweep_runs, args.sweep_epochs, args.sweep_batch_size)
+        bare_shard(args.bare_shard, args.sweep_parallel, args.sweep_runs, args.sweep_epochs, args.sweep_batch_size)
         return 0
     parts = {p.strip() for p in args.parts.split(",")}
     os.environ.update(ENV)
@@ -302,16 +306,17 @@ def main() -> int:
         try:
             if "sweep" in parts:
                 sizes = [args.sweep_batch_size] + ([args.long_batch_size] if args.long_batch_size else [])
-                results = [(size, *sweep_pairs(stack, args.sweep_runs, args.sweep_epochs, args.sweep_repeats, size))
-                           for size in sizes]
+                results = [(size, *sweep_pairs(stack, args.sweep_runs, args.sweep_epochs, args.sweep_repeats, size,
+                                               args.sweep_parallel)) for size in sizes]
                 for n, (size, bare, through, cpu, walls, cpus) in enumerate(results):
                     say([f"\n1{'ab'[n]}. sweep of {args.sweep_runs} runs x {args.sweep_epochs} epochs, batch {size} "
-                         "(LeNet-300-100, digits), 2-way parallel  (target ratio ≤ 1.10)",
+                         f"(LeNet-300-100, digits), {args.sweep_parallel}-way parallel  (target ratio ≤ 1.10)",
                          f"   bare script  {bare['wall']:7.1f} s  (importing torch and the engine "
                          f"{bare['import']:.1f} s; a first run {bare['first_run']:.2f} s, "
                          f"later runs {bare['run']:.2f} s p50)",
                          f"   full stack   {through:7.1f} s  (the stack adds "
-                         f"{(through - bare['wall']) * 2 / args.sweep_runs:+.2f} s per run per worker)",
+                         f"{(through - bare['wall']) * args.sweep_parallel / args.sweep_runs:+.2f} s per run per "
+                         "worker)",
                          f"   ratio        {through / bare['wall']:7.2f}x  (median of {args.sweep_repeats} "
                          "alternating pairs, each on fresh processes; pairs "
                          + " / ".join(f"{r:.2f}" for r in walls) + ")",
