@@ -35,7 +35,7 @@ def _cpu_copy(value: Any) -> Any:
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
         return {key: _cpu_copy(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+    if type(value) in (list, tuple):  # a named tuple would not take a generator: deepcopy copies it below
         return type(value)(_cpu_copy(item) for item in value)
     return copy.deepcopy(value)
 
