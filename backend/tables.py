@@ -231,6 +231,19 @@ class MaskSnapshot(Base):
     nbytes: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class RunHistory(Base):
+    """A finished run's history answer (`GET /api/runs/{id}/epochs` in one layout) as sent, gzipped, kept when
+    the run ended: the first read of a large finished run is this one row, not its epochs' stored JSON decoded
+    and transposed again. It serves while the run's epochs keep `fingerprint` (`repository.epochs_fingerprint`)."""
+
+    __tablename__ = "run_histories"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    layout: Mapped[str] = mapped_column(String(16), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class RunEvent(Base):
     """What the live stream sends: the id is the SSE event id, so a client resumes from it."""
 

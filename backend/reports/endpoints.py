@@ -27,6 +27,7 @@ from backend.errors import AppError, NotFound
 from backend.reports import service
 from backend.reports.bodies import ValidatedBodyRoute
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartRequest, StartResponse
+from backend.runs import service as runs_service
 from backend.runs.schemas import RunId
 from backend.tables import Run
 from prunescope.config import Settings
@@ -77,10 +78,13 @@ async def report_epoch(run_id: RunId, body: EpochReport, db: DatabaseDep, hub: H
 
 @router.post("/runs/{run_id}/finish", status_code=status.HTTP_204_NO_CONTENT)
 def finish(run: WritableRunDep, body: FinishReport, session: WriteSessionDep, settings: SettingsDep,
-           lease: LeaseDep = None) -> None:
+           db: DatabaseDep, lease: LeaseDep = None) -> None:
     """End an attempt: completed (every epoch recorded), failed (with the error), cancelled, or handed back."""
     service.finish_run(session, run, body, lease)
     _release_checkpoint_if_ended(session, run, settings)
+    if run.status in FINISHED_STATUSES:
+        run_id = run.id
+        after_commit(session, lambda: runs_service.keep_history(db, run_id))
 
 
 @router.post("/heartbeat", response_model=ReportAck)

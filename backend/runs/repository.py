@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, Text, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from backend.tables import Epoch, Run, RunEvent, RunTag
+from backend.tables import Epoch, Run, RunEvent, RunHistory, RunTag
 
 SORTABLE = {
     "id": Run.id, "name": Run.name, "status": Run.status, "created_at": Run.created_at,
@@ -126,6 +126,20 @@ def epochs_fingerprint(session: Session, run_id: int) -> tuple[Any, ...]:
     epochs = select(func.count(), func.max(Epoch.id)).where(Epoch.run_id == run_id)
     newest_event = select(func.max(RunEvent.id)).where(RunEvent.run_id == run_id).scalar_subquery()
     return tuple(session.execute(epochs.add_columns(newest_event)).one())
+
+
+def stored_history(session: Session, run_id: int, layout: str) -> tuple[str, bytes] | None:
+    """The kept history answer of a run in `layout`: its fingerprint and gzipped body (None when none is kept)."""
+    row = session.execute(select(RunHistory.fingerprint, RunHistory.body)
+                          .where(RunHistory.run_id == run_id, RunHistory.layout == layout)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def keep_histories(session: Session, run_id: int, fingerprint: str, bodies: dict[str, bytes]) -> None:
+    """Replace a run's kept history answers with `bodies` (layout → gzipped body), all at `fingerprint`."""
+    session.execute(delete(RunHistory).where(RunHistory.run_id == run_id))
+    session.add_all(RunHistory(run_id=run_id, layout=layout, fingerprint=fingerprint, body=body)
+                    for layout, body in bodies.items())
 
 
 def get_epoch(session: Session, run_id: int, epoch: int) -> Epoch | None:
