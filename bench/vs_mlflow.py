@@ -10,12 +10,13 @@ scalars an epoch by default. Each tool runs on this machine in this one process 
 - prunescope, per epoch: one worker report per epoch (`POST /api/worker/runs/{id}/epochs`), as a worker sends it
   (a kept-alive httpx client, the body serialised once: the worker sends `model_dump_json()` bytes).
 - prunescope, batch: the tracking SDK's ingest (many epochs in one request and one transaction), when the API
-  offers it.
+  offers it. Both prunescope paths end with the run's finish, as trackio's ends with `trackio.finish()`.
 - trackio: in-process SQLite (no server), `trackio.log` per epoch, durable at `trackio.finish()`.
 Read back: the whole history (every scalar of every epoch; prunescope both as its default one-object-per-epoch
 document and as `?layout=columns`, one array per series) and the five chart series a run page draws; each
-`--reads` times: the table shows the best and, for the whole history, the first (prunescope's answer is then
-built afresh; later reads of an unchanged run come from its cache, as a dashboard's re-reads do). prunescope's
+`--reads` times: the table shows the best and, for the whole history, the first (for prunescope's finished runs
+the answer the API kept when the run ended, one stored row; for a live run, built afresh from its epochs; later
+reads of an unchanged run come from the API's memory cache, as a dashboard's re-reads do). prunescope's
 client asks for gzip, as browsers do, and decodes with orjson, as trackio's reads do. Reads are timed with the
 garbage collector paused, as `timeit` times (`--reads-with-gc` leaves it on): this process holds the generated
 history and MLflow's and trackio's modules, and a full collection that lands inside one read charges that read
@@ -233,6 +234,8 @@ def prunescope_log_per_epoch(url: str, records: list[dict[str, Any]],
                 previous = masks[i]
             sent = http.post(f"/api/worker/runs/{run_id}/epochs", content=orjson.dumps(body), headers=headers)
             sent.raise_for_status()
+        http.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "bench", "status": "completed"},
+                  headers=headers).raise_for_status()
         return run_id, time.perf_counter() - started
 
 
@@ -242,8 +245,10 @@ def batch_path(url: str) -> str | None:
     return next((p for p in paths if "tracked" in p and "batch" in p), None)
 
 
-def prunescope_log_batch(url: str, path: str, records: list[dict[str, Any]], per_request: int) -> tuple[int, float]:
-    """The SDK's ingest: a tracked run, then the epochs `per_request` at a time (one transaction each)."""
+def prunescope_log_batch(url: str, path: str, records: list[dict[str, Any]], per_request: int,
+                         finish: bool = True) -> tuple[int, float]:
+    """The SDK's ingest: a tracked run, then the epochs `per_request` at a time (one transaction each), then the
+    finish (as trackio's time includes `trackio.finish()`); `finish=False` leaves the run live."""
     with httpx.Client(base_url=url, timeout=120) as http:
         started = time.perf_counter()
         created = http.post("/api/tracked-runs", json={"name": "bench-batch", "config": {"epochs": len(records)}})
@@ -255,6 +260,9 @@ def prunescope_log_batch(url: str, path: str, records: list[dict[str, Any]], per
         for start in range(0, len(records), per_request):
             chunk = records[start: start + per_request]
             http.post(target, content=orjson.dumps({"epochs": chunk}), headers=headers).raise_for_status()
+        if finish:
+            http.post(f"/api/tracked-runs/{run_id}/finish", json={"status": "completed"},
+                      headers=headers).raise_for_status()
         return run_id, time.perf_counter() - started
 
 
@@ -383,6 +391,11 @@ def main() -> int:
                          best_of(args.reads, lambda: prunescope_read(ps, ps_run, "series"))))
             rows.append(("read 5 chart series", "trackio",
                          best_of(args.reads, lambda: trackio_read(tk_run, list(SERIES)))))
+            if path is not None:  # a live run: nothing kept yet, its first read builds the answer from its epochs
+                live_run, _ = prunescope_log_batch(ps, path, records, args.batch, finish=False)
+                for layout, label in (("history", "prunescope (live run)"), ("columns", "prunescope (live, columns)")):
+                    first, _ = first_and_best(1, lambda layout=layout: prunescope_read(ps, live_run, layout))
+                    rows.append(("read whole history, 1st", label, first))
             if ps_batch_run is not None:
                 first, best = first_and_best(args.reads, lambda: prunescope_read(ps, ps_batch_run, "history"))
                 rows.append(("read whole history", "prunescope (batch-logged run)", best))

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, BackgroundTasks, Header, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
@@ -78,13 +78,12 @@ async def report_epoch(run_id: RunId, body: EpochReport, db: DatabaseDep, hub: H
 
 @router.post("/runs/{run_id}/finish", status_code=status.HTTP_204_NO_CONTENT)
 def finish(run: WritableRunDep, body: FinishReport, session: WriteSessionDep, settings: SettingsDep,
-           db: DatabaseDep, lease: LeaseDep = None) -> None:
+           db: DatabaseDep, background: BackgroundTasks, lease: LeaseDep = None) -> None:
     """End an attempt: completed (every epoch recorded), failed (with the error), cancelled, or handed back."""
     service.finish_run(session, run, body, lease)
     _release_checkpoint_if_ended(session, run, settings)
-    if run.status in FINISHED_STATUSES:
-        run_id = run.id
-        after_commit(session, lambda: runs_service.keep_history(db, run_id))
+    if run.status in FINISHED_STATUSES:  # after the answer (and so after the commit): the worker need not wait
+        background.add_task(runs_service.keep_history, db, run.id)
 
 
 @router.post("/heartbeat", response_model=ReportAck)

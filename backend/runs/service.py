@@ -312,8 +312,9 @@ def _kept_history(session: Session, run_id: int, layout: HistoryLayout, fingerpr
 
 
 def keep_history(db: Database, run_id: int) -> None:
-    """Once a run has ended (after its finish committed): store its history answers, both layouts gzipped, when
-    they are large (`HistoryCache.MIN_BYTES`), so that the run's first read, after a restart too, is one row.
+    """Once a run has ended (a background task of its finish: it runs after the answer, so after the commit):
+    store its history answers, both layouts gzipped, when they are large (`HistoryCache.MIN_BYTES`), so that the
+    run's first read, after a restart too, is one row.
 
     Built from a read transaction and written in a short write transaction of its own: the build (about 0.1 s
     for 1000 epochs x 20 layers) never holds SQLite's write lock. An epoch written in between only makes the

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 
-from backend.deps import ApiWrite, DatabaseDep, RunDep, SessionDep, WriteSessionDep, after_commit
+from backend.deps import ApiWrite, DatabaseDep, RunDep, SessionDep, WriteSessionDep
 from backend.reports.bodies import ValidatedBodyRoute
 from backend.runs import service as runs_service
 from backend.runs.schemas import RunId
@@ -46,10 +46,10 @@ def record_batch(run_id: RunId, body: TrackedBatch, session: WriteSessionDep, le
 @router.post("/{run_id}/finish", status_code=status.HTTP_204_NO_CONTENT, dependencies=[ApiWrite],
              responses=LEASE_ERRORS)
 def finish(run_id: RunId, body: TrackedFinish, session: WriteSessionDep, db: DatabaseDep,
-           lease: Lease = None) -> None:
+           background: BackgroundTasks, lease: Lease = None) -> None:
     """End the run: completed, failed (with the error) or cancelled; repeating the same end is a no-op."""
     service.finish_tracked_run(session, service.tracked_run(session, run_id, lease), body)
-    after_commit(session, lambda: runs_service.keep_history(db, run_id))
+    background.add_task(runs_service.keep_history, db, run_id)  # after the answer, so after the commit
 
 
 @router.get("/{run_id}/points", responses={404: {"description": "No run with this id"}})
