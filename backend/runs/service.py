@@ -8,7 +8,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import Any, Literal
 
 import orjson
@@ -24,6 +23,8 @@ from backend.tables import Epoch, Run, utcnow
 from prunescope.contract.config import RunConfig
 from prunescope.contract.records import LayerStats, RunSummary
 from prunescope.contract.status import FINISHED_STATUSES as FINISHED
+
+log = logging.getLogger(__name__)
 
 
 def create_run(session: Session, config: RunConfig, *, sweep_id: int | None = None) -> Run:
@@ -90,8 +91,6 @@ def cancel_run(session: Session, run: Run) -> None:
         record_event(session, run.id, "status", status_payload(run, "cancel requested"))
 
 
-log = logging.getLogger(__name__)
-
 EPOCH_SCALARS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "sparsity", "target_sparsity",
                  "nonzero", "total", "epoch_seconds", "samples_per_s", "attempt")
 HistoryLayout = Literal["records", "columns"]
@@ -147,54 +146,21 @@ def epochs_json(run_id: int, rows: Iterable[Sequence[Any]]) -> bytes:
 
 
 LAYER_SERIES = tuple(name for name in LayerStats.model_fields if name not in ("name", "shape"))
-LAYER_GETTERS = tuple((name, itemgetter(name)) for name in LAYER_SERIES)
-LAYER_NAME = itemgetter("name")
 
 
 def epochs_columns_json(run_id: int, rows: Iterable[Sequence[Any]]) -> bytes:
     """The history as `EpochColumns` (`?layout=columns`) from the same rows as `epochs_json`: one array per run
     scalar, per layer stat and per extra scalar, aligned by epoch (null where an epoch lacks a layer or scalar)."""
     width = len(EPOCH_SCALARS)
-    rows = list(rows)
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(EPOCH_SCALARS)}
-    parsed = [orjson.loads(row[width]) for row in rows]
-    layers = _uniform_layer_series(parsed)
-    if layers is None:
-        layers = _layer_series(parsed)
-    extra = _extra_series([row[width + 1] for row in rows])
-    return orjson.dumps({"run_id": run_id, "columns": columns, "layers": layers, "extra": extra})
-
-
-def _uniform_layer_series(epochs: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]] | None:
-    """The layer series, one list per stat, when every epoch reports the same layers in the same order with
-    every stat stored (what the engine and most loops write); None otherwise (`_layer_series` handles any
-    history). A list per stat, not an append per value: a 1000-epoch, 20-layer history is 120 000 values."""
-    if not epochs:
-        return {}
-    count = len(epochs[0])
-    if any(len(layers) != count for layers in epochs):
-        return None
-    series: dict[str, dict[str, Any]] = {}
-    for k in range(count):
-        column = list(map(itemgetter(k), epochs))
-        name = column[0]["name"]
-        if name in series or list(map(LAYER_NAME, column)) != [name] * len(column):
-            return None
-        try:
-            series[name] = {"shape": column[-1]["shape"],
-                            **{field: list(map(getter, column)) for field, getter in LAYER_GETTERS}}
-        except KeyError:  # a row written before a stat existed: filled in by the general path
-            return None
-    return series
-
-
-def _layer_series(epochs: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """The layer series of any history: layers in first-reported order, the shape as last reported, null where an
-    epoch lacks a layer, a layer's first record in an epoch counts, defaults for stats stored before they existed."""
+    columns: dict[str, list[Any]] = {name: [] for name in EPOCH_SCALARS}
     layers: dict[str, dict[str, Any]] = {}
-    for count, epoch in enumerate(epochs):
+    extra: dict[str, list[Any]] = {}
+    count = 0
+    for row in rows:
+        for name, value in zip(EPOCH_SCALARS, row[:width], strict=True):
+            columns[name].append(value)
         seen: set[str] = set()
-        for layer in epoch:
+        for layer in orjson.loads(row[width]):
             name = layer["name"]
             if name in seen:
                 continue
@@ -209,25 +175,15 @@ def _layer_series(epochs: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any
             if name not in seen:
                 for field in LAYER_SERIES:
                     series[field].append(None)
-    return layers
-
-
-def _extra_series(texts: list[str | None]) -> dict[str, list[Any]]:
-    """One list per extra scalar (a tracked run's own names), null in the epochs that lack it."""
-    extra: dict[str, list[Any]] = {}
-    for count, text in enumerate(texts):
-        if not text or text in EMPTY_EXTRA:
-            if extra:
-                for values in extra.values():
-                    values.append(None)
-            continue
-        scalars = orjson.loads(text)
+        text = row[width + 1]
+        scalars = orjson.loads(text) if text and text not in EMPTY_EXTRA else {}
         for name, value in scalars.items():
             extra.setdefault(name, [None] * count).append(value)
         for name, values in extra.items():
             if name not in scalars:
                 values.append(None)
-    return extra
+        count += 1
+    return orjson.dumps({"run_id": run_id, "columns": columns, "layers": layers, "extra": extra})
 
 
 Sent = tuple[bytes, dict[str, str]]  # a body as sent, and its headers

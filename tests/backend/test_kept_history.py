@@ -1,10 +1,8 @@
-"""A finished run's history answers are kept when it ends, so its first read is one row; the columns layout's
-transposition has a fast path for uniform histories that answers what the general path does."""
+"""A finished run's history answers are kept when it ends, so its first read is one row."""
 
 from __future__ import annotations
 
 import gzip
-import random
 from typing import Any
 
 import orjson
@@ -140,41 +138,3 @@ def test_a_history_that_cannot_be_kept_does_not_fail_the_finish(
     assert finished.status_code == 204
     assert kept(db, run_id) == {}
     assert client.get(f"/api/runs/{run_id}").json()["status"] == "completed"
-
-
-# -- the columns layout's fast path ---------------------------------------------------------------------------
-
-def general(parsed: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    return service._layer_series(parsed)
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_the_uniform_fast_path_answers_what_the_general_path_does(seed: int) -> None:
-    rng = random.Random(seed)
-    names = [f"l{k}" for k in range(rng.randint(1, 6))]
-    parsed = [[{**layer(name, k, e), "threshold": rng.choice([None, rng.random()]),
-                "histogram": rng.choice([None, {"edges": [0.1, 0.2], "counts": [1], "kept": [1]}])}
-               for k, name in enumerate(names)] for e in range(1, rng.randint(1, 30))]
-    fast = service._uniform_layer_series(parsed)
-    assert fast is not None and fast == general(parsed)
-    assert list(fast) == names
-
-
-@pytest.mark.parametrize("case", ["order", "missing", "duplicate", "old-row"])
-def test_histories_that_are_not_uniform_take_the_general_path(case: str) -> None:
-    parsed = [[layer("a", 0, e), layer("b", 1, e)] for e in range(1, 4)]
-    if case == "order":
-        parsed[1].reverse()
-    elif case == "missing":
-        parsed[2].pop()
-    elif case == "duplicate":
-        parsed = [[layer("a", 0, e), layer("a", 1, e)] for e in range(1, 4)]
-    else:  # a row written before `histogram` existed
-        del parsed[1][0]["histogram"]
-    assert service._uniform_layer_series(parsed) is None
-    rows = [(e, *[None] * (len(service.EPOCH_SCALARS) - 1), orjson.dumps(p).decode(), None)
-            for e, p in enumerate(parsed, start=1)]
-    answer = orjson.loads(service.epochs_columns_json(1, rows))
-    assert answer["layers"] == orjson.loads(orjson.dumps(general(parsed)))
-    if case == "old-row":
-        assert answer["layers"]["a"]["histogram"] == [None, None, None]
