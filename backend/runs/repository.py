@@ -135,6 +135,11 @@ def stored_history(session: Session, run_id: int, layout: str) -> tuple[str, byt
     return (row[0], row[1]) if row is not None else None
 
 
+def kept_fingerprints(session: Session, run_id: int) -> set[str]:
+    """The fingerprints a run's kept history answers were built at (empty when none is kept)."""
+    return set(session.scalars(select(RunHistory.fingerprint).where(RunHistory.run_id == run_id)))
+
+
 def keep_histories(session: Session, run_id: int, fingerprint: str, bodies: dict[str, bytes]) -> None:
     """Replace a run's kept history answers with `bodies` (layout → gzipped body), all at `fingerprint`."""
     session.execute(delete(RunHistory).where(RunHistory.run_id == run_id))

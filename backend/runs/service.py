@@ -237,8 +237,9 @@ def history_body(session: Session, database: str, run_id: int,
     if not fingerprint[0] and repository.get_run(session, run_id) is None:  # no epochs: is there a run at all?
         return None
     sent = HISTORIES.get(key, fingerprint)
-    if sent is None:
-        sent = _kept_history(session, run_id, layout, fingerprint, gzipped)
+    if sent is not None:
+        return sent
+    sent = _kept_history(session, run_id, layout, fingerprint, gzipped)
     if sent is None:
         # Level 1: a history is megabytes of JSON; level 1 compresses it to a sixth at a fraction of level 6's
         # time, and on a local network sending the rest costs less than compressing harder.
@@ -288,6 +289,8 @@ def _keep_history(db: Database, run_id: int) -> None:
         if run is None or run.status not in FINISHED:
             return
         fingerprint = _fingerprint_text(repository.epochs_fingerprint(session, run_id))
+        if repository.kept_fingerprints(session, run_id) == {fingerprint}:
+            return  # kept already: a finish repeated (a replayed `prunescope sync`) builds nothing again
         rows = repository.list_epoch_texts(session, run_id, EPOCH_SCALARS)
     bodies = {}
     for layout, build in HISTORY_BUILDERS.items():

@@ -62,6 +62,11 @@ def test_a_large_finished_run_is_first_read_from_the_answer_kept_when_it_ended(
     rows = kept(db, run_id)
     assert set(rows) == {"records", "columns"}
     assert all(len(row.body) >= 1000 and row.body[:2] == b"\x1f\x8b" for row in rows.values())  # gzipped
+    builds: list[str] = []
+    monkeypatch.setitem(service.HISTORY_BUILDERS, "records", lambda *a: builds.append("records") or b"")
+    again = client.post(f"/api/tracked-runs/{run_id}/finish", json={"status": "completed"}, headers=lease)
+    assert again.status_code == 204 and builds == []  # the same end again: the kept answers stand, no rebuild
+    monkeypatch.undo()
 
     # The first read after the end (a restart empties the memory cache too) never decodes an epoch again.
     service.HISTORIES.entries.clear()
