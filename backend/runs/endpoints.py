@@ -126,7 +126,8 @@ async def list_epochs(
         "`records` (default): one object per epoch (`EpochList`); `columns`: one array per series "
         "(`EpochColumns`), the same values, a fraction of the parsing"))] = "records",
 ) -> Response:
-    """Every recorded epoch with its per-layer stats, at full fidelity."""
+    """Every recorded epoch with its per-layer stats, at full fidelity. A large run's answers are kept when it
+    ends, so its first read after that is one stored row; a live run's is built from its epochs, then cached."""
     def history() -> tuple[bytes, dict[str, str]]:
         with db.session() as session:  # one read transaction
             answer = service.history_body(session, db.url, run_id, request.headers.get("accept-encoding", ""),
