@@ -30,10 +30,10 @@ DESCRIPTIONS: dict[str, str] = {
                 "Sparse VD row (1.92 % there).",
     "gmp_99": "GMP to 99 % (ERK per layer, batch 64, weight decay 5e-4): the baseline rigl_99 and set_99 are "
               "measured against.",
-    "rigl_99": "RigL at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 30 % "
-               "(cosine-decayed) regrow where the gradient is largest, until epoch 25.",
+    "rigl_99": "RigL at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 10 % "
+               "(cosine-decayed) regrow where the gradient is largest, until the ramp ends (epoch 15).",
     "set_99": "SET at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 10 % "
-              "(cosine-decayed) regrow at random, until the ramp ends (epoch 15).",
+              "(cosine-decayed) regrow at random, until epoch 25 (ten epochs past the ramp).",
     "lenet5_99": "LeNet-5 at 99 % with DNS splicing (margin 0.1), 20 epochs, images shifted ≤ 2 px: the paper "
                  "table's sparse momentum row.",
     "lenet5_99_6": "LeNet-5 at 99.6 % (280x), 60 epochs: global magnitude pruning on a cubic ramp from epoch "
