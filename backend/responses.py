@@ -20,8 +20,13 @@ def wants_gzip(accept_encoding: str) -> bool:
 def encoded(body: bytes, gzipped: bool, level: int = 6) -> tuple[bytes, dict[str, str]]:
     """`body` as sent and its headers: gzipped at `level` when the client accepts it and it is worth it."""
     if gzipped and len(body) >= GZIP_MIN_BYTES:
-        return gzip.compress(body, compresslevel=level, mtime=0), {"Content-Encoding": "gzip", **VARY}
+        return gzip_sent(gzip.compress(body, compresslevel=level, mtime=0))
     return body, dict(VARY)
+
+
+def gzip_sent(compressed: bytes) -> tuple[bytes, dict[str, str]]:
+    """A body already gzipped (compressed here, or stored so), as sent with its headers."""
+    return compressed, {"Content-Encoding": "gzip", **VARY}
 
 
 def json_response(document: dict[str, Any], request: Request) -> Response:

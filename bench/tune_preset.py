@@ -34,7 +34,9 @@ from worker.engine.training import run_training
 
 def override(config: dict[str, Any], path: str, value: Any) -> None:
     *parents, last = path.split(".")
-    for key in parents:
+    for depth, key in enumerate(parents):
+        if not isinstance(config.get(key), dict):
+            raise SystemExit(f"--set {path}: the preset has no section {'.'.join(parents[:depth + 1])}")
         config = config[key]
     config[last] = value  # a field the preset leaves out may be set too: the contract refuses unknown ones
 

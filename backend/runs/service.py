@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from backend.db import Database
 from backend.errors import Conflict
 from backend.events import record_event
-from backend.responses import VARY, encoded, wants_gzip
+from backend.responses import encoded, gzip_sent, wants_gzip
 from backend.runs import repository
 from backend.runs.schemas import RunDetail, RunListItem, RunPatch
 from backend.tables import Epoch, Run, utcnow
@@ -263,9 +263,7 @@ def _kept_history(session: Session, run_id: int, layout: HistoryLayout, fingerpr
     kept = repository.stored_history(session, run_id, layout)
     if kept is None or kept[0] != _fingerprint_text(fingerprint):
         return None
-    if gzipped:
-        return kept[1], {"Content-Encoding": "gzip", **VARY}
-    return encoded(gzip.decompress(kept[1]), False)
+    return gzip_sent(kept[1]) if gzipped else encoded(gzip.decompress(kept[1]), False)
 
 
 def keep_history(db: Database, run_id: int) -> None:
@@ -296,7 +294,7 @@ def _keep_history(db: Database, run_id: int) -> None:
     for layout, build in HISTORY_BUILDERS.items():
         body = build(run_id, rows)
         if len(body) >= HistoryCache.MIN_BYTES:
-            bodies[layout] = gzip.compress(body, compresslevel=1, mtime=0)
+            bodies[layout] = gzip.compress(body, compresslevel=1, mtime=0)  # always: it is served as gzip
     if bodies:
         with db.writing() as session:
             repository.keep_histories(session, run_id, fingerprint, bodies)
