@@ -52,16 +52,69 @@ class MaskCache:
         return len(self._items)
 
 
+Identity = tuple[int, int, int]  # epoch, byte length and crc32 of the snapshot a mask was decoded from
+
+
+class ReportedMasks:
+    """The newest mask each (run, lease, layer) reported, with the identity of the snapshot it was decoded from,
+    so the next report's delta decodes against it without replaying the stored chain. One mask per layer of a
+    reporting run (a new one replaces the last), least recently reported dropped first past `max_bytes`."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[tuple[int, str, str], tuple[Identity, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_id: int, lease: str, layer: str, identity: Identity) -> np.ndarray | None:
+        with self._lock:
+            item = self._items.get((run_id, lease, layer))
+            return item[1] if item is not None and item[0] == identity else None
+
+    def put(self, run_id: int, lease: str, layer: str, identity: Identity, mask: np.ndarray) -> None:
+        if mask.nbytes > self.max_bytes:
+            return
+        mask.setflags(write=False)
+        key = (run_id, lease, layer)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1].nbytes
+            self._items[key] = (identity, mask)
+            self.bytes += mask.nbytes
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 _caches: weakref.WeakKeyDictionary[Engine, MaskCache] = weakref.WeakKeyDictionary()
+_reported: weakref.WeakKeyDictionary[Engine, ReportedMasks] = weakref.WeakKeyDictionary()
 _caches_lock = threading.Lock()
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
 
 
 def cache_for(session: Session) -> MaskCache:
     """The cache of the database this session reads (ids are only unique within one database)."""
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
+    engine = _engine(session)
     with _caches_lock:
         cache = _caches.get(engine)
         if cache is None:
             cache = _caches[engine] = MaskCache()
         return cache
+
+
+def reported_for(session: Session) -> ReportedMasks:
+    """The reported masks of the database this session writes (run ids are only unique within one database)."""
+    engine = _engine(session)
+    with _caches_lock:
+        reported = _reported.get(engine)
+        if reported is None:
+            reported = _reported[engine] = ReportedMasks()
+        return reported

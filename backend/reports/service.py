@@ -102,7 +102,7 @@ def record_epoch(db: Database, run_id: int, report: EpochReport, lease: str | No
         snapshots: list[dict[str, Any]] = []
         if report.masks:
             with Session(bind=conn) as session:  # deltas decode against the stored masks, in this transaction
-                snapshots = snapshot_rows(session, run_id, [(report.epoch, report.masks)])
+                snapshots = snapshot_rows(session, run_id, [(report.epoch, report.masks)], lease)
         key = {"rid": run_id, "n": report.epoch}
         if conn.execute(DELETE_EPOCH, key).rowcount:
             # A replayed epoch: its snapshots go too (they are only ever stored with their epoch's row).

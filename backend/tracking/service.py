@@ -116,7 +116,7 @@ def record_batch(session: Session, run: Run, batch: TrackedBatch) -> BatchAck:
 
 def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> None:
     numbers = [e.epoch for e in epochs]
-    snapshots = snapshot_rows(session, run.id, [(e.epoch, e.masks) for e in epochs])
+    snapshots = snapshot_rows(session, run.id, [(e.epoch, e.masks) for e in epochs], run.lease)
     session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch.in_(numbers)))
     session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch.in_(numbers)))
     now = utcnow()

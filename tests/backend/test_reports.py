@@ -465,3 +465,103 @@ def test_a_cancelled_run_shows_its_last_recorded_epoch_not_the_summary_s_figures
     assert run["summary"]["final_sparsity"] == 0.59  # the summary itself is kept as the worker sent it
     listed = client.get("/api/runs").json()["items"][0]
     assert (listed["sparsity"], listed["test_acc"]) == (0.562, 0.8)
+
+
+def _delta_reports(client: TestClient, run_id: int, epochs: range, rng: np.random.Generator,
+                   first: np.ndarray) -> dict[int, np.ndarray]:
+    """Report `epochs` of one layer as a worker does (a key frame, then deltas); the masks sent, by epoch."""
+    sent, previous = {}, None
+    mask = first
+    for epoch in epochs:
+        mask = mask.copy()
+        mask.flat[rng.integers(0, mask.size, 5)] ^= True
+        encoded = maskcodec.encode(mask, None if previous is None else previous)
+        assert report(client, run_id, epoch_body(epoch, {"fc1.weight": encoded.to_json()})).status_code == 200
+        sent[epoch] = previous = mask
+    return sent
+
+
+def _mask(client: TestClient, run_id: int, epoch: int) -> np.ndarray:
+    grid = client.get(f"/api/runs/{run_id}/masks/fc1.weight", params={"epoch": epoch, "max_cells": 10_000}).json()
+    return np.array(grid["density"]) == 1.0
+
+
+def test_a_report_s_delta_decodes_against_the_mask_the_last_report_decoded(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.maskviews import ingest
+    from backend.maskviews.cache import reported_for
+
+    run_id = submit(client, training={"epochs": 12})
+    start(client, run_id)
+    rng = np.random.default_rng(1)
+    sent = _delta_reports(client, run_id, range(1, 3), rng, rng.random((6, 16)) < 0.5)
+
+    def no_replay(*args: Any) -> Any:
+        raise AssertionError("the previous report's mask should have been found again")
+
+    monkeypatch.setattr(ingest, "mask_at", no_replay)
+    sent.update(_delta_reports(client, run_id, range(3, 9), rng, sent[2]))
+    monkeypatch.undo()
+    for epoch in (1, 2, 5, 8):
+        assert np.array_equal(_mask(client, run_id, epoch), sent[epoch]), epoch
+    # One kept mask per layer of the run, the newest, not one per epoch.
+    with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        kept = {key: identity[0] for key, (identity, _) in reported_for(session)._items.items() if key[0] == run_id}
+    assert kept == {(run_id, LEASES[run_id], "fc1.weight"): 8}
+
+
+def test_a_replaced_epoch_s_delta_decodes_against_the_stored_mask_not_the_remembered_one(
+        client: TestClient) -> None:
+    run_id = submit(client, training={"epochs": 12})
+    start(client, run_id)
+    rng = np.random.default_rng(2)
+    sent = _delta_reports(client, run_id, range(1, 4), rng, rng.random((6, 16)) < 0.5)
+    # Epoch 3 again with another mask (a replayed epoch replaces itself), then epoch 4 as a delta against it.
+    other = sent[2].copy()
+    other.flat[:7] ^= True
+    assert report(client, run_id, epoch_body(3, {"fc1.weight": maskcodec.encode(other, sent[2]).to_json()})
+                  ).status_code == 200
+    fourth = other.copy()
+    fourth.flat[-4:] ^= True
+    assert report(client, run_id, epoch_body(4, {"fc1.weight": maskcodec.encode(fourth, other).to_json()})
+                  ).status_code == 200
+    assert np.array_equal(_mask(client, run_id, 3), other)
+    assert np.array_equal(_mask(client, run_id, 4), fourth)
+
+
+def test_a_new_lease_never_decodes_against_the_old_lease_s_masks(client: TestClient) -> None:
+    run_id = submit(client, training={"epochs": 12})
+    start(client, run_id)
+    rng = np.random.default_rng(3)
+    sent = _delta_reports(client, run_id, range(1, 4), rng, rng.random((6, 16)) < 0.5)
+    old = LEASES[run_id]
+    assert finish(client, run_id, "requeue").status_code == 204
+    assert start(client, run_id)["proceed"] and LEASES[run_id] != old
+    # The resumed attempt re-reports epoch 3 with another mask, as a delta against the stored epoch 2.
+    other = sent[2].copy()
+    other.flat[:9] ^= True
+    assert report(client, run_id, epoch_body(3, {"fc1.weight": maskcodec.encode(other, sent[2]).to_json()})
+                  ).status_code == 200
+    fourth = other.copy()
+    fourth.flat[10:14] ^= True
+    assert report(client, run_id, epoch_body(4, {"fc1.weight": maskcodec.encode(fourth, other).to_json()})
+                  ).status_code == 200
+    assert np.array_equal(_mask(client, run_id, 4), fourth)
+
+
+def test_reported_masks_keep_one_mask_per_layer_within_their_byte_budget() -> None:
+    from backend.maskviews.cache import ReportedMasks
+
+    kept = ReportedMasks(max_bytes=250)
+    kept.put(1, "lease", "a", (1, 10, 7), np.ones(100, bool))
+    kept.put(1, "lease", "a", (2, 10, 8), np.zeros(100, bool))  # the layer's next epoch replaces its last
+    assert len(kept) == 1 and kept.bytes == 100
+    assert kept.get(1, "lease", "a", (1, 10, 7)) is None  # another epoch's, or other bytes': not this mask
+    assert kept.get(1, "other lease", "a", (2, 10, 8)) is None
+    found = kept.get(1, "lease", "a", (2, 10, 8))
+    assert found is not None and not found.any()
+    kept.put(2, "lease", "a", (1, 10, 7), np.ones(100, bool))
+    kept.put(3, "lease", "a", (1, 10, 7), np.ones(100, bool))  # past 250 bytes: the least recent goes
+    assert len(kept) == 2 and kept.get(1, "lease", "a", (2, 10, 8)) is None
+    kept.put(4, "lease", "a", (1, 10, 7), np.ones(300, bool))  # larger than the budget: not kept at all
+    assert len(kept) == 2
