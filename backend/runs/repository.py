@@ -120,6 +120,13 @@ def list_epoch_texts(session: Session, run_id: int, names: Sequence[str]) -> Seq
     return session.execute(query).all()
 
 
+def epochs_text_bytes(session: Session, run_id: int) -> int:
+    """The characters of a run's stored layer stats and extra scalars, all epochs together (one aggregate)."""
+    table = Epoch.__table__
+    size = func.length(cast(table.c.layers, Text)) + func.coalesce(func.length(cast(table.c.extra, Text)), 0)
+    return int(session.scalar(select(func.coalesce(func.sum(size), 0)).where(table.c.run_id == run_id)) or 0)
+
+
 def epochs_fingerprint(session: Session, run_id: int) -> tuple[Any, ...]:
     """What changes whenever a run's epochs do: their count and newest row id, and the run's newest event (every
     epoch written, a replayed one too, adds an `epoch` event in its transaction). Index lookups only."""

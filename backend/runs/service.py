@@ -266,6 +266,9 @@ def _kept_history(session: Session, run_id: int, layout: HistoryLayout, fingerpr
     return gzip_sent(kept[1]) if gzipped else encoded(gzip.decompress(kept[1]), False)
 
 
+EPOCH_SCALARS_BYTES = 1024  # more than one epoch's record takes besides its layer stats and extra scalars
+
+
 def keep_history(db: Database, run_id: int) -> None:
     """Once a run has ended (a background task of its finish: it runs after the answer, so after the commit):
     store its history answers, both layouts gzipped, when they are large (`HistoryCache.MIN_BYTES`), so that the
@@ -286,7 +289,10 @@ def _keep_history(db: Database, run_id: int) -> None:
         run = repository.get_run(session, run_id)
         if run is None or run.status not in FINISHED:
             return
-        fingerprint = _fingerprint_text(repository.epochs_fingerprint(session, run_id))
+        counted = repository.epochs_fingerprint(session, run_id)
+        if counted[0] * EPOCH_SCALARS_BYTES + repository.epochs_text_bytes(session, run_id) < HistoryCache.MIN_BYTES:
+            return  # surely small (a short sweep run): nothing to keep, so nothing to build
+        fingerprint = _fingerprint_text(counted)
         if repository.kept_fingerprints(session, run_id) == {fingerprint}:
             return  # kept already: a finish repeated (a replayed `prunescope sync`) builds nothing again
         rows = repository.list_epoch_texts(session, run_id, EPOCH_SCALARS)

@@ -98,11 +98,16 @@ def test_a_kept_answer_serves_only_while_the_runs_epochs_are_unchanged(client: T
     assert answer["layers"]["block2.weight"]["pruned"][:2] == [(7 + 2) % 50, (14 + 2) % 50]
 
 
-def test_small_runs_keep_nothing_and_a_deleted_run_takes_its_kept_answers(client: TestClient) -> None:
+def test_small_runs_keep_nothing_and_a_deleted_run_takes_its_kept_answers(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     db: Database = client.app.state.db  # type: ignore[attr-defined]
     small, lease = tracked_run(client, 3)
+    builds: list[str] = []
+    monkeypatch.setitem(service.HISTORY_BUILDERS, "records", lambda *a: builds.append("records") or b"")
     client.post(f"/api/tracked-runs/{small}/finish", json={"status": "completed"}, headers=lease)
     assert kept(db, small) == {}  # a few kilobytes: cheaper to build than to store
+    assert builds == []  # and its size is told from one aggregate, not by building it (a sweep's short runs)
+    monkeypatch.undo()
     big, lease = tracked_run(client, 400)
     client.post(f"/api/tracked-runs/{big}/finish", json={"status": "failed", "error": "stopped"}, headers=lease)
     assert set(kept(db, big)) == {"records", "columns"}
@@ -143,3 +148,24 @@ def test_a_history_that_cannot_be_kept_does_not_fail_the_finish(
     assert finished.status_code == 204
     assert kept(db, run_id) == {}
     assert client.get(f"/api/runs/{run_id}").json()["status"] == "completed"
+
+
+def test_the_size_estimate_that_skips_small_histories_never_undercounts(client: TestClient) -> None:
+    """A history is skipped only when an upper bound of its size is under the threshold, so one that is
+    larger is always kept: each epoch's record outside its layer stats and extra scalars is under
+    EPOCH_SCALARS_BYTES, with every field a worker reports at its longest."""
+    run_id = client.post("/api/runs", json=digits_config(tags=[], training={"epochs": 3})).json()["id"]
+    headers = claim(client, run_id)
+    for record in epochs(3, layers=2):
+        record.update(train_loss=1 / 3, train_acc=1 / 3, test_loss=1 / 7, lr=1 / 9, nonzero=123456789,
+                      total=987654321, epoch_seconds=1 / 11, samples_per_s=1 / 13, sparsity=1 / 17)
+        sent = client.post(f"/api/worker/runs/{run_id}/epochs", json={**record, "worker": "w" * 200},
+                           headers=headers)
+        assert sent.status_code == 200, sent.text
+    db: Database = client.app.state.db  # type: ignore[attr-defined]
+    with db.session() as session:
+        rows = repository.list_epoch_texts(session, run_id, service.EPOCH_SCALARS)
+        text = repository.epochs_text_bytes(session, run_id)
+    assert text == sum(len(row[-2]) + len(row[-1] or "") for row in rows)
+    for build in service.HISTORY_BUILDERS.values():
+        assert len(build(run_id, rows)) <= len(rows) * service.EPOCH_SCALARS_BYTES + text
