@@ -3,20 +3,19 @@
     .venv/bin/python bench/system_cost.py                                          # the full benchmark, ~10 min
     .venv/bin/python bench/system_cost.py --runs 2000 --sweep-runs 4 --clients 10  # a quick smoke run
 
-1. Sweep overhead: `--sweep-runs` short runs (LeNet-300-100 on digits, gmp-like cubic magnitude pruning,
-   varied seed and target; 1a at batch 64, ~0.06 s of training a run; 1b the same at `--long-batch-size` 8,
-   more steps an epoch, ~0.25 s a run) submitted to the real stack — a private Redis, `prunescope api` and
-   `--sweep-parallel` (2) `prunescope worker --queues cpu` — timed from the first submit until every run is
-   `completed`; against the same configs as a bare script with the same parallelism (as many processes, each
-   calling `worker.engine.training.run_training` in-process on its share), timed from the first process's
-   start to the last one's end. With 2 on a 2-core machine the API shares the workers' cores; `--sweep-parallel
-   1` leaves it one. Both sides get OMP_NUM_THREADS=1 and pay the torch import inside their window
-   (a worker imports torch when its first run starts). `--sweep-repeats` alternating pairs, each side on
-   fresh processes; the pair with the median ratio is printed. Target: stack ≤ 1.10× bare.
-   Beside the wall times, the CPU seconds each side used in its window (the bare processes; the API, the
-   workers and Redis), which other jobs on a shared machine disturb far less than wall time. The stack's
-   window ends when a poll (a count of the sweep's completed runs, every 0.1 s) sees them all; the
-   benchmark's own polling is one small request (the sweep's own tag, `limit=1`), not a page of runs.
+1. Sweep overhead: `--sweep-runs` short runs (LeNet-300-100 on digits, gmp-like cubic magnitude pruning, varied seed
+   and target; 1a at batch 64, 0.06-0.2 s of training a run, depending on the machine; 1b the same at
+   `--long-batch-size` 8, more steps an epoch; `--sweep-epochs` for longer runs) submitted to the real stack — a
+   private Redis, `prunescope api` and `--sweep-parallel` (2) `prunescope worker --queues cpu` — timed from the
+   first submit to the last run's `finished_at`; against the same configs as a bare script with the same parallelism
+   (as many processes, each calling `worker.engine.training.run_training` in-process on its share), timed from the
+   first process's start to the last one's end. With 2 on a 2-core machine the API shares the workers' cores;
+   `--sweep-parallel 1` leaves it one. Both sides get OMP_NUM_THREADS=1 and pay the torch import inside their window
+   (a worker imports torch when its first run starts). `--sweep-repeats` alternating pairs, each side on fresh
+   processes; the pair with the median ratio is printed. Target: stack ≤ 1.10× bare. Beside the wall times, the CPU
+   seconds each side used in its window (the bare processes; the API, the workers and Redis), which other jobs on a
+   shared machine disturb far less than wall time. The stack's CPU window ends when a poll of the sweep's completed
+   runs (once a second: each poll costs the API ~6 ms of CPU, which the bare side never pays) sees them all.
 2. Submit → first epoch: on the idle, warm stack, 5 runs one after another; POST /api/runs until the first
    `epoch` event on the run's SSE stream, beside the training time of that epoch (its `epoch_seconds`).
 3. `--clients` concurrent SSE clients on one run: the workers are stopped, a simulated worker claims the
@@ -42,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -186,34 +186,44 @@ def stack_cpu(stack: Stack) -> dict[str, float]:
     return {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
 
 
+def utc_seconds(stamp: str) -> float:
+    """An API timestamp as epoch seconds (a stamp without a zone is UTC, as the API stores it)."""
+    moment = datetime.fromisoformat(stamp)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 def stack_sweep(stack: Stack, count: int, epochs: int, batch_size: int = 64,
                 cpu: dict[str, float] | None = None) -> float:
-    """Submit the sweep and wait until every run is completed; the seconds from the first submit. `cpu`, when
-    given, receives each stack process's CPU seconds over that window.
+    """Submit the sweep and wait until every run is completed; the seconds from the first submit to the last
+    run's `finished_at` (the API's clock, which is this machine's). `cpu`, when given, receives each stack
+    process's CPU seconds from the first submit until the wait saw the sweep done.
 
-    The wait polls a count every 0.1 s (one small answer: the benchmark's own requests should cost the API
-    next to nothing) and looks for failed runs once a second."""
+    The end is read from the runs, not from when the wait notices it, so the wait can poll slowly: a runs-list
+    poll costs the API about 6 ms of CPU (every 0.1 s: 0.06 CPU-seconds a second, measured with idle workers,
+    3 % of this 2-core machine, which the bare loop never pays), so it polls once a second and looks for failed
+    runs every fifth poll. The CPU window runs up to a second past the end (an idle stack uses under 0.01
+    CPU-seconds a second)."""
     tag = f"{SWEEP_TAG}-{uuid.uuid4().hex[:8]}"  # this sweep's runs alone
     configs = sweep_configs(count, epochs, batch_size, tag)
     cpu_before = stack_cpu(stack)
-    started = time.perf_counter()
+    started = time.time()
     for config in configs:
         stack.submit(config)
     polls = 0
     while True:
-        done = stack.http.get("/api/runs", params={"tag": tag, "status": "completed", "limit": 1}).json()
+        time.sleep(1.0)
+        done = stack.http.get("/api/runs", params={"tag": tag, "status": "completed", "limit": count}).json()
         if done["total"] == count:
-            wall = time.perf_counter() - started
             if cpu is not None:
                 cpu.update({name: used - cpu_before[name] for name, used in stack_cpu(stack).items()})
-            return wall
+            return max(utc_seconds(run["finished_at"]) for run in done["items"]) - started
         polls += 1
-        if polls % 10 == 0:
-            bad = stack.http.get("/api/runs", params={"tag": tag, "status": ["failed", "cancelled"]}).json()
-            if bad["items"]:
-                run = bad["items"][0]
-                raise SystemExit(f"run {run['id']} ended {run['status']}: {run.get('error')}\n{stack.logs()}")
-        time.sleep(0.1)
+        if polls % 5:
+            continue
+        bad = stack.http.get("/api/runs", params={"tag": tag, "status": ["failed", "cancelled"]}).json()
+        if bad["items"]:
+            run = bad["items"][0]
+            raise SystemExit(f"run {run['id']} ended {run['status']}: {run.get('error')}\n{stack.logs()}")
 
 
 def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int, batch_size: int = 64,

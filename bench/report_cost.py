@@ -1,0 +1,90 @@
+"""What one worker report costs the API: CPU seconds of the API process per epoch report, with masks.
+
+    .venv/bin/python bench/report_cost.py [--epochs 200] [--model lenet300_100|lenet300_digits]
+
+Starts Redis and the API as `prunescope up` would (no workers), claims one run as a worker does, and posts
+`--epochs` reports of LeNet-300-100's three masks encoded as a worker encodes them (a key frame every 16 epochs,
+deltas between; 1 % of each mask flips an epoch). Prints the API's CPU milliseconds per report (from
+/proc, so the client's own work is not counted) and the client's wall milliseconds per report, overall and for
+key frames and the deltas early and late in their chains (a delta decodes against the previous epoch's mask).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from system_cost import TOKEN, Stack, cpu_seconds, sweep_configs
+
+from prunescope import maskcodec
+from prunescope.contract.worker_api import LEASE_HEADER, WorkerPaths
+
+SHAPES = {"lenet300_100": {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)},
+          "lenet300_digits": {"fc1.weight": (300, 64), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}}
+
+
+def reports(epochs: int, shapes: dict[str, tuple[int, int]]) -> list[dict]:
+    rng = np.random.default_rng(0)
+    masks = {name: rng.random(shape) < 0.1 for name, shape in shapes.items()}
+    encoder = maskcodec.MaskEncoder()
+    out = []
+    for epoch in range(1, epochs + 1):
+        masks = {name: mask ^ (rng.random(mask.shape) < 0.01) for name, mask in masks.items()}
+        layers = [{"name": name, "shape": list(mask.shape), "sparsity": float(1 - mask.mean()), "pruned": 10,
+                   "regrown": 5, "threshold": 0.01} for name, mask in masks.items()]
+        out.append({"worker": "bench", "epoch": epoch, "train_loss": 1 / epoch, "train_acc": 0.9, "test_loss": 0.1,
+                    "test_acc": 0.95, "lr": 0.1, "sparsity": 0.9, "nonzero": 100, "total": 1000,
+                    "epoch_seconds": 1.0, "samples_per_s": 1000.0, "layers": layers,
+                    "masks": encoder.encode(epoch, masks)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--model", choices=sorted(SHAPES), default="lenet300_100")
+    args = parser.parse_args()
+    bodies = reports(args.epochs, SHAPES[args.model])
+    stack = Stack(Path(tempfile.mkdtemp(prefix="prunescope-report-cost-")))
+    try:
+        config = {**sweep_configs(1, args.epochs)[0], "name": "report-cost", "tags": ["report-cost"]}
+        run_id = stack.submit(config)
+        worker = httpx.Client(base_url=stack.base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        start = worker.post(WorkerPaths.start(run_id), json={"worker": "bench"})
+        start.raise_for_status()
+        headers = {LEASE_HEADER: start.json()["lease"]}
+        cpu, wall = {}, {}
+        for body in bodies:
+            before, began = cpu_seconds(stack.api.pid), time.perf_counter()
+            worker.post(WorkerPaths.epochs(run_id), json=body, headers=headers).raise_for_status()
+            wall[body["epoch"]] = time.perf_counter() - began
+            cpu[body["epoch"]] = cpu_seconds(stack.api.pid) - before
+        worker.close()
+    finally:
+        stack.close()
+
+    def line(label: str, epochs: list[int]) -> str:
+        return (f"{label:28} API CPU {1e3 * sum(cpu[e] for e in epochs) / len(epochs):6.2f} ms a report, "
+                f"client wall p50 {1e3 * statistics.median(wall[e] for e in epochs):6.2f} ms")
+
+    print(f"{args.epochs} reports of {args.model}'s masks ({', '.join(map(str, SHAPES[args.model].values()))})")
+    def position(epoch: int) -> int:  # 1 is a key frame; 2..16 the deltas after it
+        return (epoch - 1) % maskcodec.KEYFRAME_EVERY + 1
+
+    print(line("all epochs", list(cpu)))
+    print(line("key frames", [e for e in cpu if position(e) == 1]))
+    print(line("deltas 2-8 of each chain", [e for e in cpu if 2 <= position(e) <= 8]))
+    print(line("deltas 9-16 of each chain", [e for e in cpu if position(e) >= 9]))
+
+if __name__ == "__main__":
+    main()
