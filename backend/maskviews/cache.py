@@ -86,6 +86,12 @@ class ReportedMasks:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self.bytes -= dropped.nbytes
 
+    def forget(self, run_id: int) -> None:
+        """A run's attempt ended (its lease with it): its masks will not be asked for again."""
+        with self._lock:
+            for key in [key for key in self._items if key[0] == run_id]:
+                self.bytes -= self._items.pop(key)[1].nbytes
+
     def __len__(self) -> int:
         return len(self._items)
 

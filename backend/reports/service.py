@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from backend import capabilities
 from backend.db import Database
 from backend.errors import Conflict, Invalid, NotFound
+from backend.maskviews.cache import reported_for
 from backend.maskviews.ingest import snapshot_rows
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartResponse
 from backend.runs import service as runs
@@ -133,6 +134,7 @@ def missing_epochs(session: Session, run: Run, through: int) -> int:
 def finish_run(session: Session, run: Run, report: FinishReport, lease: str | None) -> None:
     """End the attempt: hand the run back (requeue), or end it completed, failed or cancelled."""
     check_lease(run, lease)
+    reported_for(session).forget(run.id)  # the lease ends here: its kept masks are never asked for again
     if report.status == WorkerOutcome.REQUEUE:
         run.dispatched, run.worker, run.lease = False, None, None
         run.handbacks += 1  # a clean hand-back is not a failed attempt

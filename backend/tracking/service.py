@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, NotFound
 from backend.events import record_event, record_events, table_of
+from backend.maskviews.cache import reported_for
 from backend.maskviews.ingest import snapshot_rows
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
@@ -159,6 +160,7 @@ def finish_tracked_run(session: Session, run: Run, body: TrackedFinish) -> None:
         if run.status in (status, "cancelled"):
             return  # the same end again, or a cancel that already ended it
         raise Conflict(f"run {run.id} already ended {run.status}; it cannot now be {status}")
+    reported_for(session).forget(run.id)  # its kept masks (a revived run replays the stored chain once)
     if body.summary is not None:
         runs.apply_summary(run, body.summary, status)
     run.error = None if status == "completed" else run.error

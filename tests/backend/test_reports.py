@@ -508,6 +508,12 @@ def test_a_report_s_delta_decodes_against_the_mask_the_last_report_decoded(
     with client.app.state.db.session() as session:  # type: ignore[attr-defined]
         kept = {key: identity[0] for key, (identity, _) in reported_for(session)._items.items() if key[0] == run_id}
     assert kept == {(run_id, LEASES[run_id], "fc1.weight"): 8}
+    assert report(client, run_id, epoch_body(9)).status_code == 200  # an epoch without masks
+    for epoch in range(10, 13):
+        assert report(client, run_id, epoch_body(epoch)).status_code == 200
+    assert finish(client, run_id, "completed").status_code == 204
+    with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        assert not [key for key in reported_for(session)._items if key[0] == run_id]  # the lease ended: gone
 
 
 def test_a_replaced_epoch_s_delta_decodes_against_the_stored_mask_not_the_remembered_one(
