@@ -57,14 +57,15 @@ class EncodedMask:
 # -- bit streams ---------------------------------------------------------------------------------
 
 def _varint(values: np.ndarray) -> bytes:
-    """LEB128 of non-negative integers, vectorised."""
+    """LEB128 of non-negative integers, vectorised (one pass per byte the largest value needs)."""
     v = values.astype(np.uint64)
+    widest = max(1, (int(v.max()).bit_length() + 6) // 7) if len(v) else 1
     lengths = np.ones(len(v), dtype=np.int64)
-    for k in range(1, 10):
+    for k in range(1, widest):
         lengths += v >= np.uint64(1 << (7 * k))
     out = np.empty(int(lengths.sum()), dtype=np.uint8)
     starts = np.cumsum(lengths) - lengths
-    for k in range(int(lengths.max(initial=0))):
+    for k in range(widest):
         sel = lengths > k
         low = (v[sel] >> np.uint64(7 * k)) & np.uint64(0x7F)
         more = (lengths[sel] > k + 1).astype(np.uint64) << np.uint64(7)
@@ -72,7 +73,25 @@ def _varint(values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
+def _small_gaps_varint(positions: np.ndarray) -> bytes:
+    """`_varint` of the gaps between a few sorted positions, in plain Python: a delta flips a handful of bits,
+    and numpy's per-call overhead would cost ten times the work."""
+    out = bytearray()
+    last = -1
+    for position in positions.tolist():
+        gap, last = position - last - 1, position
+        while gap >= 0x80:
+            out.append((gap & 0x7F) | 0x80)
+            gap >>= 7
+        out.append(gap)
+    return bytes(out)
+
+
 def _unvarint(raw: bytes, limit: int) -> np.ndarray:
+    return _unvarint_small(raw, limit) if len(raw) <= 256 else _unvarint_vectorised(raw, limit)
+
+
+def _unvarint_vectorised(raw: bytes, limit: int) -> np.ndarray:
     b = np.frombuffer(raw, dtype=np.uint8)
     if len(b) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -90,13 +109,41 @@ def _unvarint(raw: bytes, limit: int) -> np.ndarray:
     return np.bincount(index, weights=weights, minlength=len(first)).astype(np.int64)[: len(first)]
 
 
+def _unvarint_small(raw: bytes, limit: int) -> np.ndarray:
+    """`_unvarint` in plain Python for a few bytes (a delta's streams), with the same checks in the same order."""
+    if raw and raw[-1] & 0x80:
+        raise MaskDecodeError("truncated gap stream")
+    values, value, shift, widest = [], 0, 0, 0
+    for byte in raw:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(value)
+            widest = max(widest, shift // 7)
+            value = shift = 0
+    if len(values) > limit:
+        raise MaskDecodeError("gap stream holds more bits than the mask")
+    if widest > 6:
+        raise MaskDecodeError("gap too large")
+    return np.array(values, dtype=np.int64)
+
+
 def _encode_stream(bits: np.ndarray) -> bytes:
-    density = float(bits.mean()) if bits.size else 0.0
+    return _encode_positions(np.flatnonzero(bits), bits.size, bits)
+
+
+def _encode_positions(positions: np.ndarray, count: int, bits: np.ndarray | None = None) -> bytes:
+    """The stream of `count` bits set at the sorted `positions` (`bits`, when the caller has them, is the same
+    stream as booleans): gaps between set bits when sparse, packed bits when dense, whichever is smaller."""
+    density = len(positions) / count if count else 0.0
     candidates = []
     if density < 0.15:  # sparse: gaps between set bits beat packed bits below a few %
-        idx = np.flatnonzero(bits)
-        candidates.append((_GAPS, zlib.compress(_varint(np.diff(idx, prepend=-1) - 1), 9)))
+        gaps = _small_gaps_varint(positions) if len(positions) <= 64 else _varint(np.diff(positions, prepend=-1) - 1)
+        candidates.append((_GAPS, zlib.compress(gaps, 9)))
     if density >= 0.05:
+        if bits is None:
+            bits = np.zeros(count, dtype=bool)
+            bits[positions] = True
         # Level 6: level 9 is ~30x slower on sparse packed bits for ~7 % fewer bytes.
         candidates.append((_PACKED, zlib.compress(np.packbits(bits).tobytes(), 6)))
     kind, payload = min(candidates, key=lambda c: len(c[1]))
@@ -105,12 +152,32 @@ def _encode_stream(bits: np.ndarray) -> bytes:
 
 def _decode_stream(data: bytes, offset: int, count: int) -> tuple[np.ndarray, int]:
     """`count` bits from the stream at `offset`; returns them and the offset after the stream."""
+    kind, raw, end = _stream_bytes(data, offset, count)
+    if kind == _PACKED:
+        return _packed_bits(raw, count), end
+    bits = np.zeros(count, dtype=bool)
+    bits[_gap_positions(raw, count)] = True
+    return bits, end
+
+
+def _stream_positions(data: bytes, offset: int, count: int) -> tuple[np.ndarray, int]:
+    """The sorted positions of the set bits of the stream at `offset`, and the offset after the stream."""
+    kind, raw, end = _stream_bytes(data, offset, count)
+    if kind == _PACKED:
+        return np.flatnonzero(_packed_bits(raw, count)), end
+    return _gap_positions(raw, count), end
+
+
+def _stream_bytes(data: bytes, offset: int, count: int) -> tuple[int, bytes, int]:
+    """The kind and inflated payload of the `count`-bit stream at `offset`, and the offset after it."""
     if len(data) < offset + _HEADER.size:
         raise MaskDecodeError("mask data ends inside a stream header")
     kind, length = _HEADER.unpack_from(data, offset)
     start, end = offset + _HEADER.size, offset + _HEADER.size + length
     if end > len(data):
         raise MaskDecodeError("mask data ends inside a stream")
+    if kind not in (_PACKED, _GAPS):
+        raise MaskDecodeError(f"unknown stream kind {kind}")
     try:
         inflater = zlib.decompressobj()
         # Bound the output: a hostile payload cannot expand past what the declared shape needs.
@@ -119,18 +186,20 @@ def _decode_stream(data: bytes, offset: int, count: int) -> tuple[np.ndarray, in
         raise MaskDecodeError(f"mask data does not decompress: {exc}") from exc
     if inflater.unconsumed_tail or not inflater.eof:
         raise MaskDecodeError("mask stream is larger than its shape allows, or truncated")
-    if kind == _PACKED:
-        if len(raw) != (count + 7) // 8:
-            raise MaskDecodeError(f"mask stream holds {len(raw)} bytes, {count} bits need {(count + 7) // 8}")
-        return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=count).astype(bool), end
-    if kind == _GAPS:
-        positions = np.cumsum(_unvarint(raw, count) + 1) - 1
-        if len(positions) and positions[-1] >= count:
-            raise MaskDecodeError("gap stream points past the end of the mask")
-        bits = np.zeros(count, dtype=bool)
-        bits[positions] = True
-        return bits, end
-    raise MaskDecodeError(f"unknown stream kind {kind}")
+    return kind, raw, end
+
+
+def _packed_bits(raw: bytes, count: int) -> np.ndarray:
+    if len(raw) != (count + 7) // 8:
+        raise MaskDecodeError(f"mask stream holds {len(raw)} bytes, {count} bits need {(count + 7) // 8}")
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=count).astype(bool)
+
+
+def _gap_positions(raw: bytes, count: int) -> np.ndarray:
+    positions = np.cumsum(_unvarint(raw, count) + 1) - 1
+    if len(positions) and positions[-1] >= count:
+        raise MaskDecodeError("gap stream points past the end of the mask")
+    return positions
 
 
 # -- masks ---------------------------------------------------------------------------------------
@@ -141,9 +210,16 @@ def encode(mask: np.ndarray, previous: np.ndarray | None = None) -> EncodedMask:
     if previous is None or previous.shape != mask.shape:
         return EncodedMask(tuple(mask.shape), KEY, _encode_stream(bits))
     before = np.ascontiguousarray(previous, dtype=bool).ravel()
-    pruned = ~bits[before]  # among weights kept before: which were pruned
-    regrown = bits[~before]  # among weights pruned before: which came back
-    return EncodedMask(tuple(mask.shape), DELTA, _encode_stream(pruned) + _encode_stream(regrown))
+    # Two streams: among the weights kept before, which were pruned; among those pruned before, which came back.
+    # Built from the few bits that flipped: a flipped weight's rank among the kept (or the pruned) weights before.
+    kept = np.flatnonzero(before)
+    flipped = np.flatnonzero(before != bits)
+    kept_below = np.searchsorted(kept, flipped)  # kept weights before each flipped one
+    was_kept = before[flipped]
+    pruned = kept_below[was_kept]
+    regrown = (flipped - kept_below)[~was_kept]
+    return EncodedMask(tuple(mask.shape), DELTA, _encode_positions(pruned, len(kept))
+                       + _encode_positions(regrown, bits.size - len(kept)))
 
 
 def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndarray:
@@ -159,12 +235,13 @@ def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndar
         if previous is None or previous.shape != snapshot.shape:
             raise MaskDecodeError("a delta snapshot needs the previous epoch's mask of the same shape")
         before = np.ascontiguousarray(previous, dtype=bool).ravel()
-        kept_before = int(before.sum())
-        pruned, offset = _decode_stream(snapshot.data, 0, kept_before)
-        regrown, end = _decode_stream(snapshot.data, offset, size - kept_before)
+        kept = np.flatnonzero(before)
+        pruned, offset = _stream_positions(snapshot.data, 0, len(kept))
+        regrown, end = _stream_positions(snapshot.data, offset, size - len(kept))
         bits = before.copy()
-        bits[np.flatnonzero(before)[pruned]] = False
-        bits[np.flatnonzero(~before)[regrown]] = True
+        bits[kept[pruned]] = False
+        # The r-th weight pruned before sits after every kept weight with at most r pruned ones ahead of it.
+        bits[regrown + np.searchsorted(kept - np.arange(len(kept)), regrown, side="right")] = True
     if end != len(snapshot.data):
         raise MaskDecodeError("trailing bytes after the mask streams")
     return bits.reshape(snapshot.shape)
