@@ -5,13 +5,15 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
+T = TypeVar("T")
 
 
 class MaskCache:
@@ -101,26 +103,22 @@ _reported: weakref.WeakKeyDictionary[Engine, ReportedMasks] = weakref.WeakKeyDic
 _caches_lock = threading.Lock()
 
 
-def _engine(session: Session) -> Engine:
+def _for_engine(registry: weakref.WeakKeyDictionary[Engine, T], session: Session, make: Callable[[], T]) -> T:
+    """The registry's entry for the database this session uses, made on first use (ids are per database)."""
     bind = session.get_bind()
-    return bind if isinstance(bind, Engine) else bind.engine
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with _caches_lock:
+        found = registry.get(engine)
+        if found is None:
+            found = registry[engine] = make()
+        return found
 
 
 def cache_for(session: Session) -> MaskCache:
     """The cache of the database this session reads (ids are only unique within one database)."""
-    engine = _engine(session)
-    with _caches_lock:
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = MaskCache()
-        return cache
+    return _for_engine(_caches, session, MaskCache)
 
 
 def reported_for(session: Session) -> ReportedMasks:
     """The reported masks of the database this session writes (run ids are only unique within one database)."""
-    engine = _engine(session)
-    with _caches_lock:
-        reported = _reported.get(engine)
-        if reported is None:
-            reported = _reported[engine] = ReportedMasks()
-        return reported
+    return _for_engine(_reported, session, ReportedMasks)
