@@ -240,8 +240,9 @@ def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndar
         regrown, end = _stream_positions(snapshot.data, offset, size - len(kept))
         bits = before.copy()
         bits[kept[pruned]] = False
-        # The r-th weight pruned before sits after every kept weight with at most r pruned ones ahead of it.
-        bits[regrown + np.searchsorted(kept - np.arange(len(kept)), regrown, side="right")] = True
+        if len(regrown):
+            # The r-th weight pruned before sits after every kept weight with at most r pruned ones ahead of it.
+            bits[regrown + np.searchsorted(kept - np.arange(len(kept)), regrown, side="right")] = True
     if end != len(snapshot.data):
         raise MaskDecodeError("trailing bytes after the mask streams")
     return bits.reshape(snapshot.shape)
