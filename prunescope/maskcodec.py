@@ -10,6 +10,7 @@ zlib'd packed bits or, when sparse, as zlib'd LEB128 gaps between set bits, whic
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class EncodedMask:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)
 
     def to_json(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "encoding": self.encoding, "data": base64.b64encode(self.data).decode()}
@@ -59,6 +60,8 @@ class EncodedMask:
 def _varint(values: np.ndarray) -> bytes:
     """LEB128 of non-negative integers, vectorised (one pass per byte the largest value needs)."""
     v = values.astype(np.uint64)
+    if not len(v) or int(v.max()) < 0x80:  # every value one byte (a dense mask's gaps): the bytes are the values
+        return v.astype(np.uint8).tobytes()
     widest = max(1, (int(v.max()).bit_length() + 6) // 7) if len(v) else 1
     lengths = np.ones(len(v), dtype=np.int64)
     for k in range(1, widest):
@@ -97,6 +100,8 @@ def _unvarint_vectorised(raw: bytes, limit: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     if b[-1] & 0x80:
         raise MaskDecodeError("truncated gap stream")
+    if len(b) <= limit and not (b & 0x80).any():  # every value one byte: the values are the bytes
+        return b.astype(np.int64)
     ends = (b & 0x80) == 0
     index = np.concatenate(([0], np.cumsum(ends)[:-1]))  # which value each byte belongs to
     first = np.concatenate(([0], np.flatnonzero(ends)[:-1] + 1))
@@ -111,6 +116,10 @@ def _unvarint_vectorised(raw: bytes, limit: int) -> np.ndarray:
 
 def _unvarint_small(raw: bytes, limit: int) -> np.ndarray:
     """`_unvarint` in plain Python for a few bytes (a delta's streams), with the same checks in the same order."""
+    return np.array(_unvarint_list(raw, limit), dtype=np.int64)
+
+
+def _unvarint_list(raw: bytes, limit: int) -> list[int]:
     if raw and raw[-1] & 0x80:
         raise MaskDecodeError("truncated gap stream")
     values, value, shift, widest = [], 0, 0, 0
@@ -125,7 +134,7 @@ def _unvarint_small(raw: bytes, limit: int) -> np.ndarray:
         raise MaskDecodeError("gap stream holds more bits than the mask")
     if widest > 6:
         raise MaskDecodeError("gap too large")
-    return np.array(values, dtype=np.int64)
+    return values
 
 
 def _encode_stream(bits: np.ndarray) -> bytes:
@@ -189,9 +198,28 @@ def _stream_bytes(data: bytes, offset: int, count: int) -> tuple[int, bytes, int
     return kind, raw, end
 
 
-def _packed_bits(raw: bytes, count: int) -> np.ndarray:
+def _stream_count(data: bytes, offset: int, count: int) -> tuple[int, int]:
+    """How many of the `count` bits of the stream at `offset` are set, checked as `_decode_stream` checks them."""
+    kind, raw, end = _stream_bytes(data, offset, count)
+    if kind == _PACKED:
+        _check_packed_length(raw, count)
+        # unpackbits reads each byte's high bit first: the last byte's low bits past `count` are padding.
+        return (int.from_bytes(raw, "big") >> (8 * len(raw) - count)).bit_count(), end
+    if len(raw) > 256:
+        return len(_gap_positions(raw, count)), end
+    gaps = _unvarint_list(raw, count)  # a delta's few gaps: no arrays (numpy's per-call cost is the whole cost)
+    if gaps and sum(gaps) + len(gaps) > count:  # the last set bit, sum(gap + 1) - 1, is past the end
+        raise MaskDecodeError("gap stream points past the end of the mask")
+    return len(gaps), end
+
+
+def _check_packed_length(raw: bytes, count: int) -> None:
     if len(raw) != (count + 7) // 8:
         raise MaskDecodeError(f"mask stream holds {len(raw)} bytes, {count} bits need {(count + 7) // 8}")
+
+
+def _packed_bits(raw: bytes, count: int) -> np.ndarray:
+    _check_packed_length(raw, count)
     return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=count).astype(bool)
 
 
@@ -212,23 +240,41 @@ def encode(mask: np.ndarray, previous: np.ndarray | None = None) -> EncodedMask:
     before = np.ascontiguousarray(previous, dtype=bool).ravel()
     # Two streams: among the weights kept before, which were pruned; among those pruned before, which came back.
     # Built from the few bits that flipped: a flipped weight's rank among the kept (or the pruned) weights before.
-    kept = np.flatnonzero(before)
+    kept = int(np.count_nonzero(before))
     flipped = np.flatnonzero(before != bits)
-    kept_below = np.searchsorted(kept, flipped)  # kept weights before each flipped one
+    kept_below = _ranks(before, flipped)  # kept weights before each flipped one
     was_kept = before[flipped]
     pruned = kept_below[was_kept]
     regrown = (flipped - kept_below)[~was_kept]
-    return EncodedMask(tuple(mask.shape), DELTA, _encode_positions(pruned, len(kept))
-                       + _encode_positions(regrown, bits.size - len(kept)))
+    return EncodedMask(tuple(mask.shape), DELTA, _encode_positions(pruned, kept)
+                       + _encode_positions(regrown, bits.size - kept))
 
 
-def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndarray:
-    """The boolean mask a snapshot holds; a delta needs the previous epoch's mask (MaskDecodeError if wrong)."""
+def _ranks(bits: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """How many of `bits` are set before each of the strictly increasing `positions`: one summing pass over the
+    bits between them (finding every set bit's position to search among them cost twice as much)."""
+    if not len(positions):
+        return np.zeros(0, dtype=np.int64)
+    counts = np.add.reduceat(bits.view(np.uint8), positions, dtype=np.int32 if bits.size < 2**31 else np.int64)
+    ranks = np.empty(len(positions), dtype=np.int64)
+    ranks[0] = np.count_nonzero(bits[:positions[0]])
+    np.cumsum(counts[:-1], out=ranks[1:])
+    ranks[1:] += ranks[0]
+    return ranks
+
+
+def _checked_size(snapshot: EncodedMask) -> int:
     if snapshot.encoding not in (KEY, DELTA) or len(snapshot.shape) > 8 or any(n < 0 for n in snapshot.shape):
         raise MaskDecodeError(f"malformed mask snapshot: encoding {snapshot.encoding!r}, shape {list(snapshot.shape)}")
     size = snapshot.size
     if size > MAX_WEIGHTS:
         raise MaskDecodeError(f"mask of {size} weights is larger than prunescope stores")
+    return size
+
+
+def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndarray:
+    """The boolean mask a snapshot holds; a delta needs the previous epoch's mask (MaskDecodeError if wrong)."""
+    size = _checked_size(snapshot)
     if snapshot.encoding == KEY:
         bits, end = _decode_stream(snapshot.data, 0, size)
     else:
@@ -246,6 +292,37 @@ def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndar
     if end != len(snapshot.data):
         raise MaskDecodeError("trailing bytes after the mask streams")
     return bits.reshape(snapshot.shape)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What validating the next epoch's delta needs of a mask: its shape and how many weights it keeps."""
+
+    shape: tuple[int, ...]
+    count: int
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> Kept:
+        return cls(tuple(mask.shape), int(np.count_nonzero(mask)))
+
+
+def check(snapshot: EncodedMask, previous: Kept | None = None) -> Kept:
+    """What `decode` would return, as a `Kept`, without building the mask: the same bytes raise the same
+    MaskDecodeError. A delta's streams are bounded by the previous mask's kept and pruned counts alone, so an
+    API validates a report's deltas from the counts it kept, not from the masks (a few streams of a few bytes
+    instead of boolean arrays over every layer)."""
+    size = _checked_size(snapshot)
+    if snapshot.encoding == KEY:
+        count, end = _stream_count(snapshot.data, 0, size)
+    else:
+        if previous is None or previous.shape != snapshot.shape:
+            raise MaskDecodeError("a delta snapshot needs the previous epoch's mask of the same shape")
+        pruned, offset = _stream_count(snapshot.data, 0, previous.count)
+        regrown, end = _stream_count(snapshot.data, offset, size - previous.count)
+        count = previous.count - pruned + regrown
+    if end != len(snapshot.data):
+        raise MaskDecodeError("trailing bytes after the mask streams")
+    return Kept(snapshot.shape, count)
 
 
 class MaskEncoder:

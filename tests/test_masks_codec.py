@@ -147,3 +147,76 @@ def test_the_small_gap_reader_agrees_with_the_vectorised_one(raw: bytes, limit: 
             return str(exc)
 
     assert read(maskcodec._unvarint_small) == read(maskcodec._unvarint_vectorised)
+
+
+def _outcome(fn: Callable[..., object], *args: object) -> object:
+    try:
+        return fn(*args)
+    except maskcodec.MaskDecodeError as exc:
+        return f"refused: {exc}"
+
+
+def _decoded_count(snapshot: maskcodec.EncodedMask, previous: np.ndarray | None) -> maskcodec.Kept:
+    return maskcodec.Kept.of(maskcodec.decode(snapshot, previous))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.integers(0, 12), cols=st.integers(1, 30),
+       density=st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]), churn=st.sampled_from([0.0, 0.01, 0.2, 1.0]),
+       seed=st.integers(0, 2**16), base_flips=st.integers(0, 3),
+       damage=st.none() | st.tuples(st.integers(0, 200), st.integers(0, 255)),
+       cut=st.none() | st.integers(0, 200), extra=st.binary(max_size=3))
+def test_checking_a_snapshot_by_counts_agrees_with_decoding_it(rows: int, cols: int, density: float, churn: float,
+                                                               seed: int, base_flips: int,
+                                                               damage: tuple[int, int] | None, cut: int | None,
+                                                               extra: bytes) -> None:
+    # The API validates a report's deltas from the previous mask's kept count alone: for any bytes (valid,
+    # damaged, cut short, padded) and any base (the right one, or one that keeps a different number of weights)
+    # it must accept exactly what decode accepts, with the same error, and count the weights decode keeps.
+    rng = np.random.default_rng(seed)
+    before = rng.random((rows, cols)) < density
+    after = before ^ (rng.random(before.shape) < churn)
+    base = before.copy()
+    base.flat[rng.choice(base.size, min(base_flips, base.size), replace=False)] ^= True
+    for snapshot, previous in ((maskcodec.encode(after), None), (maskcodec.encode(after, before), base)):
+        data = bytearray(snapshot.data)
+        if damage is not None and data:
+            data[damage[0] % len(data)] = damage[1]
+        if cut is not None:
+            data = data[:cut]
+        bent = maskcodec.EncodedMask(snapshot.shape, snapshot.encoding, bytes(data) + extra)
+        decoded = _outcome(_decoded_count, bent, previous)
+        kept = None if previous is None else maskcodec.Kept.of(previous)
+        assert _outcome(maskcodec.check, bent, kept) == decoded
+
+
+def test_checking_a_delta_needs_a_base_of_its_shape() -> None:
+    mask = np.ones((4, 4), dtype=bool)
+    delta = maskcodec.encode(mask, mask)
+    assert maskcodec.check(delta, maskcodec.Kept((4, 4), 16)) == maskcodec.Kept((4, 4), 16)
+    for base in (None, maskcodec.Kept((2, 8), 16)):
+        with pytest.raises(maskcodec.MaskDecodeError, match="same shape"):
+            maskcodec.check(delta, base)
+    with pytest.raises(maskcodec.MaskDecodeError):
+        maskcodec.check(maskcodec.EncodedMask((2**20, 2**20), maskcodec.KEY, b""))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.sampled_from([(0, 5), (1, 1), (7, 9), (40, 30)]), density=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+       churn=st.sampled_from([0.0, 0.01, 0.2, 1.0]), seed=st.integers(0, 2**16), epochs=st.integers(1, 40),
+       skip=st.none() | st.integers(2, 40))
+def test_the_encoder_writes_the_chain_plain_encoding_writes(shape: tuple[int, int], density: float, churn: float,
+                                                            seed: int, epochs: int, skip: int | None) -> None:
+    # The encoder keeps each layer's kept positions up to date from the flipped bits instead of finding them again:
+    # its snapshots must be the bytes encode() writes against the previous mask, key frames where it writes them.
+    rng = np.random.default_rng(seed)
+    mask = rng.random(shape) < density
+    encoder, previous = maskcodec.MaskEncoder(), None
+    for epoch in range(1, epochs + 1):
+        if epoch == skip:
+            continue  # an epoch without masks: the next one is a key frame
+        mask = mask ^ (rng.random(shape) < churn)
+        chained = previous is not None and epoch % maskcodec.KEYFRAME_EVERY != 1
+        expected = maskcodec.encode(mask, previous if chained else None).to_json()
+        assert encoder.encode(epoch, {"w": mask}) == {"w": expected}, epoch
+        previous = mask if epoch + 1 != skip else None
