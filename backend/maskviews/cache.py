@@ -12,6 +12,8 @@ import numpy as np
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from prunescope import maskcodec
+
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 T = TypeVar("T")
 
@@ -54,45 +56,39 @@ class MaskCache:
         return len(self._items)
 
 
-Identity = tuple[int, int, int]  # epoch, byte length and crc32 of the snapshot a mask was decoded from
+Identity = tuple[int, int, int]  # epoch, byte length and crc32 of the snapshot a count was checked from
+DEFAULT_MAX_REPORTED = 100_000
 
 
 class ReportedMasks:
-    """The newest mask each (run, lease, layer) reported, with the identity of the snapshot it was decoded from,
-    so the next report's delta decodes against it without replaying the stored chain. One mask per layer of a
-    reporting run (a new one replaces the last), least recently reported dropped first past `max_bytes`."""
+    """What the newest mask each (run, lease, layer) reported keeps (`maskcodec.Kept`: shape and count), with the
+    identity of the snapshot it was checked from, so the next report's delta is checked against it without
+    replaying the stored chain. One entry per layer of a reporting run (a new one replaces the last), a few
+    hundred bytes each; the least recently reported go first past `max_items`."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: OrderedDict[tuple[int, str, str], tuple[Identity, np.ndarray]] = OrderedDict()
+    def __init__(self, max_items: int = DEFAULT_MAX_REPORTED) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[int, str, str], tuple[Identity, maskcodec.Kept]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, run_id: int, lease: str, layer: str, identity: Identity) -> np.ndarray | None:
+    def get(self, run_id: int, lease: str, layer: str, identity: Identity) -> maskcodec.Kept | None:
         with self._lock:
             item = self._items.get((run_id, lease, layer))
             return item[1] if item is not None and item[0] == identity else None
 
-    def put(self, run_id: int, lease: str, layer: str, identity: Identity, mask: np.ndarray) -> None:
-        if mask.nbytes > self.max_bytes:
-            return
-        mask.setflags(write=False)
+    def put(self, run_id: int, lease: str, layer: str, identity: Identity, kept: maskcodec.Kept) -> None:
         key = (run_id, lease, layer)
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.bytes -= old[1].nbytes
-            self._items[key] = (identity, mask)
-            self.bytes += mask.nbytes
-            while self.bytes > self.max_bytes:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self.bytes -= dropped.nbytes
+            self._items.pop(key, None)
+            self._items[key] = (identity, kept)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
 
     def forget(self, run_id: int) -> None:
-        """A run's attempt ended (its lease with it): its masks will not be asked for again."""
+        """A run's attempt ended (its lease with it): its counts will not be asked for again."""
         with self._lock:
             for key in [key for key in self._items if key[0] == run_id]:
-                self.bytes -= self._items.pop(key)[1].nbytes
+                del self._items[key]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -120,5 +116,5 @@ def cache_for(session: Session) -> MaskCache:
 
 
 def reported_for(session: Session) -> ReportedMasks:
-    """The reported masks of the database this session writes (run ids are only unique within one database)."""
+    """The reported mask counts of the database this session writes (run ids are only unique within one database)."""
     return _for_engine(_reported, session, ReportedMasks)

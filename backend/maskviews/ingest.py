@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from backend.errors import Invalid
@@ -22,15 +21,17 @@ from prunescope.contract.records import MaskPayload
 
 def snapshot_rows(session: Session, run_id: int, epochs: Sequence[tuple[int, Mapping[str, MaskPayload]]],
                   lease: str | None = None) -> list[dict[str, Any]]:
-    """`mask_snapshots` rows for each (epoch, masks), in epoch order; a delta decodes against the previous epoch's
-    mask in the same call or, failing that, the stored one. Any snapshot that does not decode is a 422.
+    """`mask_snapshots` rows for each (epoch, masks), in epoch order; a delta is checked against the previous
+    epoch's mask in the same call or, failing that, the stored one. Any snapshot that does not decode is a 422.
 
-    With the reporter's `lease`, each layer's newest decoded mask is kept (`ReportedMasks`) with the epoch, length
-    and crc32 of its bytes, so the next report's deltas decode against it: one query for the previous epoch's
-    stored bytes instead of replaying up to 16 frames of each layer (a worker reports every epoch)."""
-    decoded: dict[tuple[str, int], np.ndarray] = {}
-    reported = _Reported(session, run_id, lease)
-    newest: dict[str, tuple[int, bytes, np.ndarray]] = {}  # per layer: its newest epoch in this call
+    Checking a delta needs only how many weights the previous mask kept (`maskcodec.check`: the same refusals as
+    decoding it), so no mask is built here unless the stored chain must be replayed. With the reporter's `lease`,
+    each layer's newest count is kept (`ReportedMasks`) with the epoch, length and crc32 of its bytes, so the
+    next report's deltas are checked against it: one query for the previous epoch's stored bytes instead of
+    replaying up to 16 frames of each layer (a worker reports every epoch)."""
+    checked: dict[tuple[str, int], maskcodec.Kept] = {}
+    reported = _Reported(session, run_id, lease, {layer for _, masks in epochs for layer in masks})
+    newest: dict[str, tuple[int, bytes, maskcodec.Kept]] = {}  # per layer: its newest epoch in this call
     rows = []
     several = len(epochs) > 1
     for epoch, masks in epochs:
@@ -45,53 +46,61 @@ def snapshot_rows(session: Session, run_id: int, epochs: Sequence[tuple[int, Map
             encoded = maskcodec.EncodedMask(tuple(payload.shape), payload.encoding, data)
             previous = None
             if payload.encoding == maskcodec.DELTA:
-                previous = decoded.get((layer, epoch - 1))
-                if previous is None:
-                    previous = reported.get(layer, epoch - 1)
+                previous = checked.get((layer, epoch - 1)) or reported.get(layer, epoch - 1)
                 if previous is None:
                     try:
-                        previous = mask_at(session, run_id, layer, epoch - 1)
+                        previous = maskcodec.Kept.of(mask_at(session, run_id, layer, epoch - 1))
                     except MaskNotFound as exc:
                         raise Invalid(f"{where}mask {layer!r}: a delta needs epoch {epoch - 1} stored first") \
                             from exc
             try:
-                decoded[(layer, epoch)] = mask = maskcodec.decode(encoded, previous)
+                checked[(layer, epoch)] = kept = maskcodec.check(encoded, previous)
             except maskcodec.MaskDecodeError as exc:
                 raise Invalid(f"{where}mask {layer!r}: {exc}") from exc
-            newest[layer] = (epoch, data, mask)
+            newest[layer] = (epoch, data, kept)
             rows.append({"run_id": run_id, "layer": layer, "epoch": epoch, "shape": list(payload.shape),
                          "encoding": payload.encoding, "data": data, "nbytes": len(data)})
-    for layer, (epoch, data, mask) in newest.items():
-        reported.put(layer, epoch, data, mask)
+    for layer, (epoch, data, kept) in newest.items():
+        reported.put(layer, epoch, data, kept)
     return rows
 
 
-class _Reported:
-    """A run's reported masks (`ReportedMasks`) under one lease, found again by the bytes the database holds.
+_SNAPSHOTS = MaskSnapshot.__table__.c
+STORED_SNAPSHOTS = select(_SNAPSHOTS.layer, _SNAPSHOTS.data).where(_SNAPSHOTS.run_id == bindparam("rid"),
+                                                                   _SNAPSHOTS.epoch == bindparam("n"))
+# The same, by the snapshots' unique key (run, layer, epoch): one index seek a layer. By run and epoch alone the
+# index is read across every epoch of every layer of the run, a cost that grew with the run.
+STORED_LAYERS = STORED_SNAPSHOTS.where(_SNAPSHOTS.layer.in_(bindparam("layers", expanding=True)))
+MAX_SEEKS = 500  # more layers than this in one call: one read of the run's index instead (bounded parameters)
 
-    A hit needs the snapshot stored for that epoch to be the very bytes the kept mask was decoded from (a report
+
+class _Reported:
+    """A run's reported masks' counts (`ReportedMasks`) under one lease, found again by the bytes the database holds.
+
+    A hit needs the snapshot stored for that epoch to be the very bytes the kept count was checked from (a report
     replaced since, or never committed, misses), and within one lease the epochs before it are only ever written
     by that lease's reporter, in order (a resumed run reports under a new lease). A miss replays the stored
     chain."""
 
-    def __init__(self, session: Session, run_id: int, lease: str | None) -> None:
-        self.session, self.run_id, self.lease = session, run_id, lease
+    def __init__(self, session: Session, run_id: int, lease: str | None, layers: Collection[str]) -> None:
+        self.session, self.run_id, self.lease, self.layers = session, run_id, lease, sorted(layers)
         self.masks = reported_for(session) if lease else None
         self.stored: dict[int, dict[str, bytes]] = {}
 
-    def get(self, layer: str, epoch: int) -> np.ndarray | None:
+    def get(self, layer: str, epoch: int) -> maskcodec.Kept | None:
         if self.masks is None or self.lease is None:
             return None
-        if epoch not in self.stored:  # one query for every layer of that epoch
-            self.stored[epoch] = {name: data for name, data in self.session.execute(
-                select(MaskSnapshot.layer, MaskSnapshot.data)
-                .where(MaskSnapshot.run_id == self.run_id, MaskSnapshot.epoch == epoch))}
+        if epoch not in self.stored:  # one query for every layer of that epoch, plain rows (no ORM loading)
+            key = {"rid": self.run_id, "n": epoch}
+            rows = (self.session.connection().execute(STORED_LAYERS, {**key, "layers": self.layers})
+                    if len(self.layers) <= MAX_SEEKS else self.session.connection().execute(STORED_SNAPSHOTS, key))
+            self.stored[epoch] = {name: data for name, data in rows}
         data = self.stored[epoch].get(layer)
         return None if data is None else self.masks.get(self.run_id, self.lease, layer, _identity(epoch, data))
 
-    def put(self, layer: str, epoch: int, data: bytes, mask: np.ndarray) -> None:
+    def put(self, layer: str, epoch: int, data: bytes, kept: maskcodec.Kept) -> None:
         if self.masks is not None and self.lease is not None:
-            self.masks.put(self.run_id, self.lease, layer, _identity(epoch, data), mask)
+            self.masks.put(self.run_id, self.lease, layer, _identity(epoch, data), kept)
 
 
 def _identity(epoch: int, data: bytes) -> tuple[int, int, int]:

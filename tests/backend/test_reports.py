@@ -486,11 +486,13 @@ def _mask(client: TestClient, run_id: int, epoch: int) -> np.ndarray:
     return np.array(grid["density"]) == 1.0
 
 
+@pytest.mark.parametrize("max_seeks", [500, 0])  # the stored bytes found by (run, layer, epoch), or by (run, epoch)
 def test_a_report_s_delta_decodes_against_the_mask_the_last_report_decoded(
-        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, max_seeks: int) -> None:
     from backend.maskviews import ingest
     from backend.maskviews.cache import reported_for
 
+    monkeypatch.setattr(ingest, "MAX_SEEKS", max_seeks)
     run_id = submit(client, training={"epochs": 12})
     start(client, run_id)
     rng = np.random.default_rng(1)
@@ -499,9 +501,9 @@ def test_a_report_s_delta_decodes_against_the_mask_the_last_report_decoded(
     def no_replay(*args: Any) -> Any:
         raise AssertionError("the previous report's mask should have been found again")
 
-    monkeypatch.setattr(ingest, "mask_at", no_replay)
-    sent.update(_delta_reports(client, run_id, range(3, 9), rng, sent[2]))
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(ingest, "mask_at", no_replay)
+        sent.update(_delta_reports(client, run_id, range(3, 9), rng, sent[2]))
     for epoch in (1, 2, 5, 8):
         assert np.array_equal(_mask(client, run_id, epoch), sent[epoch]), epoch
     # One kept mask per layer of the run, the newest, not one per epoch.
@@ -555,19 +557,19 @@ def test_a_new_lease_never_decodes_against_the_old_lease_s_masks(client: TestCli
     assert np.array_equal(_mask(client, run_id, 4), fourth)
 
 
-def test_reported_masks_keep_one_mask_per_layer_within_their_byte_budget() -> None:
+def test_reported_masks_keep_one_count_per_layer_within_their_bound() -> None:
     from backend.maskviews.cache import ReportedMasks
 
-    kept = ReportedMasks(max_bytes=250)
-    kept.put(1, "lease", "a", (1, 10, 7), np.ones(100, bool))
-    kept.put(1, "lease", "a", (2, 10, 8), np.zeros(100, bool))  # the layer's next epoch replaces its last
-    assert len(kept) == 1 and kept.bytes == 100
-    assert kept.get(1, "lease", "a", (1, 10, 7)) is None  # another epoch's, or other bytes': not this mask
+    kept = ReportedMasks(max_items=2)
+    kept.put(1, "lease", "a", (1, 10, 7), maskcodec.Kept((10, 10), 100))
+    kept.put(1, "lease", "a", (2, 10, 8), maskcodec.Kept((10, 10), 0))  # the layer's next epoch replaces its last
+    assert len(kept) == 1
+    assert kept.get(1, "lease", "a", (1, 10, 7)) is None  # another epoch's, or other bytes': not this count
     assert kept.get(1, "other lease", "a", (2, 10, 8)) is None
-    found = kept.get(1, "lease", "a", (2, 10, 8))
-    assert found is not None and not found.any()
-    kept.put(2, "lease", "a", (1, 10, 7), np.ones(100, bool))
-    kept.put(3, "lease", "a", (1, 10, 7), np.ones(100, bool))  # past 250 bytes: the least recent goes
+    assert kept.get(1, "lease", "a", (2, 10, 8)) == maskcodec.Kept((10, 10), 0)
+    kept.put(2, "lease", "a", (1, 10, 7), maskcodec.Kept((10, 10), 100))
+    kept.put(3, "lease", "a", (1, 10, 7), maskcodec.Kept((10, 10), 100))  # past 2 entries: the least recent goes
     assert len(kept) == 2 and kept.get(1, "lease", "a", (2, 10, 8)) is None
-    kept.put(4, "lease", "a", (1, 10, 7), np.ones(300, bool))  # larger than the budget: not kept at all
-    assert len(kept) == 2
+    kept.forget(2)
+    assert len(kept) == 1 and kept.get(3, "lease", "a", (1, 10, 7)) is not None
+
