@@ -220,3 +220,11 @@ def test_the_encoder_writes_the_chain_plain_encoding_writes(shape: tuple[int, in
         expected = maskcodec.encode(mask, previous if chained else None).to_json()
         assert encoder.encode(epoch, {"w": mask}) == {"w": expected}, epoch
         previous = mask if epoch + 1 != skip else None
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(max_size=maskcodec._SMALL_DEFLATE + 40)
+       | st.lists(st.sampled_from([0, 1, 2, 3, 127, 128, 255]), max_size=maskcodec._SMALL_DEFLATE + 40).map(bytes),
+       level=st.sampled_from([6, 9]))
+def test_small_streams_deflate_to_compress_s_bytes(data: bytes, level: int) -> None:
+    assert maskcodec._deflate(data, level) == zlib.compress(data, level)
