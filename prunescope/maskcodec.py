@@ -226,7 +226,10 @@ def _stream_count(data: bytes, offset: int, count: int) -> tuple[int, int]:
         return (int.from_bytes(raw, "big") >> (8 * len(raw) - count)).bit_count(), end
     if len(raw) > 256:
         return len(_gap_positions(raw, count)), end
-    gaps = _unvarint_list(raw, count)  # a delta's few gaps: no arrays (numpy's per-call cost is the whole cost)
+    # A delta's few gaps: no arrays (numpy's per-call cost is the whole cost); one-byte gaps are the bytes.
+    gaps = raw if not raw or max(raw) < 0x80 else _unvarint_list(raw, count)
+    if len(gaps) > count:
+        raise MaskDecodeError("gap stream holds more bits than the mask")
     if gaps and sum(gaps) + len(gaps) > count:  # the last set bit, sum(gap + 1) - 1, is past the end
         raise MaskDecodeError("gap stream points past the end of the mask")
     return len(gaps), end
