@@ -164,6 +164,9 @@ def _encode_positions(positions: np.ndarray, count: int, bits: np.ndarray | None
     return _HEADER.pack(kind, len(payload)) + payload
 
 
+_SMALL_DEFLATE = 255  # bytes: one block of under 256 symbols, whatever the memLevel
+
+
 def _deflate(data: bytes, level: int) -> bytes:
     """`zlib.compress(data, level)`, byte for byte. A delta's streams are a few bytes, and compress() sets up
     deflate's full-size tables for them (hash heads cleared, a 128 KB symbol buffer: 3-4x the compressing); a
@@ -173,9 +176,6 @@ def _deflate(data: bytes, level: int) -> bytes:
         return zlib.compress(data, level)
     deflater = zlib.compressobj(level, zlib.DEFLATED, 15, 3)
     return deflater.compress(data) + deflater.flush()
-
-
-_SMALL_DEFLATE = 255
 
 
 def _decode_stream(data: bytes, offset: int, count: int) -> tuple[np.ndarray, int]:

@@ -207,8 +207,8 @@ def test_checking_a_delta_needs_a_base_of_its_shape() -> None:
        skip=st.none() | st.integers(2, 40))
 def test_the_encoder_writes_the_chain_plain_encoding_writes(shape: tuple[int, int], density: float, churn: float,
                                                             seed: int, epochs: int, skip: int | None) -> None:
-    # The encoder keeps each layer's kept positions up to date from the flipped bits instead of finding them again:
-    # its snapshots must be the bytes encode() writes against the previous mask, key frames where it writes them.
+    # The worker's and the SDK's encoder: its snapshots are the bytes encode() writes against the previous epoch's
+    # mask, with key frames every KEYFRAME_EVERY epochs and after an epoch without masks.
     rng = np.random.default_rng(seed)
     mask = rng.random(shape) < density
     encoder, previous = maskcodec.MaskEncoder(), None

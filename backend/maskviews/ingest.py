@@ -46,7 +46,9 @@ def snapshot_rows(session: Session, run_id: int, epochs: Sequence[tuple[int, Map
             encoded = maskcodec.EncodedMask(tuple(payload.shape), payload.encoding, data)
             previous = None
             if payload.encoding == maskcodec.DELTA:
-                previous = checked.get((layer, epoch - 1)) or reported.get(layer, epoch - 1)
+                previous = checked.get((layer, epoch - 1))
+                if previous is None:
+                    previous = reported.get(layer, epoch - 1)
                 if previous is None:
                     try:
                         previous = maskcodec.Kept.of(mask_at(session, run_id, layer, epoch - 1))
