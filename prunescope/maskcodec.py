@@ -127,17 +127,20 @@ def _unvarint_small(raw: bytes, limit: int) -> np.ndarray:
 def _unvarint_list(raw: bytes, limit: int) -> list[int]:
     if raw and raw[-1] & 0x80:
         raise MaskDecodeError("truncated gap stream")
-    values, value, shift, widest = [], 0, 0, 0
+    values: list[int] = []
+    value = shift = widest = 0
     for byte in raw:
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            values.append(value)
-            widest = max(widest, shift // 7)
+        if byte & 0x80:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+        else:
+            values.append(value | (byte << shift))
+            if shift > widest:
+                widest = shift
             value = shift = 0
     if len(values) > limit:
         raise MaskDecodeError("gap stream holds more bits than the mask")
-    if widest > 6:
+    if widest > 35:  # a value of more than 6 bytes
         raise MaskDecodeError("gap too large")
     return values
 
