@@ -6,8 +6,10 @@
 1. Sweep overhead: `--sweep-runs` short runs (LeNet-300-100 on digits, gmp-like cubic magnitude pruning, varied seed
    and target; 1a at batch 64, 0.06-0.2 s of training a run, depending on the machine; 1b the same at
    `--long-batch-size` 8, more steps an epoch; `--sweep-epochs` for longer runs) submitted to the real stack — a
-   private Redis, `prunescope api` and `--sweep-parallel` (2) `prunescope worker --queues cpu` — timed from the
-   first submit to the last run's `finished_at`; against the same configs as a bare script with the same parallelism
+   private Redis, `prunescope api` and `--sweep-parallel` (2) `prunescope worker --queues cpu` — as one sweep
+   (`POST /api/sweeps` of a seed × target grid, as the dashboard's Sweeps page submits it; `--sweep-submit runs`:
+   one `POST /api/runs` a run, as a script's loop would) — timed from the first submit to the last run's
+   `finished_at`; against the same configs as a bare script with the same parallelism
    (as many processes, each calling `worker.engine.training.run_training` in-process on its share), timed from the
    first process's start to the last one's end. With 2 on a 2-core machine the API shares the workers' cores;
    `--sweep-parallel 1` leaves it one. Both sides get OMP_NUM_THREADS=1 and pay the torch import inside their window
@@ -58,16 +60,26 @@ SWEEP_TAG = "system-cost-sweep"
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # two processes share 2 cores fairly
 
 
+TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
 def sweep_configs(count: int, epochs: int, batch_size: int = 64, tag: str = SWEEP_TAG) -> list[dict[str, Any]]:
-    """`count` short runs: same model and data, seeds and target sparsities varied as a sweep varies them."""
-    targets = (0.5, 0.6, 0.7, 0.8, 0.9)
+    """`count` short runs: same model and data, seeds and target sparsities varied as a sweep varies them (run i:
+    seed i // 5, the i % 5-th target, which is `sweep_grid`'s order)."""
     return [{"name": f"system-cost-{i}", "tags": [tag], "device": "cpu",
              "model": {"name": "lenet300_100"}, "dataset": {"name": "digits"},
-             "training": {"epochs": epochs, "batch_size": batch_size, "lr": 0.05, "seed": i},
-             "pruning": {"criterion": "magnitude", "target_sparsity": targets[i % len(targets)],
+             "training": {"epochs": epochs, "batch_size": batch_size, "lr": 0.05, "seed": i // len(TARGETS)},
+             "pruning": {"criterion": "magnitude", "target_sparsity": TARGETS[i % len(TARGETS)],
                          "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": max(1, epochs - 1),
                                       "every_steps": 5}}}
             for i in range(count)]
+
+
+def sweep_grid(count: int) -> dict[str, list[Any]] | None:
+    """The grid whose combinations are `sweep_configs(count)` (the last path varies fastest), when there is one."""
+    if count % len(TARGETS):
+        return None
+    return {"training.seed": list(range(count // len(TARGETS))), "pruning.target_sparsity": list(TARGETS)}
 
 
 def bare_shard(shard: int, shards: int, count: int, epochs: int, batch_size: int) -> None:
@@ -164,6 +176,11 @@ class Stack:
         services.stop(self.workers, timeout=30)
         self.workers = []
 
+    def submit_sweep(self, name: str, base: dict[str, Any], grid: dict[str, list[Any]]) -> None:
+        response = self.http.post("/api/sweeps", json={"name": name, "base": base, "grid": grid})
+        if response.status_code != 201:
+            raise SystemExit(f"sweep refused: {response.status_code} {response.text}")
+
     def submit(self, config: dict[str, Any]) -> int:
         response = self.http.post("/api/runs", json=config)
         if response.status_code != 201:
@@ -193,10 +210,12 @@ def utc_seconds(stamp: str) -> float:
 
 
 def stack_sweep(stack: Stack, count: int, epochs: int, batch_size: int = 64,
-                cpu: dict[str, float] | None = None) -> float:
+                cpu: dict[str, float] | None = None, submit: str = "runs") -> float:
     """Submit the sweep and wait until every run is completed; the seconds from the first submit to the last
     run's `finished_at` (the API's clock, which is this machine's). `cpu`, when given, receives each stack
-    process's CPU seconds from the first submit until the wait saw the sweep done.
+    process's CPU seconds from the first submit until the wait saw the sweep done. `submit`: "sweep", one
+    `POST /api/sweeps` of the grid (as the dashboard's Sweeps page submits one: every run in one transaction,
+    queued by one dispatcher tick), or "runs", one `POST /api/runs` each (a script's loop).
 
     The end is read from the runs, not from when the wait notices it, so the wait can poll slowly: a runs-list
     poll costs the API about 6 ms of CPU (every 0.1 s: 0.06 CPU-seconds a second, measured with idle workers,
@@ -205,10 +224,15 @@ def stack_sweep(stack: Stack, count: int, epochs: int, batch_size: int = 64,
     CPU-seconds a second)."""
     tag = f"{SWEEP_TAG}-{uuid.uuid4().hex[:8]}"  # this sweep's runs alone
     configs = sweep_configs(count, epochs, batch_size, tag)
+    grid = sweep_grid(count) if submit == "sweep" else None
     cpu_before = stack_cpu(stack)
     started = time.time()
-    for config in configs:
-        stack.submit(config)
+    if grid is not None:
+        base = {**configs[0], "name": "system-cost"}
+        stack.submit_sweep(tag, base, grid)
+    else:
+        for config in configs:
+            stack.submit(config)
     polls = 0
     while True:
         time.sleep(1.0)
@@ -227,7 +251,8 @@ def stack_sweep(stack: Stack, count: int, epochs: int, batch_size: int = 64,
 
 
 def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int, batch_size: int = 64,
-                parallel: int = 2) -> tuple[dict[str, float], float, dict[str, float], list[float], list[float]]:
+                parallel: int = 2, submit: str = "runs"
+                ) -> tuple[dict[str, float], float, dict[str, float], list[float], list[float]]:
     """Bare sweep, then stack sweep on freshly started workers, `repeats` times; the pair of the median ratio.
 
     Alternating pairs on fresh processes keep both sides equally cold and let a load spike from other
@@ -241,7 +266,7 @@ def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int, batch_size:
         print(f"pair {repeat}/{repeats}: the same through API, Redis and {parallel} workers ...", flush=True)
         stack.start_workers(parallel)
         cpu: dict[str, float] = {}
-        through = stack_sweep(stack, count, epochs, batch_size, cpu)
+        through = stack_sweep(stack, count, epochs, batch_size, cpu, submit)
         used = sum(cpu.values())
         print(f"   bare {bare['wall']:.1f} s, stack {through:.1f} s: {through / bare['wall']:.2f}x; CPU seconds "
               f"bare {bare['cpu']:.1f}, stack {used:.1f}: {used / bare['cpu']:.2f}x", flush=True)
@@ -291,6 +316,9 @@ def main() -> int:
     parser.add_argument("--sweep-epochs", type=int, default=4)
     parser.add_argument("--sweep-batch-size", type=int, default=64)
     parser.add_argument("--sweep-repeats", type=int, default=3, help="alternating bare/stack pairs")
+    parser.add_argument("--sweep-submit", choices=("sweep", "runs"), default="sweep",
+                        help="the stack's sweep as one POST /api/sweeps (a grid; when --sweep-runs is a multiple of "
+                             "5) or one POST /api/runs a run")
     parser.add_argument("--sweep-parallel", type=int, default=2,
                         help="bare processes on one side, workers on the other (1: a core left for the API)")
     parser.add_argument("--long-batch-size", type=int, default=8,
@@ -317,10 +345,13 @@ def main() -> int:
             if "sweep" in parts:
                 sizes = [args.sweep_batch_size] + ([args.long_batch_size] if args.long_batch_size else [])
                 results = [(size, *sweep_pairs(stack, args.sweep_runs, args.sweep_epochs, args.sweep_repeats, size,
-                                               args.sweep_parallel)) for size in sizes]
+                                               args.sweep_parallel, args.sweep_submit)) for size in sizes]
+                submitted = ("one POST /api/sweeps" if args.sweep_submit == "sweep" and sweep_grid(args.sweep_runs)
+                             else "one POST /api/runs a run")
                 for n, (size, bare, through, cpu, walls, cpus) in enumerate(results):
                     say([f"\n1{'ab'[n]}. sweep of {args.sweep_runs} runs x {args.sweep_epochs} epochs, batch {size} "
-                         f"(LeNet-300-100, digits), {args.sweep_parallel}-way parallel  (target ratio ≤ 1.10)",
+                         f"(LeNet-300-100, digits), {args.sweep_parallel}-way parallel, submitted as {submitted}  "
+                         "(target ratio ≤ 1.10)",
                          f"   bare script  {bare['wall']:7.1f} s  (importing torch and the engine "
                          f"{bare['import']:.1f} s; a first run {bare['first_run']:.2f} s, "
                          f"later runs {bare['run']:.2f} s p50)",
