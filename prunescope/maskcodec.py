@@ -14,8 +14,9 @@ import itertools
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -299,23 +300,21 @@ def _checked_size(snapshot: EncodedMask) -> int:
 
 def decode(snapshot: EncodedMask, previous: np.ndarray | None = None) -> np.ndarray:
     """The boolean mask a snapshot holds; a delta needs the previous epoch's mask (MaskDecodeError if wrong)."""
-    size = _checked_size(snapshot)
     if snapshot.encoding == KEY:
-        bits, end = _decode_stream(snapshot.data, 0, size)
-    else:
-        if previous is None or previous.shape != snapshot.shape:
-            raise MaskDecodeError("a delta snapshot needs the previous epoch's mask of the same shape")
+        bits, _ = _streams(snapshot, None, _decode_stream)
+        return bits.reshape(snapshot.shape)
+    base, before, kept = None, np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    if previous is not None and previous.shape == snapshot.shape:
         before = np.ascontiguousarray(previous, dtype=bool).ravel()
         kept = np.flatnonzero(before)
-        pruned, offset = _stream_positions(snapshot.data, 0, len(kept))
-        regrown, end = _stream_positions(snapshot.data, offset, size - len(kept))
-        bits = before.copy()
-        bits[kept[pruned]] = False
-        if len(regrown):
-            # The r-th weight pruned before sits after every kept weight with at most r pruned ones ahead of it.
-            bits[regrown + np.searchsorted(kept - np.arange(len(kept)), regrown, side="right")] = True
-    if end != len(snapshot.data):
-        raise MaskDecodeError("trailing bytes after the mask streams")
+        base = Kept(tuple(previous.shape), len(kept))
+    pruned, regrown = _streams(snapshot, base, _stream_positions)
+    assert regrown is not None  # a delta's second stream
+    bits = before.copy()
+    bits[kept[pruned]] = False
+    if len(regrown):
+        # The r-th weight pruned before sits after every kept weight with at most r pruned ones ahead of it.
+        bits[regrown + np.searchsorted(kept - np.arange(len(kept)), regrown, side="right")] = True
     return bits.reshape(snapshot.shape)
 
 
@@ -336,18 +335,33 @@ def check(snapshot: EncodedMask, previous: Kept | None = None) -> Kept:
     MaskDecodeError. A delta's streams are bounded by the previous mask's kept and pruned counts alone, so an
     API validates a report's deltas from the counts it kept, not from the masks (a few streams of a few bytes
     instead of boolean arrays over every layer)."""
-    size = _checked_size(snapshot)
+    first, second = _streams(snapshot, previous, _stream_count)
     if snapshot.encoding == KEY:
-        count, end = _stream_count(snapshot.data, 0, size)
+        return Kept(snapshot.shape, first)
+    assert previous is not None and second is not None  # _streams refused a delta without its base
+    return Kept(snapshot.shape, previous.count - first + second)
+
+
+Stream = TypeVar("Stream")
+
+
+def _streams(snapshot: EncodedMask, base: Kept | None,
+             read: Callable[[bytes, int, int], tuple[Stream, int]]) -> tuple[Stream, Stream | None]:
+    """A snapshot's streams through `read(data, offset, bits)`: a key frame's one stream of the mask's bits, or a
+    delta's two — which of `base`'s kept weights were pruned, which of its pruned ones regrown — checked as the
+    format requires (a known encoding and shape, a delta's base of the same shape, nothing after the streams)."""
+    size = _checked_size(snapshot)
+    second = None
+    if snapshot.encoding == KEY:
+        first, end = read(snapshot.data, 0, size)
     else:
-        if previous is None or previous.shape != snapshot.shape:
+        if base is None or base.shape != snapshot.shape:
             raise MaskDecodeError("a delta snapshot needs the previous epoch's mask of the same shape")
-        pruned, offset = _stream_count(snapshot.data, 0, previous.count)
-        regrown, end = _stream_count(snapshot.data, offset, size - previous.count)
-        count = previous.count - pruned + regrown
+        first, offset = read(snapshot.data, 0, base.count)
+        second, end = read(snapshot.data, offset, size - base.count)
     if end != len(snapshot.data):
         raise MaskDecodeError("trailing bytes after the mask streams")
-    return Kept(snapshot.shape, count)
+    return first, second
 
 
 class MaskEncoder:
