@@ -573,3 +573,20 @@ def test_reported_masks_keep_one_count_per_layer_within_their_bound() -> None:
     kept.forget(2)
     assert len(kept) == 1 and kept.get(3, "lease", "a", (1, 10, 7)) is not None
 
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 201, "fc\x00weight"])
+def test_a_bad_layer_name_beside_a_delta_is_a_422_on_both_databases(client: TestClient, bad: str) -> None:
+    # The delta's previous bytes are looked up by the report's layer names: a name the API refuses must be refused
+    # before it reaches a query (PostgreSQL cannot take a NUL in a text parameter: that was a 500).
+    run_id = submit(client, training={"epochs": 4})
+    start(client, run_id)
+    rng = np.random.default_rng(4)
+    first = rng.random((6, 16)) < 0.5
+    assert report(client, run_id, epoch_body(1, {"fc1.weight": maskcodec.encode(first).to_json()})).status_code == 200
+    second = first.copy()
+    second.flat[:3] ^= True
+    masks = {"fc1.weight": maskcodec.encode(second, first).to_json(), bad: maskcodec.encode(second).to_json()}
+    answer = report(client, run_id, epoch_body(2, masks))
+    assert answer.status_code == 422, answer.text
+    assert "mask layer names" in answer.text
