@@ -32,7 +32,7 @@ DESCRIPTIONS: dict[str, str] = {
     "gmp_99": "GMP to 99 % (ERK per layer, batch 64, weight decay 5e-4): the baseline rigl_99 and set_99 are "
               "measured against.",
     "rigl_99": "RigL at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 10 % "
-               "(cosine-decayed) regrow where the gradient is largest, until the ramp ends (epoch 15).",
+               "(cosine-decayed) regrow where the gradient is largest, until epoch 25 (ten epochs past the ramp).",
     "set_99": "SET at 99 % from a dense start: GMP's cubic ramp, and every 100 steps the weakest 10 % "
               "(cosine-decayed) regrow at random, until epoch 25 (ten epochs past the ramp).",
     "lenet5_99": "LeNet-5 at 99 % with DNS splicing (margin 0.1), 20 epochs, images shifted ≤ 2 px: the paper "
