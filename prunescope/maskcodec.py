@@ -14,7 +14,7 @@ import itertools
 import math
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -122,11 +122,16 @@ def _unvarint_vectorised(raw: bytes, limit: int) -> np.ndarray:
 
 def _unvarint_small(raw: bytes, limit: int) -> np.ndarray:
     """`_unvarint` in plain Python for a few bytes (a delta's streams), with the same checks in the same order."""
-    return np.array(_unvarint_list(raw, limit), dtype=np.int64)
+    values = _unvarint_list(raw, limit)
+    return np.fromiter(values, dtype=np.int64, count=len(values))
 
 
-def _unvarint_list(raw: bytes, limit: int) -> list[int]:
-    if raw and raw[-1] & 0x80:
+def _unvarint_list(raw: bytes, limit: int) -> Sequence[int]:
+    if not raw or max(raw) < 0x80:  # every value one byte (most deltas): the values are the bytes
+        if len(raw) > limit:
+            raise MaskDecodeError("gap stream holds more bits than the mask")
+        return raw
+    if raw[-1] & 0x80:
         raise MaskDecodeError("truncated gap stream")
     values: list[int] = []
     value = shift = widest = 0
@@ -230,10 +235,7 @@ def _stream_count(data: bytes, offset: int, count: int) -> tuple[int, int]:
         return (int.from_bytes(raw, "big") >> (8 * len(raw) - count)).bit_count(), end
     if len(raw) > 256:
         return len(_gap_positions(raw, count)), end
-    # A delta's few gaps: no arrays (numpy's per-call cost is the whole cost); one-byte gaps are the bytes.
-    gaps = raw if not raw or max(raw) < 0x80 else _unvarint_list(raw, count)
-    if len(gaps) > count:
-        raise MaskDecodeError("gap stream holds more bits than the mask")
+    gaps = _unvarint_list(raw, count)  # a delta's few gaps: no arrays (numpy's per-call cost is the whole cost)
     if gaps and sum(gaps) + len(gaps) > count:  # the last set bit, sum(gap + 1) - 1, is past the end
         raise MaskDecodeError("gap stream points past the end of the mask")
     return len(gaps), end
