@@ -6,7 +6,8 @@ Starts Redis and the API as `prunescope up` would (no workers), claims one run a
 `--epochs` reports of LeNet-300-100's three masks encoded as a worker encodes them (a key frame every 16 epochs,
 deltas between; 1 % of each mask flips an epoch). Prints the API's CPU milliseconds per report (from
 /proc, so the client's own work is not counted) and the client's wall milliseconds per report, overall and for
-key frames and the deltas early and late in their chains (a delta decodes against the previous epoch's mask).
+key frames and the deltas early and late in their chains (the API checks a delta against the kept count the
+previous report left, or, when it has none, by replaying the stored chain).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def main() -> None:
                 f"client wall p50 {1e3 * statistics.median(wall[e] for e in epochs):6.2f} ms")
 
     print(f"{args.epochs} reports of {args.model}'s masks ({', '.join(map(str, SHAPES[args.model].values()))})")
+
     def position(epoch: int) -> int:  # 1 is a key frame; 2..16 the deltas after it
         return (epoch - 1) % maskcodec.KEYFRAME_EVERY + 1
 
@@ -85,6 +87,7 @@ def main() -> None:
     print(line("key frames", [e for e in cpu if position(e) == 1]))
     print(line("deltas 2-8 of each chain", [e for e in cpu if 2 <= position(e) <= 8]))
     print(line("deltas 9-16 of each chain", [e for e in cpu if position(e) >= 9]))
+
 
 if __name__ == "__main__":
     main()
