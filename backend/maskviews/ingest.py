@@ -30,9 +30,7 @@ def snapshot_rows(session: Session, run_id: int, epochs: Sequence[tuple[int, Map
     each layer's newest count is kept (`ReportedMasks`) with the epoch, length and crc32 of its bytes, so the
     next report's deltas are checked against it: one query for the previous epoch's stored bytes instead of
     replaying up to 16 frames of each layer (a worker reports every epoch)."""
-    layers = {layer for _, masks in epochs for layer in masks}
-    if any(not 0 < len(layer) <= 200 or "\x00" in layer for layer in layers):  # before any query names them
-        raise Invalid("mask layer names are 1 to 200 characters, without NUL")
+    layers = {layer for _, masks in epochs for layer in masks}  # names the contract checked (`LayerName`)
     checked: dict[tuple[str, int], maskcodec.Kept] = {}
     reported = _Reported(session, run_id, lease, layers)
     newest: dict[str, tuple[int, bytes, maskcodec.Kept]] = {}  # per layer: its newest epoch in this call

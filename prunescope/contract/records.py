@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from prunescope.contract.config import NO_NUL
 
 MAX_DIM = 2**31 - 1  # one tensor dimension; larger shapes are refused as bad input
 MAX_LAYER_WEIGHTS = 2**31 - 1  # weights in one layer (a mask snapshot's declared size is bounded by settings)
 MAX_COUNT = 2**62  # non-zero / total weight counts, far inside SQL BIGINT
 MAX_LAYERS = 1000
 MAX_ATTEMPT = 2**31 - 1
+# A prunable layer's name, as in LayerStats and as a key of a report's masks (they are looked up by it).
+LayerName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class Record(BaseModel):
@@ -44,7 +48,7 @@ class WeightHistogram(Record):
 class LayerStats(Record):
     """One prunable layer at the end of an epoch."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")
+    name: LayerName
     shape: list[int] = Field(max_length=8, description="The weight tensor's shape")
     sparsity: float = Field(ge=0, le=1)
     pruned: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description="Weights pruned since the last epoch")

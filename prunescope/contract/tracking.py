@@ -12,7 +12,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from prunescope.contract.config import MAX_EPOCHS, NO_NUL, PruningConfig, Tag
-from prunescope.contract.records import MAX_LAYERS, EpochMetrics, LayerStats, MaskPayload, RunSummary
+from prunescope.contract.records import (
+    MAX_LAYERS,
+    EpochMetrics,
+    LayerName,
+    LayerStats,
+    MaskPayload,
+    RunSummary,
+)
 
 TRACKING_PREFIX = "/api/tracked-runs"
 LEASE_PATTERN = r"^[A-Za-z0-9_-]{32,64}$"
@@ -132,7 +139,7 @@ class TrackedEpoch(EpochMetrics):
     """One epoch a script logged: the record's columns, any other scalars, per-layer stats and masks."""
 
     layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
-    masks: dict[str, MaskPayload] = Field(default={}, max_length=MAX_LAYERS)
+    masks: dict[LayerName, MaskPayload] = Field(default={}, max_length=MAX_LAYERS)
     extra: dict[ScalarName, Scalar] = Field(default={}, max_length=MAX_EXTRA_SCALARS,
                                             description="Scalars that are not record columns, kept as logged")
 

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prunescope.contract.config import NO_NUL
 from prunescope.contract.queue import QueueName
-from prunescope.contract.records import MAX_LAYERS, EpochMetrics, LayerStats, MaskPayload, RunSummary
+from prunescope.contract.records import (
+    MAX_LAYERS,
+    EpochMetrics,
+    LayerName,
+    LayerStats,
+    MaskPayload,
+    RunSummary,
+)
 
 LEASE_HEADER = "X-Prunescope-Lease"
 WORKER_PREFIX = "/api/worker"
@@ -72,7 +79,7 @@ class EpochReport(EpochMetrics):
 
     worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
-    masks: dict[str, MaskPayload] = Field(default={}, max_length=MAX_LAYERS)
+    masks: dict[LayerName, MaskPayload] = Field(default={}, max_length=MAX_LAYERS)
 
 
 class ReportAck(BaseModel):

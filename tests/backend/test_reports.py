@@ -578,7 +578,8 @@ def test_reported_masks_keep_one_count_per_layer_within_their_bound() -> None:
 @pytest.mark.parametrize("bad", ["", "x" * 201, "fc\x00weight"])
 def test_a_bad_layer_name_beside_a_delta_is_a_422_on_both_databases(client: TestClient, bad: str) -> None:
     # The delta's previous bytes are looked up by the report's layer names: a name the API refuses must be refused
-    # before it reaches a query (PostgreSQL cannot take a NUL in a text parameter: that was a 500).
+    # before it reaches a query (PostgreSQL cannot take a NUL in a text parameter: that was a 500). The contract
+    # refuses it (`LayerName`, a key of `masks`), so the 422 names the field and nothing is written.
     run_id = submit(client, training={"epochs": 4})
     start(client, run_id)
     rng = np.random.default_rng(4)
@@ -589,4 +590,17 @@ def test_a_bad_layer_name_beside_a_delta_is_a_422_on_both_databases(client: Test
     masks = {"fc1.weight": maskcodec.encode(second, first).to_json(), bad: maskcodec.encode(second).to_json()}
     answer = report(client, run_id, epoch_body(2, masks))
     assert answer.status_code == 422, answer.text
-    assert "mask layer names" in answer.text
+    assert ["body", "masks", bad, "[key]"] in [problem["loc"] for problem in answer.json()["detail"]]
+    assert [e["epoch"] for e in client.get(f"/api/runs/{run_id}/epochs").json()["items"]] == [1]
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 201, "fc\x00weight"])
+def test_a_bad_mask_layer_name_in_a_tracked_batch_is_a_422_that_writes_nothing(client: TestClient, bad: str) -> None:
+    created = client.post("/api/tracked-runs", json={"name": "own-loop", "config": {"epochs": 2}}).json()
+    mask = maskcodec.encode(np.ones((2, 3), dtype=bool)).to_json()
+    epochs = [{"epoch": 1, "masks": {"fc1.weight": mask}}, {"epoch": 2, "masks": {bad: mask}}]
+    answer = client.post(f"/api/tracked-runs/{created['id']}/batch", json={"epochs": epochs},
+                         headers={"X-Prunescope-Lease": created["lease"]})
+    assert answer.status_code == 422, answer.text
+    assert ["body", "epochs", 1, "masks", bad, "[key]"] in [problem["loc"] for problem in answer.json()["detail"]]
+    assert client.get(f"/api/runs/{created['id']}/epochs").json()["items"] == []
