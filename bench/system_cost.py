@@ -63,23 +63,30 @@ ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # two processes share 2
 TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+def grid_shape(count: int) -> tuple[int, int]:
+    """(seeds, targets) with seeds x targets == count: as many of the 5 targets as divide `count` (a sweep's grid
+    is a full product), so any count is one sweep — 20 runs are 4 seeds x 5 targets, 7 runs 7 seeds x 1."""
+    targets = max(t for t in range(1, len(TARGETS) + 1) if count % t == 0)
+    return count // targets, targets
+
+
 def sweep_configs(count: int, epochs: int, batch_size: int = 64, tag: str = SWEEP_TAG) -> list[dict[str, Any]]:
     """`count` short runs: same model and data, seeds and target sparsities varied as a sweep varies them (run i:
-    seed i // 5, the i % 5-th target, which is `sweep_grid`'s order)."""
+    seed i // t, the (i % t)-th target, t from `grid_shape`, which is `sweep_grid`'s order)."""
+    targets = grid_shape(count)[1]
     return [{"name": f"system-cost-{i}", "tags": [tag], "device": "cpu",
              "model": {"name": "lenet300_100"}, "dataset": {"name": "digits"},
-             "training": {"epochs": epochs, "batch_size": batch_size, "lr": 0.05, "seed": i // len(TARGETS)},
-             "pruning": {"criterion": "magnitude", "target_sparsity": TARGETS[i % len(TARGETS)],
+             "training": {"epochs": epochs, "batch_size": batch_size, "lr": 0.05, "seed": i // targets},
+             "pruning": {"criterion": "magnitude", "target_sparsity": TARGETS[i % targets],
                          "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": max(1, epochs - 1),
                                       "every_steps": 5}}}
             for i in range(count)]
 
 
-def sweep_grid(count: int) -> dict[str, list[Any]] | None:
-    """The grid whose combinations are `sweep_configs(count)` (the last path varies fastest), when there is one."""
-    if count % len(TARGETS):
-        return None
-    return {"training.seed": list(range(count // len(TARGETS))), "pruning.target_sparsity": list(TARGETS)}
+def sweep_grid(count: int) -> dict[str, list[Any]]:
+    """The grid whose combinations, the last path varying fastest, are `sweep_configs(count)`."""
+    seeds, targets = grid_shape(count)
+    return {"training.seed": list(range(seeds)), "pruning.target_sparsity": list(TARGETS[:targets])}
 
 
 def bare_shard(shard: int, shards: int, count: int, epochs: int, batch_size: int) -> None:
@@ -346,8 +353,7 @@ def main() -> int:
                 sizes = [args.sweep_batch_size] + ([args.long_batch_size] if args.long_batch_size else [])
                 results = [(size, *sweep_pairs(stack, args.sweep_runs, args.sweep_epochs, args.sweep_repeats, size,
                                                args.sweep_parallel, args.sweep_submit)) for size in sizes]
-                submitted = ("one POST /api/sweeps" if args.sweep_submit == "sweep" and sweep_grid(args.sweep_runs)
-                             else "one POST /api/runs a run")
+                submitted = "one POST /api/sweeps" if args.sweep_submit == "sweep" else "one POST /api/runs a run"
                 for n, (size, bare, through, cpu, walls, cpus) in enumerate(results):
                     say([f"\n1{'ab'[n]}. sweep of {args.sweep_runs} runs x {args.sweep_epochs} epochs, batch {size} "
                          f"(LeNet-300-100, digits), {args.sweep_parallel}-way parallel, submitted as {submitted}  "
