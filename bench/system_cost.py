@@ -91,7 +91,7 @@ def sweep_grid(count: int) -> dict[str, list[Any]]:
 
 def bare_shard(shard: int, shards: int, count: int, epochs: int, batch_size: int) -> None:
     """One bare process: its share of the sweep, in-process, one after another; prints its window as JSON."""
-    began = time.time()  # before torch is imported: the worker pays that import inside its window too
+    began, cpu_began = time.time(), time.process_time()  # before torch is imported: a worker's window holds it too
     from prunescope.contract import parse_run_config
     from worker.engine.training import run_training
 
@@ -102,7 +102,8 @@ def bare_shard(shard: int, shards: int, count: int, epochs: int, batch_size: int
         started = time.perf_counter()
         run_training(parse_run_config(config), data_dir=data_dir, device="cpu")
         runs.append(time.perf_counter() - started)
-    print(json.dumps({"began": began, "imported": imported, "ended": time.time(), "runs": runs}))
+    print(json.dumps({"began": began, "imported": imported, "ended": time.time(), "runs": runs,
+                      "cpu": time.process_time() - cpu_began}))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -131,7 +132,9 @@ def bare_sweep(count: int, epochs: int, batch_size: int, shards: int = 2) -> dic
             raise SystemExit(f"a bare sweep process failed with exit code {proc.returncode}")
         windows.append(json.loads(out.decode().strip().splitlines()[-1]))
     return {"wall": max(w["ended"] for w in windows) - min(w["began"] for w in windows),
-            "cpu": children_cpu() - cpu_before,
+            # CPU inside each process's window, like the stack's: the processes' whole lives (`cpu_life`) also hold
+            # the interpreter's start, this script's imports and the exit, which the stack's window does not.
+            "cpu": sum(w["cpu"] for w in windows), "cpu_life": children_cpu() - cpu_before,
             "import": max(w["imported"] - w["began"] for w in windows),
             "first_run": statistics.median(w["runs"][0] for w in windows if w["runs"]),
             # Later runs: a process's first run also pays for scikit-learn's import and the data's first load.
@@ -276,7 +279,8 @@ def sweep_pairs(stack: Stack, count: int, epochs: int, repeats: int, batch_size:
         through = stack_sweep(stack, count, epochs, batch_size, cpu, submit)
         used = sum(cpu.values())
         print(f"   bare {bare['wall']:.1f} s, stack {through:.1f} s: {through / bare['wall']:.2f}x; CPU seconds "
-              f"bare {bare['cpu']:.1f}, stack {used:.1f}: {used / bare['cpu']:.2f}x", flush=True)
+              f"bare {bare['cpu']:.1f} (whole processes {bare['cpu_life']:.1f}), stack {used:.1f}: "
+              f"{used / bare['cpu']:.2f}x", flush=True)
         pairs.append((bare, through, cpu))
     walls = [through / bare["wall"] for bare, through, _ in pairs]
     cpus = [sum(cpu.values()) / bare["cpu"] for bare, _, cpu in pairs]
