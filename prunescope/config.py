@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         "A worker uploads a running run's checkpoint at most this often (0: after every epoch), so short epochs "
         "do not each pay an upload; a run resumed after a crash re-trains at most one epoch, or this many seconds "
         "of training when epochs are shorter. A clean hand-back always uploads the newest checkpoint."))
+    report_interval: float = Field(default=0.1, ge=0, le=60, description=(
+        "A worker sends a run's epoch reports at most this often (seconds): epochs that end faster wait and go "
+        "together, in one request and one transaction (0: each as soon as the one before it is delivered; reports "
+        "that pile up meanwhile still go together). A report never waits when the run ends or hands back."))
     redispatch_seconds: float = Field(default=120.0, gt=0, description="Requeue a queued run the broker lost.")
     max_attempts: int = Field(default=3, ge=1, description="Starts of one run before it ends failed.")
     dispatch_interval: float = Field(default=2.0, gt=0, description="How often the API retries queueing runs.")

@@ -15,6 +15,7 @@ from prunescope.contract.worker_api import (
     LEASE_HEADER,
     ArtifactName,
     EpochReport,
+    EpochReports,
     FinishReport,
     Heartbeat,
     ReportAck,
@@ -93,6 +94,16 @@ class WorkerApi:
                      stop: Callable[[], bool] = _never) -> ReportAck:
         response = self.request("POST", WorkerPaths.epochs(run_id), retry_for=retry_for, lease=lease, stop=stop,
                                 content=report.model_dump_json(), headers={"Content-Type": "application/json"})
+        return ReportAck.model_validate_json(response.content)
+
+    def report_epochs(self, run_id: int, lease: str, reports: list[EpochReport], *, retry_for: float,
+                      stop: Callable[[], bool] = _never) -> ReportAck:
+        """Several epochs in one request and one transaction (one epoch goes as a plain report)."""
+        if len(reports) == 1:
+            return self.report_epoch(run_id, lease, reports[0], retry_for=retry_for, stop=stop)
+        response = self.request("POST", WorkerPaths.epoch_batch(run_id), retry_for=retry_for, lease=lease, stop=stop,
+                                content=EpochReports(epochs=reports).model_dump_json(),
+                                headers={"Content-Type": "application/json"})
         return ReportAck.model_validate_json(response.content)
 
     def finish(self, run_id: int, lease: str, report: FinishReport, *, retry_for: float) -> None:

@@ -22,6 +22,8 @@ log = logging.getLogger("prunescope.worker.reporter")
 
 Deliver = Callable[[Callable[[], bool]], None]
 """Sends one report; gets a `stop()` to poll while it retries (true once the outbox is aborted)."""
+Label = str | Callable[[], str]
+"""What an item delivers, for a failure's message; a callable is asked when the failure happens."""
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Failure:
 
 @dataclass
 class _Item:
-    what: str
+    what: Label
     deliver: Deliver
     key: str | None = None  # items with the same key replace each other while waiting (latest checkpoint)
     spool: Path | None = field(default=None, repr=False)  # removed once delivered or dropped
@@ -57,12 +59,13 @@ class Reporter:
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._busy = False
+        self._flushing = 0  # callers waiting in `flush`: a lingering delivery goes at once
         self._closed = False
         self._aborted = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def send(self, what: str, deliver: Deliver, *, key: str | None = None, spool: Path | None = None) -> None:
+    def send(self, what: Label, deliver: Deliver, *, key: str | None = None, spool: Path | None = None) -> None:
         """Queue a delivery; with `key`, a queued delivery of the same key that has not started is dropped."""
         item = _Item(what, deliver, key, spool)
         with self._cond:
@@ -84,12 +87,27 @@ class Reporter:
         """Wait until every queued report is delivered (or the outbox stopped); False after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._items or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
+            self._flushing += 1
+            self._cond.notify_all()  # wakes a lingering delivery
+            try:
+                while self._items or self._busy:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            finally:
+                self._flushing -= 1
         return True
+
+    def linger(self, until: float) -> None:
+        """For a delivery: wait until the monotonic time `until` (to take what is queued by then along), unless
+        a caller is flushing or the outbox is aborted or closed: then return at once."""
+        with self._cond:
+            while not (self._flushing or self._closed or self._aborted.is_set()):
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
 
     def abort(self) -> None:
         """Stop delivering: a delivery in progress stops retrying, queued ones are dropped."""
@@ -103,6 +121,10 @@ class Reporter:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=timeout)
+
+    @staticmethod
+    def _label(item: _Item) -> str:
+        return item.what() if callable(item.what) else item.what
 
     def _drop_all(self) -> None:
         with self._cond:
@@ -132,9 +154,9 @@ class Reporter:
             item.deliver(self._aborted.is_set)
             return
         except ApiRefused as exc:
-            failure = Failure(item.what, str(exc), superseded=exc.superseded)
+            failure = Failure(self._label(item), str(exc), superseded=exc.superseded)
         except Exception as exc:  # ApiUnreachable after its bound, a missing spool file, a bug: all end the run
-            failure = Failure(item.what, f"{type(exc).__name__}: {exc}")
+            failure = Failure(self._label(item), f"{type(exc).__name__}: {exc}")
         if self._aborted.is_set() and self.failure is None and not failure.superseded:
             return  # aborted on purpose (shutdown): nothing failed
         log.error("report stopped: %s", failure)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -16,7 +18,14 @@ from pydantic import ValidationError
 from prunescope import maskcodec
 from prunescope.config import Settings
 from prunescope.contract import EpochRecord, RunConfig, RunSummary, WorkerOutcome, parse_run_config
-from prunescope.contract.worker_api import ArtifactName, EpochReport, FinishReport, ReportAck, StartResponse
+from prunescope.contract.worker_api import (
+    MAX_REPORT_BATCH,
+    ArtifactName,
+    EpochReport,
+    FinishReport,
+    ReportAck,
+    StartResponse,
+)
 from worker.api_client import ApiRefused, ApiUnreachable, WorkerApi
 from worker.engine.checkpoint_slot import CheckpointSlot
 from worker.heartbeat import SHUTDOWN, ActiveRun, WorkerIdentity, WorkerState
@@ -60,6 +69,7 @@ class RunSession:
         self.active: ActiveRun | None = None
         self.reporter: Reporter | None = None
         self.last_reported_epoch = 0
+        self.batch = ReportBatch()  # reports waiting for the delivery that will take them
         self.uploads = 0
         self.clock: Callable[[], float] = time.monotonic
         self.checkpoint_uploaded_at = self.clock()  # the claim: no checkpoint is due before an interval's training
@@ -155,13 +165,25 @@ class RunSession:
         # The API, not the worker, says which attempt trained the epoch; other record fields are not reports'.
         fields = record.model_dump(include=set(EpochReport.model_fields) - {"worker", "masks"})
         report = EpochReport(**fields, worker=self.identity.name, masks=self.encoder.encode(record.epoch, masks))
-        lease, retry_for = active.lease, self.settings.report_retry_seconds
+        self.last_reported_epoch = record.epoch
+        if self.batch.add(report):
+            return  # a queued delivery takes it along
+        lease, retry_for, interval = active.lease, self.settings.report_retry_seconds, self.settings.report_interval
+        label = [f"epoch {record.epoch} report"]
 
         def deliver(stop: Callable[[], bool]) -> None:
-            self._on_ack(self.api.report_epoch(self.run_id, lease, report, retry_for=retry_for, stop=stop))
+            # At most one report request per `interval`: epochs that end meanwhile join this one (a flush, the
+            # run's end or a hand-back, sends at once). Everything waiting goes, in epoch order, before this item
+            # ends, so nothing queued after it (a checkpoint) can overtake a report.
+            reporter.linger(self.batch.sent_at + interval)
+            while taken := self.batch.take():
+                label[0] = describe(taken)
+                self._on_ack(self.api.report_epochs(self.run_id, lease, taken, retry_for=retry_for, stop=stop))
+                self.batch.sent_at = time.monotonic()
+                if self.batch.waiting:  # epochs that ended while this batch was sent: they wait their turn too
+                    reporter.linger(self.batch.sent_at + interval)
 
-        reporter.send(f"epoch {record.epoch} report", deliver)
-        self.last_reported_epoch = record.epoch
+        reporter.send(lambda: label[0], deliver)
 
     def _checkpoint_due(self) -> bool:
         """At most one checkpoint upload per `checkpoint_seconds` of training (every epoch when it is 0)."""
@@ -238,6 +260,48 @@ class RunSession:
             if time.monotonic() > deadline:
                 return False
         return True
+
+
+def describe(reports: list[EpochReport]) -> str:
+    first, last = reports[0].epoch, reports[-1].epoch
+    return f"epoch {first} report" if first == last else f"epochs {first}-{last} reports"
+
+
+class ReportBatch:
+    """Epoch reports not yet taken by a delivery, and when the last were sent. `add` says whether a delivery is
+    already queued to take the report; `take` hands it the next batch (bounded in count and mask bytes), and
+    the empty list once nothing waits, which makes the next `add` queue a new delivery."""
+
+    MAX_MASK_BYTES = 64 * 1024 * 1024  # of base64 mask data in one request (the API takes up to max_report_bytes)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[EpochReport, int]] = []
+        self._collecting = False  # a queued delivery will take what waits
+        self.sent_at = -math.inf
+
+    def add(self, report: EpochReport) -> bool:
+        size = sum(len(mask.data) for mask in report.masks.values())
+        with self._lock:
+            self._waiting.append((report, size))
+            joined, self._collecting = self._collecting, True
+            return joined
+
+    @property
+    def waiting(self) -> bool:
+        with self._lock:
+            return bool(self._waiting)
+
+    def take(self) -> list[EpochReport]:
+        with self._lock:
+            count, size = 0, 0
+            for _, bytes_ in self._waiting:
+                if count and (count == MAX_REPORT_BATCH or size + bytes_ > self.MAX_MASK_BYTES):
+                    break
+                count, size = count + 1, size + bytes_
+            taken, self._waiting = self._waiting[:count], self._waiting[count:]
+            self._collecting = bool(taken)
+            return [report for report, _ in taken]
 
 
 def execute_run(run_id: int, settings: Settings, identity: WorkerIdentity, state: WorkerState,

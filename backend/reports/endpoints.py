@@ -26,7 +26,15 @@ from backend.deps import (
 from backend.errors import AppError, NotFound
 from backend.reports import service
 from backend.reports.bodies import ValidatedBodyRoute
-from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartRequest, StartResponse
+from backend.reports.schemas import (
+    EpochReport,
+    EpochReports,
+    FinishReport,
+    Heartbeat,
+    ReportAck,
+    StartRequest,
+    StartResponse,
+)
 from backend.runs import service as runs_service
 from backend.runs.schemas import RunId
 from backend.tables import Run
@@ -72,6 +80,16 @@ async def report_epoch(run_id: RunId, body: EpochReport, db: DatabaseDep, hub: H
     # One trip to the thread pool for the whole transaction (the database must not block the event loop); the
     # run's live streams wake once it has committed.
     ack = await run_in_threadpool(service.record_epoch, db, run_id, body, lease)
+    hub.notify(run_id)
+    return ack
+
+
+@router.post("/runs/{run_id}/epochs/batch", response_model=ReportAck)
+async def report_epochs(run_id: RunId, body: EpochReports, db: DatabaseDep, hub: HubDep,
+                        lease: LeaseDep = None) -> ReportAck:
+    """Record several epochs in one transaction, all or none (idempotent on run and epoch): what a worker sends
+    when its epochs end faster than its `report_interval`."""
+    ack = await run_in_threadpool(service.record_epochs, db, run_id, body.epochs, lease)
     hub.notify(run_id)
     return ack
 

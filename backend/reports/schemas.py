@@ -2,6 +2,7 @@
 
 from prunescope.contract.worker_api import (
     EpochReport,
+    EpochReports,
     FinishReport,
     Heartbeat,
     ReportAck,
@@ -9,4 +10,4 @@ from prunescope.contract.worker_api import (
     StartResponse,
 )
 
-__all__ = ["EpochReport", "FinishReport", "Heartbeat", "ReportAck", "StartRequest", "StartResponse"]
+__all__ = ["EpochReport", "EpochReports", "FinishReport", "Heartbeat", "ReportAck", "StartRequest", "StartResponse"]

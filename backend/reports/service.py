@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -87,39 +88,51 @@ UPDATE_RUN = update(Run).where(Run.id == bindparam("rid"))
 
 
 def record_epoch(db: Database, run_id: int, report: EpochReport, lease: str | None) -> ReportAck:
-    """Store an epoch and its mask snapshots in one transaction; a repeated epoch replaces the earlier one.
+    """Store an epoch and its mask snapshots in one transaction; a repeated epoch replaces the earlier one."""
+    return record_epochs(db, run_id, [report], lease)
 
-    Core statements on one connection, no ORM session: the run's state is one narrow row, and the epoch, its
-    snapshots, the run's progress and the `epoch` event are a handful of statements (a worker reports every
-    epoch, and a report costs a few milliseconds end to end). The caller wakes the run's live streams after this
-    returns (the commit)."""
+
+def record_epochs(db: Database, run_id: int, reports: Sequence[EpochReport], lease: str | None) -> ReportAck:
+    """Store epochs and their mask snapshots in one transaction, all or none; a repeated epoch replaces the
+    earlier one (within the call, the last copy wins). Each epoch gets its `epoch` event.
+
+    Core statements on one connection, no ORM session: the run's state is one narrow row, and the epochs, their
+    snapshots, the run's progress and the events are a handful of statements (a worker reports every epoch, or
+    every `report_interval` when epochs are shorter, and a report costs a few milliseconds end to end). The
+    caller wakes the run's live streams after this returns (the commit)."""
+    ordered = sorted({report.epoch: report for report in reports}.values(), key=lambda report: report.epoch)
     with db.write_connection() as conn:
         run = conn.execute(REPORT_STATE, {"rid": run_id}).one_or_none()
         if run is None:
             raise NotFound(f"run {run_id} not found")
         check_lease(run, lease)
-        if report.epoch > run.epochs_total:
-            raise Invalid(f"epoch {report.epoch} is past the run's {run.epochs_total} epochs")
+        past = next((report.epoch for report in ordered if report.epoch > run.epochs_total), None)
+        if past is not None:
+            raise Invalid(f"epoch {past} is past the run's {run.epochs_total} epochs")
         snapshots: list[dict[str, Any]] = []
-        if report.masks:
-            with Session(bind=conn) as session:  # deltas decode against the stored masks, in this transaction
-                snapshots = snapshot_rows(session, run_id, [(report.epoch, report.masks)], lease)
-        key = {"rid": run_id, "n": report.epoch}
-        if conn.execute(DELETE_EPOCH, key).rowcount:
-            # A replayed epoch: its snapshots go too (they are only ever stored with their epoch's row).
-            conn.execute(DELETE_SNAPSHOTS, key)
+        if any(report.masks for report in ordered):
+            with Session(bind=conn) as session:  # deltas are checked against the stored masks, in this transaction
+                snapshots = snapshot_rows(session, run_id, [(r.epoch, r.masks) for r in ordered if r.masks], lease)
+        for report in ordered:
+            key = {"rid": run_id, "n": report.epoch}
+            if conn.execute(DELETE_EPOCH, key).rowcount:
+                # A replayed epoch: its snapshots go too (they are only ever stored with their epoch's row).
+                conn.execute(DELETE_SNAPSHOTS, key)
         now = utcnow()
-        record = {**report.model_dump(exclude={"worker", "masks"}), "attempt": run.attempts}
-        conn.execute(INSERT_EPOCH, [{**record, "run_id": run_id, "recorded_at": now}])
+        records = [{**report.model_dump(exclude={"worker", "masks"}), "attempt": run.attempts} for report in ordered]
+        conn.execute(INSERT_EPOCH, [{**record, "run_id": run_id, "recorded_at": now} for record in records])
         if snapshots:
             conn.execute(INSERT_SNAPSHOTS, snapshots)
         progress: dict[str, Any] = {"rid": run_id, "last_heartbeat_at": now}
-        if report.epoch >= run.epochs_done:
-            progress.update(epochs_done=report.epoch, sparsity=report.sparsity, test_acc=report.test_acc)
-        if report.test_acc is not None and (run.best_test_acc is None or report.test_acc > run.best_test_acc):
-            progress["best_test_acc"] = report.test_acc
+        newest = ordered[-1]
+        if newest.epoch >= run.epochs_done:
+            progress.update(epochs_done=newest.epoch, sparsity=newest.sparsity, test_acc=newest.test_acc)
+        best = max((r.test_acc for r in ordered if r.test_acc is not None), default=None)
+        if best is not None and (run.best_test_acc is None or best > run.best_test_acc):
+            progress["best_test_acc"] = best
         conn.execute(UPDATE_RUN, progress)
-        conn.execute(INSERT_EVENT, [{"run_id": run_id, "kind": "epoch", "data": record, "created_at": now}])
+        conn.execute(INSERT_EVENT, [{"run_id": run_id, "kind": "epoch", "data": record, "created_at": now}
+                                    for record in records])
     cancel = bool(run.cancel_requested)
     return ReportAck(cancel=cancel, reason="cancel requested" if cancel else None)
 

@@ -25,6 +25,7 @@ LEASE_HEADER = "X-Prunescope-Lease"
 WORKER_PREFIX = "/api/worker"
 ArtifactName = Literal["checkpoint.pt", "model.pt"]
 MAX_RUN_ID = 2**31 - 1
+MAX_REPORT_BATCH = 256  # epoch reports in one batch request
 
 
 class WorkerPaths:
@@ -43,6 +44,10 @@ class WorkerPaths:
     @classmethod
     def epochs(cls, run_id: int) -> str:
         return f"{cls.run(run_id)}/epochs"
+
+    @classmethod
+    def epoch_batch(cls, run_id: int) -> str:
+        return f"{cls.epochs(run_id)}/batch"
 
     @classmethod
     def finish(cls, run_id: int) -> str:
@@ -80,6 +85,14 @@ class EpochReport(EpochMetrics):
     worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
     masks: dict[LayerName, MaskPayload] = Field(default={}, max_length=MAX_LAYERS)
+
+
+class EpochReports(BaseModel):
+    """Several epochs' reports, recorded in one transaction: a worker whose epochs end faster than its
+    `report_interval` sends those that waited together (in epoch order; a delta may follow its base here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: list[EpochReport] = Field(min_length=1, max_length=MAX_REPORT_BATCH)
 
 
 class ReportAck(BaseModel):

@@ -604,3 +604,102 @@ def test_a_bad_mask_layer_name_in_a_tracked_batch_is_a_422_that_writes_nothing(c
     assert answer.status_code == 422, answer.text
     assert ["body", "epochs", 1, "masks", bad, "[key]"] in [problem["loc"] for problem in answer.json()["detail"]]
     assert client.get(f"/api/runs/{created['id']}/epochs").json()["items"] == []
+
+
+def batch(client: TestClient, run_id: int, bodies: list[dict[str, Any]], lease: str | None = None) -> Any:
+    return client.post(f"/api/worker/runs/{run_id}/epochs/batch", json={"epochs": bodies},
+                       headers=leased(run_id, lease))
+
+
+def chained_masks(epochs: int, seed: int = 7) -> list[np.ndarray]:
+    """A layer's masks over `epochs` epochs, a few weights flipping each epoch."""
+    rng = np.random.default_rng(seed)
+    masks = [rng.random((6, 16)) < 0.5]
+    for _ in range(epochs - 1):
+        nxt = masks[-1].copy()
+        nxt.flat[rng.choice(nxt.size, 3, replace=False)] ^= True
+        masks.append(nxt)
+    return masks
+
+
+def epoch_events(client: TestClient, run_id: int) -> list[int]:
+    from sqlalchemy import select
+
+    from backend.tables import RunEvent
+
+    with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        return [data["epoch"] for data in session.scalars(
+            select(RunEvent.data).where(RunEvent.run_id == run_id, RunEvent.kind == "epoch").order_by(RunEvent.id))]
+
+
+def test_a_batch_records_every_epoch_with_chained_deltas_in_one_request(client: TestClient) -> None:
+    run_id = submit(client, training={"epochs": 6})
+    start(client, run_id)
+    masks = chained_masks(6)
+    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
+              for e in range(1, 5)]  # a key frame, then deltas each against the epoch before it in this batch
+    answer = batch(client, run_id, bodies[::-1])  # any order: stored in epoch order
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cancel"] is False
+    assert [e["epoch"] for e in client.get(f"/api/runs/{run_id}/epochs").json()["items"]] == [1, 2, 3, 4]
+    assert epoch_events(client, run_id) == [1, 2, 3, 4]  # live streams get every epoch
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["epochs_done"] == 4 and run["test_acc"] == pytest.approx(0.9)  # the newest epoch's
+    for epoch in (1, 4):
+        grid = client.get(f"/api/runs/{run_id}/masks/fc1.weight", params={"epoch": epoch}).json()
+        assert np.array_equal(np.array(grid["density"]) == 1.0, masks[epoch - 1])
+    # A plain report after the batch: its delta is checked against the batch's last epoch.
+    fifth = epoch_body(5, {"fc1.weight": maskcodec.encode(masks[4], masks[3]).to_json()})
+    assert report(client, run_id, fifth).status_code == 200
+    grid = client.get(f"/api/runs/{run_id}/masks/fc1.weight", params={"epoch": 5}).json()
+    assert np.array_equal(np.array(grid["density"]) == 1.0, masks[4])
+
+
+def test_a_batch_keeps_the_last_copy_of_an_epoch_and_replaces_a_stored_one(client: TestClient) -> None:
+    run_id = submit(client, training={"epochs": 4})
+    start(client, run_id)
+    assert report(client, run_id, epoch_body(1, train_loss=9.0)).status_code == 200
+    answer = batch(client, run_id, [epoch_body(1, train_loss=0.5), epoch_body(2, train_loss=0.7),
+                                    epoch_body(2, train_loss=0.25)])
+    assert answer.status_code == 200, answer.text
+    items = client.get(f"/api/runs/{run_id}/epochs").json()["items"]
+    assert [(e["epoch"], e["train_loss"]) for e in items] == [(1, 0.5), (2, 0.25)]
+
+
+@pytest.mark.parametrize("fault", ["past the end", "bad delta", "stale lease"])
+def test_a_batch_is_recorded_all_or_none(client: TestClient, fault: str) -> None:
+    run_id = submit(client, training={"epochs": 3})
+    first_lease = start(client, run_id)["lease"]
+    masks = chained_masks(3)
+    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
+              for e in range(1, 4)]
+    expected = 422
+    if fault == "past the end":
+        bodies.append(epoch_body(4))
+    elif fault == "bad delta":
+        bodies[2]["masks"]["fc1.weight"] = maskcodec.encode(masks[2], ~masks[1]).to_json()  # against another base
+    else:
+        with client.app.state.db.writing() as session:  # type: ignore[attr-defined]
+            session.get(Run, run_id).lease = "another attempt's"
+        expected = 409
+    answer = batch(client, run_id, bodies, lease=first_lease)
+    assert answer.status_code == expected, answer.text
+    if fault == "past the end":
+        assert "epoch 4 is past the run's 3 epochs" in answer.text
+    assert client.get(f"/api/runs/{run_id}/epochs").json()["items"] == []
+    assert epoch_events(client, run_id) == []
+    assert client.get(f"/api/runs/{run_id}").json()["epochs_done"] == 0
+
+
+def test_a_batch_needs_one_to_max_reports_and_answers_a_cancel(client: TestClient) -> None:
+    from prunescope.contract.worker_api import MAX_REPORT_BATCH
+
+    run_id = submit(client, training={"epochs": 3})
+    start(client, run_id)
+    assert batch(client, run_id, []).status_code == 422
+    too_many = batch(client, run_id, [epoch_body(1)] * (MAX_REPORT_BATCH + 1))
+    assert too_many.status_code == 422 and "epochs" in too_many.text
+    assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    answer = batch(client, run_id, [epoch_body(1), epoch_body(2)])
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"cancel": True, "reason": "cancel requested"}

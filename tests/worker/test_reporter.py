@@ -146,3 +146,40 @@ def test_a_missing_artifact_downloads_as_false(tmp_path: Path) -> None:
     ok = mock_api(lambda request: httpx.Response(200, content=b"weights"))
     assert ok.download(1, "L", "checkpoint.pt", tmp_path / "c.pt", retry_for=1) is True
     assert (tmp_path / "c.pt").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("ending", ["flush", "abort", "close"])
+def test_a_lingering_delivery_goes_at_once_when_flushed_aborted_or_closed(ending: str) -> None:
+    seen, on_failure = failures()
+    reporter = Reporter(on_failure=on_failure)
+    lingering, done = threading.Event(), threading.Event()
+
+    def deliver(stop: Callable[[], bool]) -> None:
+        lingering.set()
+        reporter.linger(time.monotonic() + 3600)  # a report interval of an hour
+        done.set()
+
+    reporter.send("epoch reports", deliver)
+    assert lingering.wait(5)
+    if ending == "flush":
+        assert reporter.flush(timeout=30)  # without the wake-up this would wait out the hour, and fail after 30 s
+    else:
+        getattr(reporter, ending)()
+    assert done.wait(30)
+    reporter.close()
+    assert seen == []
+
+
+def test_a_failure_names_what_a_callable_label_says_when_it_happens() -> None:
+    seen, on_failure = failures()
+    reporter = Reporter(on_failure=on_failure)
+    label = ["epoch 1 report"]
+
+    def refused(stop: Callable[[], bool]) -> None:
+        label[0] = "epochs 2-5 reports"
+        raise ApiRefused(422, "epoch 5 is past the run's 4 epochs")
+
+    reporter.send(lambda: label[0], refused)
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    assert [str(f) for f in seen] == ["epochs 2-5 reports: HTTP 422: epoch 5 is past the run's 4 epochs"]

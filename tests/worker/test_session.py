@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,7 +190,10 @@ def test_a_report_the_api_refuses_ends_the_run_failed_with_the_reason(harness: H
     assert s.run() == WorkerOutcome.FAILED
     run = harness.run(run_id)
     assert run["status"] == "failed"
-    assert "epoch 3 report" in run["error"] and "422" in run["error"], run["error"]
+    # The fake's epochs end at once, so epoch 3 goes with the reports that waited beside it (all or none); the
+    # error names the request's epochs and the API's reason.
+    assert re.search(r"epochs? [1-3](-4)? reports?: HTTP 422", run["error"]), run["error"]
+    assert "epoch 3 is past the run's 2 epochs" in run["error"], run["error"]
     assert not s.workdir.exists()
 
 
@@ -232,3 +237,62 @@ def test_mask_stream_uses_deltas_between_key_frames() -> None:
     mask = np.ones((3, 3), dtype=bool)
     kinds = [encoder.encode(epoch, {"w": mask})["w"]["encoding"] for epoch in range(1, maskcodec.KEYFRAME_EVERY + 3)]
     assert kinds[0] == "key" and kinds[1] == "delta" and kinds[maskcodec.KEYFRAME_EVERY] == "key"
+
+
+def test_epochs_that_end_within_the_report_interval_go_together_and_the_end_does_not_wait(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness.settings.report_interval = 3600  # an hour: only the run's end sends what waits
+    run_id = harness.submit(epochs=10)
+    posts: list[str] = []
+    request = harness.api.request
+
+    def counted(method: str, path: str, **kwargs: Any) -> Any:
+        if "/epochs" in path:
+            posts.append(path.rsplit("/", 1)[-1])
+        return request(method, path, **kwargs)
+
+    monkeypatch.setattr(harness.api, "request", counted)
+    # Epochs 30 ms apart: far longer than an in-process report takes, so without the interval each would go alone.
+    s = session(harness, run_id, FakeTrainer(during=lambda epoch: time.sleep(0.03)))
+    assert s.run() == WorkerOutcome.COMPLETED
+    # Epoch 1 goes at once (nothing was sent before it); the rest wait for the interval, cut short by the end.
+    assert posts[-1] == "batch" and len(posts) <= 2, posts
+    assert [e["epoch"] for e in harness.epochs(run_id)] == list(range(1, 11))
+    for epoch in (1, 2, 10):  # deltas chained through the batch decode to the trainer's masks
+        grid = harness.client.get(f"/api/runs/{run_id}/masks/fc.weight", params={"epoch": epoch}).json()
+        expected = np.random.default_rng(epoch).random(MASK_SHAPE) < 0.5
+        assert np.array_equal(np.array(grid["density"]) == 1.0, expected)
+
+
+def test_a_report_batch_is_bounded_in_count_and_mask_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prunescope.contract.worker_api import MAX_REPORT_BATCH, EpochReport
+    from worker.runner import ReportBatch
+
+    def report(epoch: int, size: int = 0) -> EpochReport:
+        masks = {"w": {"shape": [1], "encoding": "key", "data": "A" * size}} if size else {}
+        return EpochReport(worker="w", epoch=epoch, masks=masks)
+
+    waiting = ReportBatch()
+    assert waiting.add(report(1)) is False  # the first queues a delivery
+    assert all(waiting.add(report(e)) for e in range(2, MAX_REPORT_BATCH + 3))  # the rest join it
+    assert [len(waiting.take()) for _ in range(3)] == [MAX_REPORT_BATCH, 2, 0]
+    assert waiting.add(report(1)) is False  # once `take` found nothing, the next report queues a new delivery
+    waiting.take()
+    waiting.take()
+    monkeypatch.setattr(ReportBatch, "MAX_MASK_BYTES", 100)
+    for epoch, size in enumerate([60, 30, 20, 150, 10], start=1):
+        waiting.add(report(epoch, size))
+    assert [[r.epoch for r in waiting.take()] for _ in range(4)] == [[1, 2], [3], [4], [5]]  # an oversized one alone
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "61", "soon"])
+def test_a_report_interval_outside_0_to_60_seconds_is_refused(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    from pydantic import ValidationError
+
+    from prunescope.config import Settings
+
+    monkeypatch.setenv("PRUNESCOPE_REPORT_INTERVAL", bad)
+    with pytest.raises(ValidationError, match="report_interval"):
+        Settings()
+    monkeypatch.setenv("PRUNESCOPE_REPORT_INTERVAL", "0")
+    assert Settings().report_interval == 0
