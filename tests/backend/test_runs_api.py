@@ -142,3 +142,7 @@ def test_openapi_documents_every_contract_path(client: TestClient) -> None:
     for path in ("/api/health", "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/cancel",
                  "/api/runs/{run_id}/epochs", "/api/runs/{run_id}/events", "/api/workers"):
         assert path in paths
+    from prunescope.contract.worker_api import WorkerPaths
+
+    for worker_path in (WorkerPaths.start, WorkerPaths.epochs, WorkerPaths.epoch_batch, WorkerPaths.finish):
+        assert worker_path(1).replace("/1/", "/{run_id}/") in paths  # the paths workers call are the API's
