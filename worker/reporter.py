@@ -3,7 +3,8 @@
 Training never waits for the API: `send` queues. Deliveries happen in order (a delta mask needs the epoch
 before it), each retried for a bounded time. A definite refusal, an exhausted retry or any unexpected error
 stops the outbox, drops what is left and is reported once through `on_failure`: the thread never dies
-silently and `flush` never waits without a bound.
+silently and `flush` never waits without a bound. A delivery may `linger` (a run's epoch reports wait out the
+report interval, to go together); a flush, an abort or a close ends the wait at once.
 """
 
 from __future__ import annotations
