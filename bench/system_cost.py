@@ -18,6 +18,9 @@
    seconds each side used in its window (the bare processes; the API, the workers and Redis), which other jobs on a
    shared machine disturb far less than wall time. The stack's CPU window ends when a poll of the sweep's completed
    runs (once a second: each poll costs the API ~6 ms of CPU, which the bare side never pays) sees them all.
+1c. `--parts fast`: one run of `--fast-epochs` (300) one-step epochs of 8-9 ms, `--fast-repeats` times through
+   the stack on one warm worker against the same run in a bare process, with the report requests the API logged
+   for each (a worker sends epoch reports at most once per PRUNESCOPE_REPORT_INTERVAL: faster epochs go together).
 2. Submit → first epoch: on the idle, warm stack, 5 runs one after another; POST /api/runs until the first
    `epoch` event on the run's SSE stream, beside the training time of that epoch (its `epoch_seconds`).
 3. `--clients` concurrent SSE clients on one run: the workers are stopped, a simulated worker claims the
@@ -28,7 +31,7 @@
    p50/p95 of three queries, and the API's resident memory at that size (bench/system_runslist.py).
    Target: p95 ≤ 50 ms.
 
-Prints tables only (no assertions). `--parts sweep,first,sse,list` picks parts.
+Prints tables only (no assertions). `--parts sweep,fast,first,sse,list` picks parts.
 """
 
 from __future__ import annotations
@@ -316,6 +319,56 @@ def sse_fan_out(stack: Stack, clients: int, epochs: int, interval: float) -> dic
     return fan_out(stack.base, TOKEN, stack.submit(config), clients, epochs, interval)
 
 
+def fast_config(epochs: int) -> dict[str, Any]:
+    """A run of many short epochs: LeNet-300-100 on digits in one step an epoch (8-9 ms here), pruned every step."""
+    return {"name": "system-cost-fast", "tags": ["system-cost-fast"], "device": "cpu",
+            "model": {"name": "lenet300_100"}, "dataset": {"name": "digits"},
+            "training": {"epochs": epochs, "batch_size": 2048, "lr": 0.05, "seed": 0},
+            "pruning": {"criterion": "magnitude", "target_sparsity": 0.9,
+                        "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": epochs - 1, "every_steps": 1}}}
+
+
+def bare_fast(epochs: int) -> None:
+    """In a process of its own: the fast run once to warm up (imports, data), then timed; prints its seconds."""
+    from prunescope.contract import parse_run_config
+    from worker.engine.training import run_training
+
+    data_dir = Path(tempfile.mkdtemp(prefix="prunescope-bare-"))
+    config = parse_run_config(fast_config(epochs))
+    run_training(config, data_dir=data_dir, device="cpu")
+    started = time.perf_counter()
+    run_training(config, data_dir=data_dir, device="cpu")
+    print(json.dumps({"run": time.perf_counter() - started}))
+
+
+def fast_epochs(stack: Stack, epochs: int, repeats: int) -> dict[str, Any]:
+    """One run of `epochs` short epochs, `repeats` times one after another through the stack (after one to warm
+    the worker), against the same run in a bare process: each run's wall time (claim to `finished_at`) and the
+    report requests the API logged for it (one per epoch, or fewer when epochs end within the report interval)."""
+    bare = subprocess.run([sys.executable, __file__, "--bare-fast", str(epochs)], env={**os.environ, **ENV},
+                          stdout=subprocess.PIPE, check=True)
+    bare_seconds = json.loads(bare.stdout.decode().strip().splitlines()[-1])["run"]
+    if not stack.workers:
+        stack.start_workers(1)
+    log = stack.workdir / "api.log"
+    walls, requests = [], []
+    for repeat in range(repeats + 1):
+        logged = log.read_text(errors="replace")
+        before = logged.count("/epochs HTTP/") + logged.count("/epochs/batch HTTP/")
+        run_id = stack.submit({**fast_config(epochs), "name": f"system-cost-fast-{repeat}"})
+        while (run := stack.http.get(f"/api/runs/{run_id}").json())["status"] not in ("completed", "failed",
+                                                                                       "cancelled"):
+            time.sleep(0.5)
+        if run["status"] != "completed":
+            raise SystemExit(f"run {run_id} ended {run['status']}: {run.get('error')}\n{stack.logs()}")
+        time.sleep(0.2)  # the access log line of the last report
+        logged = log.read_text(errors="replace")
+        if repeat:  # the first warms the worker (imports, data)
+            walls.append(utc_seconds(run["finished_at"]) - utc_seconds(run["started_at"]))
+            requests.append(logged.count("/epochs HTTP/") + logged.count("/epochs/batch HTTP/") - before)
+    return {"bare": bare_seconds, "walls": walls, "requests": requests}
+
+
 def say(lines: list[str]) -> None:
     print("\n".join(lines), flush=True)
 
@@ -328,8 +381,8 @@ def main() -> int:
     parser.add_argument("--sweep-batch-size", type=int, default=64)
     parser.add_argument("--sweep-repeats", type=int, default=3, help="alternating bare/stack pairs")
     parser.add_argument("--sweep-submit", choices=("sweep", "runs"), default="sweep",
-                        help="the stack's sweep as one POST /api/sweeps (a grid; when --sweep-runs is a multiple of "
-                             "5) or one POST /api/runs a run")
+                        help="the stack's sweep as one POST /api/sweeps (a seed x target grid) or one POST /api/runs "
+                             "a run")
     parser.add_argument("--sweep-parallel", type=int, default=2,
                         help="bare processes on one side, workers on the other (1: a core left for the API)")
     parser.add_argument("--long-batch-size", type=int, default=8,
@@ -339,16 +392,22 @@ def main() -> int:
     parser.add_argument("--submissions", type=int, default=5, help="runs timed from submit to first epoch")
     parser.add_argument("--requests", type=int, default=200, help="requests per runs-list query")
     parser.add_argument("--backends", default="sqlite,postgresql", help="databases for the runs list")
-    parser.add_argument("--parts", default="sweep,first,sse,list")
+    parser.add_argument("--parts", default="sweep,fast,first,sse,list")
+    parser.add_argument("--fast-epochs", type=int, default=300, help="epochs of the run of short epochs")
+    parser.add_argument("--fast-repeats", type=int, default=4, help="timed runs of short epochs through the stack")
     parser.add_argument("--bare-shard", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-fast", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_fast is not None:
+        bare_fast(args.bare_fast)
+        return 0
     if args.bare_shard is not None:
         bare_shard(args.bare_shard, args.sweep_parallel, args.sweep_runs, args.sweep_epochs, args.sweep_batch_size)
         return 0
     parts = {p.strip() for p in args.parts.split(",")}
     os.environ.update(ENV)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-    if parts & {"sweep", "first", "sse"}:
+    if parts & {"sweep", "fast", "first", "sse"}:
         workdir = Path(tempfile.mkdtemp(prefix="prunescope-system-"))
         print(f"stack logs: {workdir}/*.log", flush=True)
         stack = Stack(workdir)
@@ -376,6 +435,16 @@ def main() -> int:
                          f"   CPU ratio    {statistics.median(cpus):7.2f}x  (median of the pairs; pairs "
                          + " / ".join(f"{r:.2f}" for r in cpus)
                          + "; other jobs on the machine disturb it far less than wall time)"])
+            if "fast" in parts:
+                print(f"a run of {args.fast_epochs} short epochs, {args.fast_repeats} times ...", flush=True)
+                fast = fast_epochs(stack, args.fast_epochs, args.fast_repeats)
+                wall = statistics.median(fast["walls"])
+                say([f"\n1c. one run of {args.fast_epochs} epochs of {1e3 * fast['bare'] / args.fast_epochs:.1f} ms "
+                     "(LeNet-300-100 on digits, one step an epoch) through the stack vs a bare process",
+                     f"   bare {fast['bare']:.2f} s; stack {wall:.2f} s median of "
+                     + " / ".join(f"{w:.2f}" for w in fast["walls"]) + f": {wall / fast['bare']:.2f}x",
+                     f"   report requests a run: {' / '.join(map(str, fast['requests']))} for {args.fast_epochs} "
+                     "epochs (PRUNESCOPE_REPORT_INTERVAL: epochs that end faster go together)"])
             if "first" in parts:
                 if not stack.workers:
                     stack.start_workers(2)
