@@ -686,6 +686,8 @@ def test_a_batch_is_recorded_all_or_none(client: TestClient, fault: str) -> None
     assert answer.status_code == expected, answer.text
     if fault == "past the end":
         assert "epoch 4 is past the run's 3 epochs" in answer.text
+    elif fault == "bad delta":
+        assert "epoch 3, mask 'fc1.weight'" in answer.text, answer.text
     assert client.get(f"/api/runs/{run_id}/epochs").json()["items"] == []
     assert epoch_events(client, run_id) == []
     assert client.get(f"/api/runs/{run_id}").json()["epochs_done"] == 0
