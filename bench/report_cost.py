@@ -1,6 +1,7 @@
 """What one worker report costs the API: CPU seconds of the API process per epoch report, with masks.
 
     .venv/bin/python bench/report_cost.py [--epochs 200] [--model lenet300_100|lenet300_digits]
+    .venv/bin/python bench/report_cost.py --lifecycle 100   # every request of 100 short runs, per kind
 
 Starts Redis and the API as `prunescope up` would (no workers), claims one run as a worker does, and posts
 `--epochs` reports of LeNet-300-100's three masks encoded as a worker encodes them (a key frame every 16 epochs,
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -50,11 +52,69 @@ def reports(epochs: int, shapes: dict[str, tuple[int, int]]) -> list[dict]:
     return out
 
 
+def lifecycle(runs: int) -> None:
+    """Every request of a short run, as a worker makes them, `runs` times (after 5 to warm up): the API's CPU
+    milliseconds a request of each kind (/proc counts in 10-ms ticks: use 50 runs or more)."""
+    import io
+
+    import torch
+
+    shapes = SHAPES["lenet300_digits"]
+    bodies = reports(4, shapes)
+    buffer = io.BytesIO()
+    torch.save({name: torch.zeros(shape) for name, shape in shapes.items()}, buffer)
+    model = buffer.getvalue()
+    summary = {"final_test_acc": 0.9, "best_test_acc": 0.9, "final_sparsity": 0.5, "nonzero": 1, "total": 2,
+               "epochs_done": 4}
+    stack = Stack(Path(tempfile.mkdtemp(prefix="prunescope-report-cost-")))
+    cpu: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    try:
+        worker = httpx.Client(base_url=stack.base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+
+        def timed(kind: str, client: httpx.Client, method: str, path: str, **request: Any) -> httpx.Response:
+            before = cpu_seconds(stack.api.pid)
+            response = client.request(method, path, **request)
+            if response.status_code != 404:
+                response.raise_for_status()
+            if measured:
+                cpu[kind] = cpu.get(kind, 0.0) + cpu_seconds(stack.api.pid) - before
+                counts[kind] = counts.get(kind, 0) + 1
+            return response
+
+        for n in range(runs + 5):
+            measured = n >= 5
+            config = {**sweep_configs(1, 4)[0], "name": "report-cost", "tags": ["report-cost"]}
+            run_id = timed("submit (POST /api/runs)", stack.http, "POST", "/api/runs", json=config).json()["id"]
+            claim = timed("claim (start)", worker, "POST", WorkerPaths.start(run_id), json={"worker": "bench"})
+            headers = {LEASE_HEADER: claim.json()["lease"]}
+            timed("epoch report", worker, "POST", WorkerPaths.epochs(run_id), json=bodies[0], headers=headers)
+            timed("batch of 3 epoch reports", worker, "POST", WorkerPaths.epoch_batch(run_id),
+                  json={"epochs": bodies[1:]}, headers=headers)
+            timed("model.pt upload", worker, "PUT", WorkerPaths.artifact(run_id, "model.pt"), content=model,
+                  headers={**headers, "Content-Type": "application/octet-stream"})
+            timed("finish", worker, "POST", WorkerPaths.finish(run_id), headers=headers,
+                  json={"worker": "bench", "status": "completed", "summary": summary})
+            timed("heartbeat", worker, "POST", WorkerPaths.heartbeat, json={"worker": "bench"})
+            timed("a 404 (the middleware alone)", worker, "GET", "/api/no-such-path")
+        worker.close()
+    finally:
+        stack.close()
+    print(f"{runs} short runs (4 epochs of LeNet-300-100-on-digits masks) through a real API, as a worker sends them")
+    for kind, used in cpu.items():
+        print(f"{kind:32} API CPU {1e3 * used / counts[kind]:6.2f} ms a request")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--model", choices=sorted(SHAPES), default="lenet300_100")
+    parser.add_argument("--lifecycle", type=int, default=0, metavar="RUNS",
+                        help="instead: every request of RUNS short runs, the API's CPU per kind of request")
     args = parser.parse_args()
+    if args.lifecycle:
+        lifecycle(args.lifecycle)
+        return
     bodies = reports(args.epochs, SHAPES[args.model])
     stack = Stack(Path(tempfile.mkdtemp(prefix="prunescope-report-cost-")))
     try:

@@ -100,11 +100,12 @@ class Reporter:
                 self._flushing -= 1
         return True
 
-    def linger(self, until: float) -> None:
+    def linger(self, until: float, *, unless: Callable[[], bool] = lambda: False) -> None:
         """For a delivery: wait until the monotonic time `until` (to take what is queued by then along), unless
-        a caller is flushing or the outbox is aborted or closed: then return at once."""
+        a caller is flushing, the outbox is aborted or closed, or `unless()` holds (asked again whenever something
+        is queued): then return at once."""
         with self._cond:
-            while not (self._flushing or self._closed or self._aborted.is_set()):
+            while not (self._flushing or self._closed or self._aborted.is_set() or unless()):
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     return

@@ -166,22 +166,21 @@ class RunSession:
         fields = record.model_dump(include=set(EpochReport.model_fields) - {"worker", "masks"})
         report = EpochReport(**fields, worker=self.identity.name, masks=self.encoder.encode(record.epoch, masks))
         self.last_reported_epoch = record.epoch
-        if self.batch.add(report):
-            return  # a queued delivery takes it along
+        group = self.batch.add(report)
+        if group is None:
+            return  # the open group's delivery, already queued, takes it along
         lease, retry_for, interval = active.lease, self.settings.report_retry_seconds, self.settings.report_interval
         label = [f"epoch {record.epoch} report"]
 
         def deliver(stop: Callable[[], bool]) -> None:
-            # At most one report request per `interval`: epochs that end meanwhile join this one (a flush, the
-            # run's end or a hand-back, sends at once). Everything waiting goes, in epoch order, before this item
-            # ends, so nothing queued after it (a checkpoint) can overtake a report.
-            reporter.linger(self.batch.sent_at + interval)
-            while taken := self.batch.take():
-                label[0] = describe(taken)
-                self._on_ack(self.api.report_epochs(self.run_id, lease, taken, retry_for=retry_for, stop=stop))
-                self.batch.sent_at = time.monotonic()
-                if self.batch.waiting:  # epochs that ended while this batch was sent: they wait their turn too
-                    reporter.linger(self.batch.sent_at + interval)
+            # At most one report request per `interval`: epochs that end meanwhile join this group, until a flush,
+            # the run's end, a hand-back or an upload queued behind it (which closes the group: reports after it
+            # go after it, so a checkpoint stays at most an epoch behind the records, as without batches).
+            reporter.linger(self.batch.sent_at + interval, unless=lambda: not self.batch.is_open(group))
+            for chunk in self.batch.take(group):
+                label[0] = describe(chunk)
+                self._on_ack(self.api.report_epochs(self.run_id, lease, chunk, retry_for=retry_for, stop=stop))
+            self.batch.sent_at = time.monotonic()
 
         reporter.send(lambda: label[0], deliver)
 
@@ -207,6 +206,7 @@ class RunSession:
         """Queue the upload of `spool` as the run's `name`; the file goes once delivered (or replaced)."""
         active, reporter = self.active, self.reporter
         assert active is not None and reporter is not None
+        self.batch.close()  # later reports go after this upload
         self.uploads += 1
         lease, retry_for = active.lease, self.settings.report_retry_seconds
 
@@ -268,40 +268,48 @@ def describe(reports: list[EpochReport]) -> str:
 
 
 class ReportBatch:
-    """Epoch reports not yet taken by a delivery, and when the last were sent. `add` says whether a delivery is
-    already queued to take the report; `take` hands it the next batch (bounded in count and mask bytes), and
-    the empty list once nothing waits, which makes the next `add` queue a new delivery."""
+    """Epoch reports in groups, each delivered by one outbox item, and when the last were sent. `add` puts a
+    report in the open group and returns the group when it is new (its delivery must be queued); `close` ends
+    the open group (an upload is queued behind it); `take(group)` ends it too and returns its reports in
+    request-sized chunks (bounded in count and mask bytes)."""
 
     MAX_MASK_BYTES = 64 * 1024 * 1024  # of base64 mask data in one request (the API takes up to max_report_bytes)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiting: list[tuple[EpochReport, int]] = []
-        self._collecting = False  # a queued delivery will take what waits
+        self._open: list[tuple[EpochReport, int]] | None = None
         self.sent_at = -math.inf
 
-    def add(self, report: EpochReport) -> bool:
+    def add(self, report: EpochReport) -> list[tuple[EpochReport, int]] | None:
         size = sum(len(mask.data) for mask in report.masks.values())
         with self._lock:
-            self._waiting.append((report, size))
-            joined, self._collecting = self._collecting, True
-            return joined
+            new = self._open is None
+            group = self._open = [] if self._open is None else self._open
+            group.append((report, size))
+            return group if new else None
 
-    @property
-    def waiting(self) -> bool:
+    def close(self) -> None:
         with self._lock:
-            return bool(self._waiting)
+            self._open = None
 
-    def take(self) -> list[EpochReport]:
+    def is_open(self, group: list[tuple[EpochReport, int]]) -> bool:
         with self._lock:
-            count, size = 0, 0
-            for _, bytes_ in self._waiting:
-                if count and (count == MAX_REPORT_BATCH or size + bytes_ > self.MAX_MASK_BYTES):
-                    break
-                count, size = count + 1, size + bytes_
-            taken, self._waiting = self._waiting[:count], self._waiting[count:]
-            self._collecting = bool(taken)
-            return [report for report, _ in taken]
+            return self._open is group
+
+    def take(self, group: list[tuple[EpochReport, int]]) -> list[list[EpochReport]]:
+        with self._lock:
+            if self._open is group:
+                self._open = None
+            waiting = list(group)
+        chunks: list[list[EpochReport]] = []
+        size = 0
+        for report, bytes_ in waiting:
+            if not chunks or len(chunks[-1]) == MAX_REPORT_BATCH or size + bytes_ > self.MAX_MASK_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(report)
+            size += bytes_
+        return chunks
 
 
 def execute_run(run_id: int, settings: Settings, identity: WorkerIdentity, state: WorkerState,

@@ -242,6 +242,7 @@ def test_mask_stream_uses_deltas_between_key_frames() -> None:
 def test_epochs_that_end_within_the_report_interval_go_together_and_the_end_does_not_wait(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     harness.settings.report_interval = 3600  # an hour: only the run's end sends what waits
+    harness.settings.checkpoint_seconds = 3600  # no upload during the run (one would close the report group)
     run_id = harness.submit(epochs=10)
     posts: list[str] = []
     request = harness.api.request
@@ -264,7 +265,8 @@ def test_epochs_that_end_within_the_report_interval_go_together_and_the_end_does
         assert np.array_equal(np.array(grid["density"]) == 1.0, expected)
 
 
-def test_a_report_batch_is_bounded_in_count_and_mask_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_groups_are_bounded_in_count_and_mask_bytes_and_end_when_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from prunescope.contract.worker_api import MAX_REPORT_BATCH, EpochReport
     from worker.runner import ReportBatch
 
@@ -272,17 +274,47 @@ def test_a_report_batch_is_bounded_in_count_and_mask_bytes(monkeypatch: pytest.M
         masks = {"w": {"shape": [1], "encoding": "key", "data": "A" * size}} if size else {}
         return EpochReport(worker="w", epoch=epoch, masks=masks)
 
-    waiting = ReportBatch()
-    assert waiting.add(report(1)) is False  # the first queues a delivery
-    assert all(waiting.add(report(e)) for e in range(2, MAX_REPORT_BATCH + 3))  # the rest join it
-    assert [len(waiting.take()) for _ in range(3)] == [MAX_REPORT_BATCH, 2, 0]
-    assert waiting.add(report(1)) is False  # once `take` found nothing, the next report queues a new delivery
-    waiting.take()
-    waiting.take()
+    batch = ReportBatch()
+    group = batch.add(report(1))
+    assert group is not None  # the first opens a group: its delivery must be queued
+    assert all(batch.add(report(e)) is None for e in range(2, MAX_REPORT_BATCH + 3))  # the rest join it
+    assert batch.is_open(group)
+    assert [len(chunk) for chunk in batch.take(group)] == [MAX_REPORT_BATCH, 2]
+    assert not batch.is_open(group) and batch.add(report(1)) is not None  # taken: the next report opens another
+    batch.close()  # an upload queued: the next report opens a group delivered after it
+    later = batch.add(report(2))
+    assert later is not None and [[r.epoch for r in c] for c in batch.take(later)] == [[2]]
     monkeypatch.setattr(ReportBatch, "MAX_MASK_BYTES", 100)
-    for epoch, size in enumerate([60, 30, 20, 150, 10], start=1):
-        waiting.add(report(epoch, size))
-    assert [[r.epoch for r in waiting.take()] for _ in range(4)] == [[1, 2], [3], [4], [5]]  # an oversized one alone
+    sized = batch.add(report(1, 60))
+    assert sized is not None
+    for epoch, size in enumerate([30, 20, 150, 10], start=2):
+        batch.add(report(epoch, size))
+    assert [[r.epoch for r in c] for c in batch.take(sized)] == [[1, 2], [3], [4], [5]]  # an oversized one alone
+
+
+def test_checkpoints_every_epoch_stay_within_an_epoch_of_the_records_with_a_long_report_interval(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A checkpoint upload closes the open report group: the reports after it wait behind it, and the group before
+    # it goes without waiting out the interval. Otherwise uploads would queue behind a group that keeps lingering
+    # and a crash would re-train every epoch since the last one that got through.
+    harness.settings.report_interval = 3600
+    harness.settings.checkpoint_seconds = 0
+    run_id = harness.submit(epochs=8)
+    seen: list[tuple[int, int]] = []  # (checkpoint uploaded, epochs recorded when it arrived)
+    upload = harness.api.upload
+
+    def watched(run: int, lease: str, name: str, file: Path, **kwargs: Any) -> None:
+        upload(run, lease, name, file, **kwargs)  # type: ignore[arg-type]
+        if name == "checkpoint.pt":
+            held = int(harness.artifact(run_id, "checkpoint.pt").read_text())
+            seen.append((held, harness.run(run_id)["epochs_done"]))
+
+    monkeypatch.setattr(harness.api, "upload", watched)
+    s = session(harness, run_id, FakeTrainer(during=lambda epoch: time.sleep(0.03)))
+    assert s.run() == WorkerOutcome.COMPLETED
+    assert len(seen) >= 4, seen  # uploaded while the run trained, not held behind a report group until its end
+    assert all(checkpoint <= recorded <= checkpoint + 1 for checkpoint, recorded in seen), seen
+    assert [e["epoch"] for e in harness.epochs(run_id)] == list(range(1, 9))
 
 
 @pytest.mark.parametrize("bad", ["-0.1", "61", "soon"])
