@@ -13,6 +13,8 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from prunescope.config import get_settings
 
 
@@ -68,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A bad PRUNESCOPE_* variable: say which and why, not a traceback from wherever settings were first read.
+        for problem in exc.errors():
+            name = "PRUNESCOPE_" + "_".join(str(part) for part in problem["loc"]).upper()
+            print(f"prunescope: {name}={problem.get('input')!r}: {problem['msg']}", file=sys.stderr)
+        return 2
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -221,3 +221,24 @@ def test_cli_says_what_to_do_when_the_server_is_unreachable_or_the_input_is_bad(
     sweep.write_text(json.dumps({"name": "x"}))
     with pytest.raises(SystemExit, match="needs base, grid"):
         cli.main(["--api", api_url, "sweep", str(sweep)])
+
+
+@pytest.mark.parametrize(("variable", "value", "why"), [
+    ("PRUNESCOPE_REPORT_INTERVAL", "-1", "greater than or equal to 0"),
+    ("PRUNESCOPE_PORT", "eighty", "valid integer"),
+])
+def test_a_bad_setting_is_named_with_its_reason_and_exit_status_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        variable: str, value: str, why: str) -> None:
+    from prunescope.config import get_settings
+
+    monkeypatch.setenv("PRUNESCOPE_HOME", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["api"]) == 2  # refused before anything starts: no traceback
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert f"prunescope: {variable}='{value}': " in err and why in err, err
+    assert "Traceback" not in err
