@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -35,6 +36,17 @@ class ApiRefused(Exception):
     def __init__(self, status_code: int, detail: str) -> None:
         super().__init__(f"HTTP {status_code}: {detail}")
         self.status_code = status_code
+        self.detail = detail
+
+    @property
+    def unknown_path(self) -> bool:
+        """404 for the path itself (an API older than the path), not for a run it does not hold."""
+        if self.status_code != 404:
+            return False
+        try:
+            return bool(json.loads(self.detail).get("detail") == "Not Found")
+        except (ValueError, AttributeError):
+            return False
 
     @property
     def superseded(self) -> bool:
@@ -57,6 +69,7 @@ class WorkerApi:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.http = httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, transport=transport,
                                  headers={"Authorization": f"Bearer {token}"})
+        self.batches = True  # False once the API turned out to have no batch path for epoch reports
 
     def close(self) -> None:
         self.http.close()
@@ -98,13 +111,22 @@ class WorkerApi:
 
     def report_epochs(self, run_id: int, lease: str, reports: list[EpochReport], *, retry_for: float,
                       stop: Callable[[], bool] = _never) -> ReportAck:
-        """Several epochs in one request and one transaction (one epoch goes as a plain report)."""
-        if len(reports) == 1:
-            return self.report_epoch(run_id, lease, reports[0], retry_for=retry_for, stop=stop)
-        response = self.request("POST", WorkerPaths.epoch_batch(run_id), retry_for=retry_for, lease=lease, stop=stop,
-                                content=EpochReports(epochs=reports).model_dump_json(),
-                                headers={"Content-Type": "application/json"})
-        return ReportAck.model_validate_json(response.content)
+        """Several epochs in one request and one transaction (one epoch goes as a plain report). An API older than
+        the batch path gets them one by one, from then on (a worker may be upgraded before its API)."""
+        if len(reports) > 1 and self.batches:
+            try:
+                response = self.request("POST", WorkerPaths.epoch_batch(run_id), retry_for=retry_for, lease=lease,
+                                        stop=stop, content=EpochReports(epochs=reports).model_dump_json(),
+                                        headers={"Content-Type": "application/json"})
+                return ReportAck.model_validate_json(response.content)
+            except ApiRefused as exc:
+                if not exc.unknown_path:
+                    raise
+                log.warning("the API at %s has no batch path for epoch reports (an older version): "
+                            "sending them one by one", self.http.base_url)
+                self.batches = False
+        acks = [self.report_epoch(run_id, lease, report, retry_for=retry_for, stop=stop) for report in reports]
+        return next((ack for ack in acks if ack.cancel), acks[-1])
 
     def finish(self, run_id: int, lease: str, report: FinishReport, *, retry_for: float) -> None:
         self.request("POST", WorkerPaths.finish(run_id), retry_for=retry_for, lease=lease,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -183,3 +184,35 @@ def test_a_failure_names_what_a_callable_label_says_when_it_happens() -> None:
     assert reporter.flush(timeout=5)
     reporter.close()
     assert [str(f) for f in seen] == ["epochs 2-5 reports: HTTP 422: epoch 5 is past the run's 4 epochs"]
+
+
+def test_epochs_go_one_by_one_to_an_api_without_the_batch_path() -> None:
+    from prunescope.contract.worker_api import EpochReport
+
+    paths: list[str] = []
+
+    def older_api(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path.endswith("/batch"):
+            return httpx.Response(404, json={"detail": "Not Found"})  # a path this API version does not have
+        epoch = int(json.loads(request.content)["epoch"])
+        return httpx.Response(200, json={"cancel": epoch == 2, "reason": "cancel requested" if epoch == 2 else None})
+
+    api = mock_api(older_api)
+    reports = [EpochReport(worker="w", epoch=e) for e in (1, 2, 3)]
+    ack = api.report_epochs(7, "lease", reports, retry_for=1)
+    assert ack.cancel  # any epoch's cancel is the batch's
+    assert paths == ["/api/worker/runs/7/epochs/batch"] + ["/api/worker/runs/7/epochs"] * 3
+    assert api.batches is False
+    paths.clear()
+    api.report_epochs(7, "lease", reports[:2], retry_for=1)
+    assert paths == ["/api/worker/runs/7/epochs"] * 2  # not asked again
+
+
+def test_a_run_the_api_does_not_hold_is_not_taken_for_an_older_api() -> None:
+    from prunescope.contract.worker_api import EpochReport
+
+    api = mock_api(lambda request: httpx.Response(404, json={"detail": "run 7 not found"}))
+    with pytest.raises(ApiRefused) as refused:
+        api.report_epochs(7, "lease", [EpochReport(worker="w", epoch=e) for e in (1, 2)], retry_for=1)
+    assert refused.value.status_code == 404 and not refused.value.unknown_path and api.batches
