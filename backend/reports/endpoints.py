@@ -79,7 +79,7 @@ async def report_epoch(run_id: RunId, body: EpochReport, db: DatabaseDep, hub: H
     """Record one epoch with its per-layer stats and mask snapshots (idempotent on run and epoch)."""
     # One trip to the thread pool for the whole transaction (the database must not block the event loop); the
     # run's live streams wake once it has committed.
-    ack = await run_in_threadpool(service.record_epoch, db, run_id, body, lease)
+    ack = await run_in_threadpool(service.record_epochs, db, run_id, [body], lease)
     hub.notify(run_id)
     return ack
 

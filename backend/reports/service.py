@@ -87,11 +87,6 @@ INSERT_EPOCH, INSERT_SNAPSHOTS, INSERT_EVENT = insert(Epoch), insert(MaskSnapsho
 UPDATE_RUN = update(Run).where(Run.id == bindparam("rid"))
 
 
-def record_epoch(db: Database, run_id: int, report: EpochReport, lease: str | None) -> ReportAck:
-    """Store an epoch and its mask snapshots in one transaction; a repeated epoch replaces the earlier one."""
-    return record_epochs(db, run_id, [report], lease)
-
-
 def record_epochs(db: Database, run_id: int, reports: Sequence[EpochReport], lease: str | None) -> ReportAck:
     """Store epochs and their mask snapshots in one transaction, all or none; a repeated epoch replaces the
     earlier one (within the call, the last copy wins). Each epoch gets its `epoch` event.
