@@ -118,14 +118,8 @@ def record_epochs(db: Database, run_id: int, reports: Sequence[EpochReport], lea
         conn.execute(INSERT_EPOCH, [{**record, "run_id": run_id, "recorded_at": now} for record in records])
         if snapshots:
             conn.execute(INSERT_SNAPSHOTS, snapshots)
-        progress: dict[str, Any] = {"rid": run_id, "last_heartbeat_at": now}
-        newest = ordered[-1]
-        if newest.epoch >= run.epochs_done:
-            progress.update(epochs_done=newest.epoch, sparsity=newest.sparsity, test_acc=newest.test_acc)
-        best = max((r.test_acc for r in ordered if r.test_acc is not None), default=None)
-        if best is not None and (run.best_test_acc is None or best > run.best_test_acc):
-            progress["best_test_acc"] = best
-        conn.execute(UPDATE_RUN, progress)
+        conn.execute(UPDATE_RUN, {"rid": run_id, "last_heartbeat_at": now,
+                                  **runs.progress_after(ordered, run.epochs_done, run.best_test_acc)})
         conn.execute(INSERT_EVENT, [{"run_id": run_id, "kind": "epoch", "data": record, "created_at": now}
                                     for record in records])
     cancel = bool(run.cancel_requested)

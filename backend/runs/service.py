@@ -21,7 +21,7 @@ from backend.runs import repository
 from backend.runs.schemas import RunDetail, RunListItem, RunPatch
 from backend.tables import Epoch, Run, utcnow
 from prunescope.contract.config import RunConfig
-from prunescope.contract.records import LayerStats, RunSummary
+from prunescope.contract.records import EpochMetrics, LayerStats, RunSummary
 from prunescope.contract.status import FINISHED_STATUSES as FINISHED
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,19 @@ def set_status(session: Session, run: Run, status: str, *, reason: str | None = 
     if error is not None:
         run.error = error
     record_event(session, run.id, "status", status_payload(run, reason))
+
+
+def progress_after(epochs: Sequence[EpochMetrics], epochs_done: int, best_test_acc: float | None) -> dict[str, Any]:
+    """The run columns recording `epochs` (in epoch order) changes: the newest epoch's progress unless the run has
+    recorded a later one, and the best test accuracy when one of them beats the run's."""
+    progress: dict[str, Any] = {}
+    newest = epochs[-1]
+    if newest.epoch >= epochs_done:
+        progress.update(epochs_done=newest.epoch, sparsity=newest.sparsity, test_acc=newest.test_acc)
+    best = max((epoch.test_acc for epoch in epochs if epoch.test_acc is not None), default=None)
+    if best is not None and (best_test_acc is None or best > best_test_acc):
+        progress["best_test_acc"] = best
+    return progress
 
 
 def apply_summary(run: Run, summary: RunSummary, status: str) -> None:

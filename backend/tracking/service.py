@@ -132,14 +132,9 @@ def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> Non
     record_events(session, run.id, "epoch", events)
     if snapshots:
         session.execute(insert(table_of(MaskSnapshot)), snapshots)
-    newest = epochs[-1]
-    if newest.epoch >= run.epochs_done:
-        run.epochs_done = newest.epoch
-        run.sparsity, run.test_acc = newest.sparsity, newest.test_acc
+    for column, value in runs.progress_after(epochs, run.epochs_done, run.best_test_acc).items():
+        setattr(run, column, value)
     run.epochs_total = max(run.epochs_total, run.epochs_done)
-    accuracies = [e.test_acc for e in epochs if e.test_acc is not None]
-    if accuracies and (run.best_test_acc is None or max(accuracies) > run.best_test_acc):
-        run.best_test_acc = max(accuracies)
 
 
 def _store_points(session: Session, run: Run, batch: TrackedBatch) -> None:
