@@ -44,6 +44,21 @@ def test_a_network_that_has_not_learnt_yet_is_left_alone() -> None:
         guard.check(epoch, 2.25, 0.1, pruning_started=False)  # at chance, but no worse than a uniform guess
 
 
+def test_a_network_still_at_its_initial_loss_is_not_called_diverged() -> None:
+    # Seen with tiny learning rates and a handful of samples: the loss stays at an untrained network's,
+    # a little above ln 10 = 2.303; "lower training.lr" would be wrong advice for them.
+    guard = _guard()
+    for epoch in range(1, 6):
+        guard.check(epoch, 2.36, 0.06, pruning_started=epoch > 1)
+
+
+def test_a_network_clearly_worse_than_guessing_at_chance_diverged() -> None:
+    guard = _guard()
+    guard.check(1, 2.6, 0.08, pruning_started=False)
+    with pytest.raises(TrainingDiverged, match=r"collapsed at epoch 1 \(test acc 9 % in epoch 2, .*best so far 8 %"):
+        guard.check(2, 2.6, 0.09, pruning_started=False)
+
+
 def test_guard_state_survives_a_checkpoint() -> None:
     guard = _guard()
     guard.check(1, 0.5, 0.9, pruning_started=True)

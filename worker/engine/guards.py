@@ -7,9 +7,10 @@ per epoch:
   (ln C for C classes) for `PATIENCE` consecutive epochs: a run that merely gets a little worse after a
   pruning step is not flagged, one that loses what it learnt is;
 - the test accuracy is at chance (≤ 1.5/C) for `PATIENCE` consecutive epochs after it had been well above
-  it (≥ 3/C, or halfway from 1.5/C to 1 when C is small), or while the training loss is above a uniform
-  guess's ln C: a network that learnt and fell to chance died, one that does worse than guessing diverged.
-  A network at chance with a loss below ln C may just not have learnt yet, and is left alone.
+  it (≥ 3/C, or halfway from 1.5/C to 1 when C is small), or while the training loss is more than 10 % above
+  a uniform guess's ln C: a network that learnt and fell to chance died, one that does clearly worse than
+  guessing diverged. A network at chance with a loss near ln C may just not have learnt yet (a tiny learning
+  rate, a handful of samples: an untrained network's loss is ln C or a little above), and is left alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prunescope.contract import RunConfig
 EXPLOSION_FACTOR = 10.0
 PATIENCE = 2
 CHANCE_FACTOR = 1.5
+DIVERGED_FACTOR = 1.1  # x ln C: an untrained network's loss, seen 2.31-2.36 for C = 10, is not divergence
 
 
 class TrainingDiverged(ValueError):
@@ -66,7 +68,8 @@ class CollapseGuard:
         uniform_loss = math.log(self.num_classes)
         exploded = train_loss > max(EXPLOSION_FACTOR * self.best_loss, uniform_loss)
         self.exploded_epochs = self.exploded_epochs + 1 if exploded else 0
-        at_chance = test_acc <= self.chance_level and (self.best_acc >= self.learnt_level or train_loss > uniform_loss)
+        at_chance = test_acc <= self.chance_level and (
+            self.best_acc >= self.learnt_level or train_loss > DIVERGED_FACTOR * uniform_loss)
         self.chance_epochs = self.chance_epochs + 1 if at_chance else 0
         if self.exploded_epochs >= PATIENCE:
             raise TrainingDiverged(
