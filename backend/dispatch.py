@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +24,11 @@ from prunescope.contract.status import ACTIVE_STATUSES
 
 log = logging.getLogger("prunescope.dispatch")
 ACTIVE = [status.value for status in ACTIVE_STATUSES]
+# How often a tick looks for checkpoints to release: the look lists every run's artifact folder (0.15 CPU-s at
+# 20 000 runs on this project's machine), too much for every tick (every 2 s, and on every submit), while a
+# checkpoint the look catches (a run failed by the reaper, cancelled while queued, deleted during a crash) can
+# wait a few minutes. A finish, a claim and a delete release their own at once.
+RELEASE_SECONDS = 600.0
 
 
 class Dispatcher:
@@ -35,6 +42,8 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.broker_ok: bool | None = None
         self.started_at = utcnow()
+        self.released_at: float | None = None  # `clock` time of the last look for checkpoints to release
+        self.clock: Callable[[], float] = time.monotonic
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="prunescope-dispatcher", daemon=True)
@@ -62,7 +71,9 @@ class Dispatcher:
         self.reap_silent_runs()
         self.requeue_lost_messages()
         self.dispatch_pending()
-        self.release_checkpoints()
+        if self.released_at is None or self.clock() - self.released_at >= RELEASE_SECONDS:
+            self.released_at = self.clock()
+            self.release_checkpoints()
 
     def release_checkpoints(self) -> list[int]:
         """Delete the checkpoints of runs that can no longer resume, however they ended (a finish report

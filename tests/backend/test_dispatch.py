@@ -77,6 +77,23 @@ def test_checkpoints_of_runs_that_cannot_resume_are_released(client: TestClient)
     assert not paths[cancelled].exists() and not paths[999_999].exists()
 
 
+def test_ticks_look_for_checkpoints_to_release_at_most_every_release_seconds(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The look lists every run's artifact folder: at 100 000 runs, every 2-s tick would keep a core busy.
+    from backend import dispatch
+
+    dispatcher = client.app.state.dispatcher  # type: ignore[attr-defined]
+    looks: list[float] = []
+    monkeypatch.setattr(dispatcher, "release_checkpoints", lambda: looks.append(now[0]) or [])
+    now = [1000.0]
+    monkeypatch.setattr(dispatcher, "clock", lambda: now[0])
+    dispatcher.released_at = None
+    for step in (0.0, 2.0, 2.0, dispatch.RELEASE_SECONDS - 4.0, 1.0):
+        now[0] += step
+        dispatcher.tick()
+    assert looks == [1000.0, 1000.0 + dispatch.RELEASE_SECONDS]
+
+
 def count_writes(db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
     """Count the write transactions `db` opens from now on; the answer is read by calling the result."""
     calls = 0
