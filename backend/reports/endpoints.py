@@ -100,8 +100,8 @@ def finish(run: WritableRunDep, body: FinishReport, session: WriteSessionDep, se
     """End an attempt: completed (every epoch recorded), failed (with the error), cancelled, or handed back."""
     service.finish_run(session, run, body, lease)
     _release_checkpoint_if_ended(session, run, settings)
-    if run.status in FINISHED_STATUSES:  # after the answer (and so after the commit): the worker need not wait
-        background.add_task(runs_service.keep_history, db, run.id)
+    if run.status in FINISHED_STATUSES and runs_service.history_worth_keeping(session, run):
+        background.add_task(runs_service.keep_history, db, run.id)  # after the answer, so after the commit
 
 
 @router.post("/heartbeat", response_model=ReportAck)

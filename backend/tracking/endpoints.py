@@ -48,8 +48,10 @@ def record_batch(run_id: RunId, body: TrackedBatch, session: WriteSessionDep, le
 def finish(run_id: RunId, body: TrackedFinish, session: WriteSessionDep, db: DatabaseDep,
            background: BackgroundTasks, lease: Lease = None) -> None:
     """End the run: completed, failed (with the error) or cancelled; repeating the same end is a no-op."""
-    service.finish_tracked_run(session, service.tracked_run(session, run_id, lease), body)
-    background.add_task(runs_service.keep_history, db, run_id)  # after the answer, so after the commit
+    run = service.tracked_run(session, run_id, lease)
+    service.finish_tracked_run(session, run, body)
+    if runs_service.history_worth_keeping(session, run):
+        background.add_task(runs_service.keep_history, db, run_id)  # after the answer, so after the commit
 
 
 @router.get("/{run_id}/points", responses={404: {"description": "No run with this id"}})

@@ -115,6 +115,26 @@ def test_small_runs_keep_nothing_and_a_deleted_run_takes_its_kept_answers(
     assert kept(db, big) == {}
 
 
+def test_a_short_runs_finish_schedules_no_background_work(client: TestClient,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sweep's short runs: their size is told in the finish's own transaction, and nothing is scheduled.
+    scheduled: list[int] = []
+    monkeypatch.setattr(service, "keep_history", lambda db, run_id: scheduled.append(run_id))
+    small, lease = tracked_run(client, 3)
+    assert client.post(f"/api/tracked-runs/{small}/finish", json={"status": "completed"},
+                       headers=lease).status_code == 204
+    run_id = client.post("/api/runs", json=digits_config(tags=[], training={"epochs": 2})).json()["id"]
+    headers = claim(client, run_id)
+    for record in epochs(2, layers=2):
+        client.post(f"/api/worker/runs/{run_id}/epochs", json={**record, "worker": "w"}, headers=headers)
+    assert client.post(f"/api/worker/runs/{run_id}/finish", json={"worker": "w", "status": "completed"},
+                       headers=headers).status_code == 204
+    assert scheduled == []
+    big, lease = tracked_run(client, 400)
+    client.post(f"/api/tracked-runs/{big}/finish", json={"status": "completed"}, headers=lease)
+    assert scheduled == [big]
+
+
 def test_a_worker_run_keeps_its_history_when_it_completes_not_when_handed_back(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service.HistoryCache, "MIN_BYTES", 0)
