@@ -6,7 +6,8 @@ import base64
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
         app.state.hub = EventHub()
         app.state.worker_token = settings.resolved_worker_token()
         app.state.dispatcher = Dispatcher(db, settings, app.state.hub)
+        app.state.artifact_size = DirectorySize(settings.resolved_artifact_dir)
         if start_dispatcher:
             app.state.dispatcher.start()
         yield
@@ -114,7 +116,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
 
         database_ok = await run_in_threadpool(database_answers)
         broker_ok = await run_in_threadpool(request.app.state.dispatcher.broker_answers)
-        artifact_bytes = await run_in_threadpool(directory_bytes, settings.resolved_artifact_dir)
+        artifact_bytes = await run_in_threadpool(request.app.state.artifact_size.measured)
         body: dict[str, Any] = {"status": "ok" if database_ok else "degraded", "version": __version__,
                                 "database": database_ok, "broker": broker_ok, "artifact_bytes": artifact_bytes}
         return JSONResponse(body, status_code=200 if database_ok else 503)
@@ -174,6 +176,21 @@ def with_inline_scripts(policy: str, html: bytes) -> str:
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(m).digest()).decode()}'"
                       for m in INLINE_SCRIPT.findall(html))
     return policy.replace("script-src 'self'", f"script-src 'self' {hashes}") if hashes else policy
+
+
+class DirectorySize:
+    """`directory_bytes(root)`, measured at most once per `max_age` seconds: the walk stats every artifact (0.34
+    CPU-s at 20 000 runs here, ~1.7 s at 100 000), and a deployment's health check asks every 10 s."""
+
+    def __init__(self, root: Path, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.root, self.max_age, self.clock = root, max_age, clock
+        self.value: int | None = None
+        self.measured_at = 0.0
+
+    def measured(self) -> int:
+        if self.value is None or self.clock() - self.measured_at >= self.max_age:
+            self.value, self.measured_at = directory_bytes(self.root), self.clock()
+        return self.value
 
 
 def directory_bytes(root: Path) -> int:
