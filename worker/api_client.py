@@ -48,6 +48,16 @@ class ApiRefused(Exception):
         except (ValueError, AttributeError):
             return False
 
+    def unknown_field(self, name: str) -> bool:
+        """422 refusing the body's top-level field `name` as an extra input (an API older than the field)."""
+        if self.status_code != 422:
+            return False
+        try:
+            errors = json.loads(self.detail).get("detail")
+            return any(e.get("type") == "extra_forbidden" and e.get("loc") == ["body", name] for e in errors)
+        except (ValueError, AttributeError, TypeError):
+            return False
+
     @property
     def superseded(self) -> bool:
         """409: the lease is missing or superseded, or the run ended: this worker must let the run go."""
@@ -70,6 +80,7 @@ class WorkerApi:
         self.http = httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, transport=transport,
                                  headers={"Authorization": f"Bearer {token}"})
         self.batches = True  # False once the API turned out to have no batch path for epoch reports
+        self.finish_epochs = True  # False once the API turned out to refuse epoch reports in a finish
 
     def close(self) -> None:
         self.http.close()
@@ -129,8 +140,22 @@ class WorkerApi:
         return next((ack for ack in acks if ack.cancel), acks[-1])
 
     def finish(self, run_id: int, lease: str, report: FinishReport, *, retry_for: float) -> None:
-        self.request("POST", WorkerPaths.finish(run_id), retry_for=retry_for, lease=lease,
-                     content=report.model_dump_json(exclude_none=True), headers={"Content-Type": "application/json"})
+        """End the attempt; `report.epochs` are recorded first, in the same request. An API older than that
+        field (it refuses it as an extra input) gets them as a batch first, from then on."""
+        if report.epochs and not self.finish_epochs:
+            self.report_epochs(run_id, lease, report.epochs, retry_for=retry_for)
+            report = report.model_copy(update={"epochs": None})
+        try:
+            self.request("POST", WorkerPaths.finish(run_id), retry_for=retry_for, lease=lease,
+                         content=report.model_dump_json(exclude_none=True),
+                         headers={"Content-Type": "application/json"})
+        except ApiRefused as exc:
+            if not (report.epochs and exc.unknown_field("epochs")):
+                raise
+            log.warning("the API at %s takes no epoch reports in a finish (an older version): sending them first",
+                        self.http.base_url)
+            self.finish_epochs = False
+            self.finish(run_id, lease, report, retry_for=retry_for)
 
     def heartbeat(self, beat: Heartbeat, lease: str | None) -> ReportAck:
         # One try: the next beat is the retry, and a beat must not hold up the one after it.

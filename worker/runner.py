@@ -85,13 +85,16 @@ class RunSession:
         self.state.hold(active)  # the heartbeat names the run (with its lease) until finish is settled
         try:
             outcome, summary, error = self._train(answer)
+            # The reports still waiting go in the finish (one request at the end instead of two); a hand-back's
+            # go before its checkpoint upload, as during the run (the API never holds a checkpoint ahead of them).
+            trailing = self.batch.steal() if outcome != WorkerOutcome.REQUEUE else []
             if outcome == WorkerOutcome.REQUEUE:
                 # Hand back with the newest checkpoint, so the next claim trains no epoch again (none when no
                 # epoch ended in this attempt: the API still holds the one it resumed from).
                 self._upload_checkpoint()
             elif outcome == WorkerOutcome.COMPLETED and (self.workdir / "model.pt").exists():
                 self._queue_upload("model.pt", self.workdir / "model.pt")  # written once: sent as it is
-            outcome = self._finish(outcome, summary, error)
+            outcome = self._finish(outcome, summary, error, trailing)
         finally:
             reporter.close()
             self.state.release()
@@ -227,8 +230,10 @@ class RunSession:
             self.active.request_stop(f"reports to the API stopped: {failure}")
 
     # -- the end -------------------------------------------------------------------------------------------------
-    def _finish(self, outcome: WorkerOutcome, summary: RunSummary | None, error: str | None) -> WorkerOutcome:
-        """Deliver what is queued, then settle the attempt with the API (all bounded)."""
+    def _finish(self, outcome: WorkerOutcome, summary: RunSummary | None, error: str | None,
+                trailing: list[EpochReport] | None = None) -> WorkerOutcome:
+        """Deliver what is queued, then settle the attempt with the API (all bounded), with the `trailing`
+        reports that had not gone yet (recorded by the finish, all or none, before the attempt ends)."""
         active, reporter = self.active, self.reporter
         assert active is not None and reporter is not None
         if not self._flush(reporter):
@@ -239,16 +244,36 @@ class RunSession:
         if active.superseded:
             log.warning("run %s was given to another attempt; this one stops without finishing it", self.run_id)
             return WorkerOutcome.SKIPPED
-        if reporter.failure is not None and outcome != WorkerOutcome.FAILED:
-            outcome, error = WorkerOutcome.FAILED, self._failure_text()
-        report = FinishReport(worker=self.identity.name, status=outcome.value,
-                              summary=summary, error=error[:20000] if error else None)
+        if reporter.failure is not None:
+            trailing = None  # the reports after a refused one are dropped, as the outbox drops them
+            if outcome != WorkerOutcome.FAILED:
+                outcome, error = WorkerOutcome.FAILED, self._failure_text()
+        report = FinishReport(worker=self.identity.name, status=outcome.value, summary=summary,
+                              error=error[:20000] if error else None, epochs=trailing or None)
         try:
             self.api.finish(self.run_id, active.lease, report, retry_for=patience)
-        except (ApiRefused, ApiUnreachable) as exc:
+        except ApiRefused as exc:
+            if not report.epochs or exc.superseded:
+                log.error("run %s: finish (%s) not delivered: %s", self.run_id, outcome.value, exc)
+                return WorkerOutcome.SKIPPED
+            # The API refused the last reports (the whole finish with them): the run fails with its reason, as
+            # when a report refused during the run stops the outbox.
+            log.error("run %s: %s refused: %s", self.run_id, describe(report.epochs), exc)
+            return self._finish_failed(f"reports to the API stopped: {describe(report.epochs)}: {exc}", patience)
+        except ApiUnreachable as exc:
             log.error("run %s: finish (%s) not delivered: %s", self.run_id, outcome.value, exc)
             return WorkerOutcome.SKIPPED
         return outcome
+
+    def _finish_failed(self, error: str, patience: float) -> WorkerOutcome:
+        assert self.active is not None
+        report = FinishReport(worker=self.identity.name, status=WorkerOutcome.FAILED.value, error=error[:20000])
+        try:
+            self.api.finish(self.run_id, self.active.lease, report, retry_for=patience)
+        except (ApiRefused, ApiUnreachable) as exc:
+            log.error("run %s: finish (failed) not delivered: %s", self.run_id, exc)
+            return WorkerOutcome.SKIPPED
+        return WorkerOutcome.FAILED
 
 
     def _flush(self, reporter: Reporter) -> bool:
@@ -271,7 +296,7 @@ class ReportBatch:
     """Epoch reports in groups, each delivered by one outbox item, and when the last were sent. `add` puts a
     report in the open group and returns the group when it is new (its delivery must be queued); `close` ends
     the open group (an upload is queued behind it); `take(group)` ends it too and returns its reports in
-    request-sized chunks (bounded in count and mask bytes)."""
+    request-sized chunks (bounded in count and mask bytes); `steal()` ends it and empties it, for the finish."""
 
     MAX_MASK_BYTES = 64 * 1024 * 1024  # of base64 mask data in one request (the API takes up to max_report_bytes)
 
@@ -291,6 +316,19 @@ class ReportBatch:
     def close(self) -> None:
         with self._lock:
             self._open = None
+
+    def steal(self) -> list[EpochReport]:
+        """End the open group and take its reports away from its delivery (which then sends nothing), for the
+        finish to carry. Empty when no group is open (its delivery has taken it, or none waits) or when the group
+        is larger than one request (its delivery sends it in chunks)."""
+        with self._lock:
+            group = self._open
+            if group is None or len(group) > MAX_REPORT_BATCH or sum(b for _, b in group) > self.MAX_MASK_BYTES:
+                return []
+            self._open = None
+            reports = [report for report, _ in group]
+            group.clear()
+            return reports
 
     def is_open(self, group: list[tuple[EpochReport, int]]) -> bool:
         with self._lock:

@@ -97,7 +97,11 @@ async def report_epochs(run_id: RunId, body: EpochReports, db: DatabaseDep, hub:
 @router.post("/runs/{run_id}/finish", status_code=status.HTTP_204_NO_CONTENT)
 def finish(run: WritableRunDep, body: FinishReport, session: WriteSessionDep, settings: SettingsDep,
            db: DatabaseDep, background: BackgroundTasks, lease: LeaseDep = None) -> None:
-    """End an attempt: completed (every epoch recorded), failed (with the error), cancelled, or handed back."""
+    """End an attempt: completed (every epoch recorded), failed (with the error), cancelled, or handed back.
+    `epochs`, the attempt's last reports, are recorded first in the same transaction: all of it or none."""
+    if body.epochs:
+        service.record_epochs_on(session.connection(), run.id, body.epochs, lease)
+        session.refresh(run)  # the progress those statements wrote
     service.finish_run(session, run, body, lease)
     _release_checkpoint_if_ended(session, run, settings)
     if run.status in FINISHED_STATUSES and runs_service.history_worth_keeping(session, run):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backend import capabilities
@@ -95,33 +95,39 @@ def record_epochs(db: Database, run_id: int, reports: Sequence[EpochReport], lea
     snapshots, the run's progress and the events are a handful of statements (a worker reports every epoch, or
     every `report_interval` when epochs are shorter, and a report costs a few milliseconds end to end). The
     caller wakes the run's live streams after this returns (the commit)."""
-    ordered = sorted({report.epoch: report for report in reports}.values(), key=lambda report: report.epoch)
     with db.write_connection() as conn:
-        run = conn.execute(REPORT_STATE, {"rid": run_id}).one_or_none()
-        if run is None:
-            raise NotFound(f"run {run_id} not found")
-        check_lease(run, lease)
-        past = next((report.epoch for report in ordered if report.epoch > run.epochs_total), None)
-        if past is not None:
-            raise Invalid(f"epoch {past} is past the run's {run.epochs_total} epochs")
-        snapshots: list[dict[str, Any]] = []
-        if any(report.masks for report in ordered):
-            with Session(bind=conn) as session:  # deltas are checked against the stored masks, in this transaction
-                snapshots = snapshot_rows(session, run_id, [(r.epoch, r.masks) for r in ordered if r.masks], lease)
-        for report in ordered:
-            key = {"rid": run_id, "n": report.epoch}
-            if conn.execute(DELETE_EPOCH, key).rowcount:
-                # A replayed epoch: its snapshots go too (they are only ever stored with their epoch's row).
-                conn.execute(DELETE_SNAPSHOTS, key)
-        now = utcnow()
-        records = [{**report.model_dump(exclude={"worker", "masks"}), "attempt": run.attempts} for report in ordered]
-        conn.execute(INSERT_EPOCH, [{**record, "run_id": run_id, "recorded_at": now} for record in records])
-        if snapshots:
-            conn.execute(INSERT_SNAPSHOTS, snapshots)
-        conn.execute(UPDATE_RUN, {"rid": run_id, "last_heartbeat_at": now,
-                                  **runs.progress_after(ordered, run.epochs_done, run.best_test_acc)})
-        conn.execute(INSERT_EVENT, [{"run_id": run_id, "kind": "epoch", "data": record, "created_at": now}
-                                    for record in records])
+        return record_epochs_on(conn, run_id, reports, lease)
+
+
+def record_epochs_on(conn: Connection, run_id: int, reports: Sequence[EpochReport], lease: str | None) -> ReportAck:
+    """`record_epochs` inside the caller's write transaction on `conn` (a finish that carries its last reports);
+    whoever commits it wakes the run's live streams."""
+    ordered = sorted({report.epoch: report for report in reports}.values(), key=lambda report: report.epoch)
+    run = conn.execute(REPORT_STATE, {"rid": run_id}).one_or_none()
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    check_lease(run, lease)
+    past = next((report.epoch for report in ordered if report.epoch > run.epochs_total), None)
+    if past is not None:
+        raise Invalid(f"epoch {past} is past the run's {run.epochs_total} epochs")
+    snapshots: list[dict[str, Any]] = []
+    if any(report.masks for report in ordered):
+        with Session(bind=conn) as session:  # deltas are checked against the stored masks, in this transaction
+            snapshots = snapshot_rows(session, run_id, [(r.epoch, r.masks) for r in ordered if r.masks], lease)
+    for report in ordered:
+        key = {"rid": run_id, "n": report.epoch}
+        if conn.execute(DELETE_EPOCH, key).rowcount:
+            # A replayed epoch: its snapshots go too (they are only ever stored with their epoch's row).
+            conn.execute(DELETE_SNAPSHOTS, key)
+    now = utcnow()
+    records = [{**report.model_dump(exclude={"worker", "masks"}), "attempt": run.attempts} for report in ordered]
+    conn.execute(INSERT_EPOCH, [{**record, "run_id": run_id, "recorded_at": now} for record in records])
+    if snapshots:
+        conn.execute(INSERT_SNAPSHOTS, snapshots)
+    conn.execute(UPDATE_RUN, {"rid": run_id, "last_heartbeat_at": now,
+                              **runs.progress_after(ordered, run.epochs_done, run.best_test_acc)})
+    conn.execute(INSERT_EVENT, [{"run_id": run_id, "kind": "epoch", "data": record, "created_at": now}
+                                for record in records])
     cancel = bool(run.cancel_requested)
     return ReportAck(cancel=cancel, reason="cancel requested" if cancel else None)
 

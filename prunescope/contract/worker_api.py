@@ -109,6 +109,10 @@ class FinishReport(WorkerMessage):
         description="`requeue`: the worker is shutting down; the run resumes from its checkpoint elsewhere")
     summary: RunSummary | None = None
     error: str | None = Field(default=None, max_length=20000)
+    epochs: list[EpochReport] | None = Field(
+        default=None, min_length=1, max_length=MAX_REPORT_BATCH,
+        description="The attempt's last epoch reports, recorded (all or none) before it ends, in the same "
+                    "transaction: a short run's end is one request, not a batch and then the finish")
 
 
 class Heartbeat(WorkerMessage):

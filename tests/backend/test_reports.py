@@ -705,3 +705,54 @@ def test_a_batch_needs_one_to_max_reports_and_answers_a_cancel(client: TestClien
     answer = batch(client, run_id, [epoch_body(1), epoch_body(2)])
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"cancel": True, "reason": "cancel requested"}
+
+
+def test_a_finish_records_its_last_reports_then_completes_in_one_request(client: TestClient) -> None:
+    run_id = submit(client, training={"epochs": 4})
+    start(client, run_id)
+    masks = chained_masks(4)
+    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
+              for e in range(1, 5)]
+    assert report(client, run_id, bodies[0]).status_code == 200
+    done = finish(client, run_id, "completed", epochs=bodies[1:], summary={
+        "final_test_acc": 0.9, "best_test_acc": 0.9, "final_sparsity": 0.5, "nonzero": 10, "total": 20,
+        "epochs_done": 4})
+    assert done.status_code == 204, done.text  # "completed" needs epochs 1-4: the finish's own count
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "completed" and run["epochs_done"] == 4
+    assert [e["epoch"] for e in client.get(f"/api/runs/{run_id}/epochs").json()["items"]] == [1, 2, 3, 4]
+    assert epoch_events(client, run_id) == [1, 2, 3, 4]
+    grid = client.get(f"/api/runs/{run_id}/masks/fc1.weight", params={"epoch": 4}).json()  # the delta chain
+    assert np.array_equal(np.array(grid["density"]) == 1.0, masks[3])
+
+
+@pytest.mark.parametrize("fault", ["past the end", "bad delta", "stale lease", "none", "too many"])
+def test_a_finish_with_reports_is_recorded_all_or_none(client: TestClient, fault: str) -> None:
+    from prunescope.contract.worker_api import MAX_REPORT_BATCH
+
+    run_id = submit(client, training={"epochs": 3})
+    first_lease = start(client, run_id)["lease"]
+    masks = chained_masks(3)
+    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
+              for e in range(1, 4)]
+    expected, needle = 422, ""
+    if fault == "past the end":
+        bodies, needle = [*bodies, epoch_body(4)], "epoch 4 is past the run's 3 epochs"
+    elif fault == "bad delta":
+        bodies[2]["masks"]["fc1.weight"] = maskcodec.encode(masks[2], ~masks[1]).to_json()
+        needle = "epoch 3, mask 'fc1.weight'"
+    elif fault == "stale lease":
+        with client.app.state.db.writing() as session:  # type: ignore[attr-defined]
+            session.get(Run, run_id).lease = "another attempt's"
+        expected = 409
+    elif fault == "none":
+        bodies = []  # an empty list is refused: leave the field out
+    else:
+        bodies = [epoch_body(1)] * (MAX_REPORT_BATCH + 1)
+    answer = finish(client, run_id, "completed", lease=first_lease, epochs=bodies)
+    assert answer.status_code == expected, answer.text
+    assert needle in answer.text
+    assert client.get(f"/api/runs/{run_id}/epochs").json()["items"] == []
+    assert epoch_events(client, run_id) == []
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "running" and run["epochs_done"] == 0  # the attempt has not ended

@@ -197,6 +197,25 @@ def test_a_report_the_api_refuses_ends_the_run_failed_with_the_reason(harness: H
     assert not s.workdir.exists()
 
 
+def test_last_reports_the_api_refuses_in_the_finish_end_the_run_failed_with_the_reason(harness: Harness) -> None:
+    harness.settings.report_interval = 3600  # epoch 1 goes alone; 2-4 wait and go in the finish
+    harness.settings.checkpoint_seconds = 3600
+    run_id = harness.submit(epochs=2)
+
+    class TooManyEpochs(FakeTrainer):
+        def __call__(self, config: RunConfig, **kwargs: Any) -> RunSummary:
+            return super().__call__(config.model_copy(update={"training": config.training.model_copy(
+                update={"epochs": 4})}), **kwargs)
+
+    s = session(harness, run_id, TooManyEpochs(during=lambda epoch: time.sleep(0.03)))
+    assert s.run() == WorkerOutcome.FAILED
+    run = harness.run(run_id)
+    assert run["status"] == "failed"
+    assert "reports to the API stopped: epochs 2-4 reports: HTTP 422" in run["error"], run["error"]
+    assert "epoch 3 is past the run's 2 epochs" in run["error"], run["error"]
+    assert [e["epoch"] for e in harness.epochs(run_id)] == [1]  # the finish's reports: all or none
+
+
 def test_a_run_cancelled_through_the_api_ends_cancelled(harness: Harness) -> None:
     run_id = harness.submit(epochs=50)
 
@@ -239,6 +258,12 @@ def test_mask_stream_uses_deltas_between_key_frames() -> None:
     assert kinds[0] == "key" and kinds[1] == "delta" and kinds[maskcodec.KEYFRAME_EVERY] == "key"
 
 
+def carries_epochs(path: str, request: dict[str, Any]) -> bool:
+    """A finish with epoch reports in it."""
+    content = request.get("content")
+    return path.endswith("/finish") and isinstance(content, str) and '"epochs"' in content
+
+
 def test_epochs_that_end_within_the_report_interval_go_together_and_the_end_does_not_wait(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     harness.settings.report_interval = 3600  # an hour: only the run's end sends what waits
@@ -248,21 +273,50 @@ def test_epochs_that_end_within_the_report_interval_go_together_and_the_end_does
     request = harness.api.request
 
     def counted(method: str, path: str, **kwargs: Any) -> Any:
-        if "/epochs" in path:
-            posts.append(path.rsplit("/", 1)[-1])
+        posts.append(path.rsplit("/", 1)[-1] + (" with epochs" if carries_epochs(path, kwargs) else ""))
         return request(method, path, **kwargs)
 
     monkeypatch.setattr(harness.api, "request", counted)
     # Epochs 30 ms apart: far longer than an in-process report takes, so without the interval each would go alone.
     s = session(harness, run_id, FakeTrainer(during=lambda epoch: time.sleep(0.03)))
     assert s.run() == WorkerOutcome.COMPLETED
-    # Epoch 1 goes at once (nothing was sent before it); the rest wait for the interval, cut short by the end.
-    assert posts[-1] == "batch" and len(posts) <= 2, posts
+    # Epoch 1 goes at once (nothing was sent before it); the rest wait for the interval, cut short by the end,
+    # and go in the finish: the end of the run is one request.
+    assert posts == ["start", "epochs", "model.pt", "finish with epochs"], posts
     assert [e["epoch"] for e in harness.epochs(run_id)] == list(range(1, 11))
     for epoch in (1, 2, 10):  # deltas chained through the batch decode to the trainer's masks
         grid = harness.client.get(f"/api/runs/{run_id}/masks/fc.weight", params={"epoch": epoch}).json()
         expected = np.random.default_rng(epoch).random(MASK_SHAPE) < 0.5
         assert np.array_equal(np.array(grid["density"]) == 1.0, expected)
+
+
+def test_an_api_older_than_epochs_in_a_finish_gets_them_as_a_batch_first(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.api_client import ApiRefused
+
+    harness.settings.report_interval = 3600
+    harness.settings.checkpoint_seconds = 3600
+    run_id = harness.submit(epochs=4)
+    posts: list[str] = []
+    request = harness.api.request
+
+    def older_api(method: str, path: str, **kwargs: Any) -> Any:
+        with_epochs = carries_epochs(path, kwargs)
+        posts.append(path.rsplit("/", 1)[-1] + (" with epochs" if with_epochs else ""))
+        if path.endswith("/finish") and with_epochs:  # what the API before this field answers (seen)
+            raise ApiRefused(422, '{"detail":[{"loc":["body","epochs"],"msg":"Extra inputs are not permitted",'
+                                  '"type":"extra_forbidden"}]}')
+        return request(method, path, **kwargs)
+
+    monkeypatch.setattr(harness.api, "request", older_api)
+    assert session(harness, run_id, FakeTrainer(during=lambda epoch: time.sleep(0.03))).run() == WorkerOutcome.COMPLETED
+    assert posts == ["start", "epochs", "model.pt", "finish with epochs", "batch", "finish"], posts
+    assert [e["epoch"] for e in harness.epochs(run_id)] == [1, 2, 3, 4]
+    assert harness.run(run_id)["status"] == "completed"
+    posts.clear()
+    run_id = harness.submit(epochs=4)
+    assert session(harness, run_id, FakeTrainer(during=lambda epoch: time.sleep(0.03))).run() == WorkerOutcome.COMPLETED
+    assert posts == ["start", "epochs", "model.pt", "batch", "finish"], posts  # learnt: no refused finish again
 
 
 def test_report_groups_are_bounded_in_count_and_mask_bytes_and_end_when_closed(
