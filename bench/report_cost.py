@@ -54,7 +54,8 @@ def reports(epochs: int, shapes: dict[str, tuple[int, int]]) -> list[dict]:
 
 def lifecycle(runs: int) -> None:
     """Every request of a short run, as a worker makes them, `runs` times (after 5 to warm up): the API's CPU
-    milliseconds a request of each kind (/proc counts in 10-ms ticks: use 50 runs or more)."""
+    milliseconds a request of each kind (/proc counts in 10-ms ticks: use 50 runs or more). Every other run ends
+    with its last three reports in the finish, the others with a batch of them and then the finish."""
     import io
 
     import torch
@@ -89,12 +90,21 @@ def lifecycle(runs: int) -> None:
             claim = timed("claim (start)", worker, "POST", WorkerPaths.start(run_id), json={"worker": "bench"})
             headers = {LEASE_HEADER: claim.json()["lease"]}
             timed("epoch report", worker, "POST", WorkerPaths.epochs(run_id), json=bodies[0], headers=headers)
-            timed("batch of 3 epoch reports", worker, "POST", WorkerPaths.epoch_batch(run_id),
-                  json={"epochs": bodies[1:]}, headers=headers)
-            timed("model.pt upload", worker, "PUT", WorkerPaths.artifact(run_id, "model.pt"), content=model,
-                  headers={**headers, "Content-Type": "application/octet-stream"})
-            timed("finish", worker, "POST", WorkerPaths.finish(run_id), headers=headers,
-                  json={"worker": "bench", "status": "completed", "summary": summary})
+            # Alternate runs end as a worker of this version does (the last reports in the finish) and as one
+            # before it did (a batch, then the finish): the two ends side by side.
+            if n % 2:
+                timed("model.pt upload", worker, "PUT", WorkerPaths.artifact(run_id, "model.pt"), content=model,
+                      headers={**headers, "Content-Type": "application/octet-stream"})
+                timed("finish carrying 3 epoch reports", worker, "POST", WorkerPaths.finish(run_id),
+                      headers=headers, json={"worker": "bench", "status": "completed", "summary": summary,
+                                             "epochs": bodies[1:]})
+            else:
+                timed("batch of 3 epoch reports", worker, "POST", WorkerPaths.epoch_batch(run_id),
+                      json={"epochs": bodies[1:]}, headers=headers)
+                timed("model.pt upload", worker, "PUT", WorkerPaths.artifact(run_id, "model.pt"), content=model,
+                      headers={**headers, "Content-Type": "application/octet-stream"})
+                timed("finish", worker, "POST", WorkerPaths.finish(run_id), headers=headers,
+                      json={"worker": "bench", "status": "completed", "summary": summary})
             timed("heartbeat", worker, "POST", WorkerPaths.heartbeat, json={"worker": "bench"})
             timed("a 404 (the middleware alone)", worker, "GET", "/api/no-such-path")
         worker.close()
