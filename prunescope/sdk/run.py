@@ -33,6 +33,9 @@ def _scalar(name: str, value: Any) -> float | int | None:
     if value is None:
         return None
     if hasattr(value, "item") and callable(value.item):  # numpy scalars, 0-d arrays and tensors
+        count = value.numel() if hasattr(value, "numel") else getattr(value, "size", 1)  # a tensor's, an array's
+        if count != 1:
+            raise TypeError(f"run.log: {name} holds {count} values, not one number (log each, or a mean)")
         value = value.item()
     if isinstance(value, bool):
         return int(value)

@@ -129,3 +129,48 @@ def test_an_attached_pruner_refuses_the_explicit_protocol_until_detached() -> No
     pruner.detach()
     pruner.after_step()
     assert pruner.step == 1
+
+
+def _mlp() -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+BLOCK = {"target_sparsity": 0.5, "schedule": {"kind": "one_shot", "start_epoch": 0}}
+
+
+def test_a_second_pruner_on_a_model_says_how_and_takes_over_once_the_first_is_detached() -> None:
+    # A notebook cell run twice: the first Pruner still hooks the optimizer; two would mask every step twice.
+    model, optimizer = _mlp()
+    first = Pruner(model, optimizer, BLOCK, epochs=2, steps_per_epoch=4)
+    with pytest.raises(ValueError, match=r"0\.weight is pruned by another prunescope\.Pruner .*detach\(\)"):
+        Pruner(model, optimizer, BLOCK, epochs=2, steps_per_epoch=4)
+    assert first.attached  # the refused one changed nothing
+    first.detach()
+    second = Pruner(model, optimizer, BLOCK, epochs=2, steps_per_epoch=4)
+    assert second.attached and model[0].weight_mask is second.layers[0].mask
+    with pytest.raises(RuntimeError, match=r"a newer prunescope\.Pruner took over"):
+        first.attach()
+    with pytest.raises(RuntimeError, match="took over"):
+        first.after_step()
+
+
+def test_a_copy_of_a_pruned_model_is_pruned_afresh_and_pickles(tmp_path: Path) -> None:
+    import copy
+
+    model, optimizer = _mlp()
+    Pruner(model, optimizer, BLOCK, epochs=2, steps_per_epoch=4)
+    twin = copy.deepcopy(model)  # e.g. lottery-ticket rewinding: a copy gets its own Pruner
+    twin_pruner = Pruner(twin, torch.optim.SGD(twin.parameters(), lr=0.1), BLOCK, epochs=2, steps_per_epoch=4)
+    assert twin_pruner.attached
+    torch.save(model, tmp_path / "model.pt")  # nothing unpicklable is left on a pruned module
+    assert torch.load(tmp_path / "model.pt", weights_only=False)[0].weight.shape == (16, 8)
+
+
+def test_a_layer_pruned_by_torch_utils_prune_is_refused_with_the_fix() -> None:
+    from torch.nn.utils import prune
+
+    model, optimizer = _mlp()
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    with pytest.raises(ValueError, match=r"torch\.nn\.utils\.prune .*prune\.remove\(\)"):
+        Pruner(model, optimizer, BLOCK, epochs=2, steps_per_epoch=4)

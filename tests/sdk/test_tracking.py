@@ -250,6 +250,11 @@ def test_sdk_refuses_bad_input_with_the_apis_located_error(tmp_path: Path, dead_
         run.log(epoch=1, test_acc=2.0)
     with pytest.raises(TypeError, match="not a number"):
         run.log(epoch=1, note="text")
+    with pytest.raises(TypeError, match="grad_norms holds 3 values, not one number"):
+        run.log(epoch=1, grad_norms=torch.ones(3))  # torch's own error named neither the key nor the fix
+    with pytest.raises(TypeError, match="per_class holds 2 values"):
+        run.log(epoch=1, per_class=np.array([0.5, 0.7]))
+    run.log(epoch=1, one=torch.tensor([0.5]), scalar=np.float32(0.25))  # one value in any shape is one number
     with pytest.raises(TypeError, match=r"epoch= .* or step="):
         run.log(train_loss=1.0)
     run.finish()

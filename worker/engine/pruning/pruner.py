@@ -20,6 +20,7 @@ optimizer.step()` loop needs no other call (the SDK); or the loop calls `before_
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,10 @@ from worker.engine.pruning.layer import PrunedLayer, prunable_weights
 from worker.engine.pruning.recovery import RECOVERIES, Recovery
 from worker.engine.pruning.schedule import SparsitySchedule
 from worker.engine.pruning.selection import SELECTIONS, Selection, selection_for
+
+# Each pruned module's Pruner (weakly, both ways: nothing on the module itself, so `torch.save(model)` and
+# `copy.deepcopy(model)` work as before, and a deep copy has no owner).
+_OWNERS: weakref.WeakKeyDictionary[nn.Module, weakref.ref[Pruner]] = weakref.WeakKeyDictionary()
 
 
 class Pruner:
@@ -77,6 +82,7 @@ class Pruner:
         self._gradient_work = self.criterion.observes_gradients or config.regularization.l1 > 0
         self._criterion_hooks = self.criterion.hooks(model)
         self._hooks: list[Any] = []
+        self._released = False
         self._started = False
         self._refresh_masked_pairs()
         if attach:
@@ -88,13 +94,30 @@ class Pruner:
             names = [n for n, _ in prunable_weights(model)]
             raise ValueError(f"pruning.layers matched no prunable weight; the model's weights are {names}")
         output_name = prunable_weights(model)[-1][0]
+        earlier: list[Pruner] = []
+        for name, module in selected:  # every layer is checked before any is taken
+            if "weight_mask" not in module._buffers:
+                continue
+            if "weight_orig" in module._parameters:
+                raise ValueError(f"{name} is pruned by torch.nn.utils.prune (weight_orig, weight_mask): "
+                                 "prune.remove() it first")
+            owner_ref = _OWNERS.get(module)
+            owner = owner_ref() if owner_ref is not None else None
+            if owner is not None and owner.attached:
+                raise ValueError(f"{name} is pruned by another prunescope.Pruner that is still attached (a cell run "
+                                 "twice?): call that Pruner's detach() first, or build a new model")
+            if owner is not None:
+                earlier.append(owner)
+            # No live owner: a copy of a pruned model (deepcopy copies the mask buffer): its mask is replaced.
+        for owner in earlier:
+            owner._released = True  # a detached Pruner whose layers this one takes over never attaches again
         layers = []
         for name, module in selected:
-            if "weight_mask" in module._buffers:
-                raise ValueError(f"{name} already carries a weight_mask (torch.nn.utils.prune?): remove it first")
             weight: nn.Parameter = module.weight  # type: ignore[assignment]
             mask = torch.ones_like(weight, dtype=torch.bool)
+            module._buffers.pop("weight_mask", None)
             module.register_buffer("weight_mask", mask, persistent=False)
+            _OWNERS[module] = weakref.ref(self)
             layers.append(PrunedLayer(name=name, module=module, weight=weight,
                                       bias=module.bias if isinstance(module.bias, nn.Parameter) else None,
                                       mask=mask, row_pruning=config.granularity == "neuron" and name != output_name))
@@ -103,6 +126,7 @@ class Pruner:
     # ----- hooking into a user's loop ----------------------------------------------------------------
     def attach(self) -> Pruner:
         """Hook into the optimizer (and model): `optimizer.step()` then keeps the masks with no other call."""
+        self._refuse_if_released()
         if self._hooks:
             return self
         self._hooks = [self.optimizer.register_step_pre_hook(lambda *_: self._before_step()),
@@ -143,7 +167,12 @@ class Pruner:
         self._refuse_if_attached()
         self._after_step()
 
+    def _refuse_if_released(self) -> None:
+        if self._released:
+            raise RuntimeError("a newer prunescope.Pruner took over this Pruner's layers; use that one")
+
     def _refuse_if_attached(self) -> None:
+        self._refuse_if_released()
         if self._hooks:
             raise RuntimeError("this Pruner is attached: optimizer.step() already runs its per-step work; "
                                "call detach() to drive it by hand")
