@@ -622,6 +622,12 @@ def chained_masks(epochs: int, seed: int = 7) -> list[np.ndarray]:
     return masks
 
 
+def chained_bodies(masks: list[np.ndarray], epochs: int | None = None) -> list[dict[str, Any]]:
+    """Reports of epochs 1..epochs: a key frame, then each a delta against the epoch before it."""
+    return [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
+            for e in range(1, (epochs or len(masks)) + 1)]
+
+
 def epoch_events(client: TestClient, run_id: int) -> list[int]:
     from sqlalchemy import select
 
@@ -636,8 +642,7 @@ def test_a_batch_records_every_epoch_with_chained_deltas_in_one_request(client: 
     run_id = submit(client, training={"epochs": 6})
     start(client, run_id)
     masks = chained_masks(6)
-    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
-              for e in range(1, 5)]  # a key frame, then deltas each against the epoch before it in this batch
+    bodies = chained_bodies(masks, 4)  # a key frame, then deltas each against the epoch before it in this batch
     answer = batch(client, run_id, bodies[::-1])  # any order: stored in epoch order
     assert answer.status_code == 200, answer.text
     assert answer.json()["cancel"] is False
@@ -671,8 +676,7 @@ def test_a_batch_is_recorded_all_or_none(client: TestClient, fault: str) -> None
     run_id = submit(client, training={"epochs": 3})
     first_lease = start(client, run_id)["lease"]
     masks = chained_masks(3)
-    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
-              for e in range(1, 4)]
+    bodies = chained_bodies(masks, 3)
     expected = 422
     if fault == "past the end":
         bodies.append(epoch_body(4))
@@ -711,8 +715,7 @@ def test_a_finish_records_its_last_reports_then_completes_in_one_request(client:
     run_id = submit(client, training={"epochs": 4})
     start(client, run_id)
     masks = chained_masks(4)
-    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
-              for e in range(1, 5)]
+    bodies = chained_bodies(masks, 4)
     assert report(client, run_id, bodies[0]).status_code == 200
     done = finish(client, run_id, "completed", epochs=bodies[1:], summary={
         "final_test_acc": 0.9, "best_test_acc": 0.9, "final_sparsity": 0.5, "nonzero": 10, "total": 20,
@@ -733,8 +736,7 @@ def test_a_finish_with_reports_is_recorded_all_or_none(client: TestClient, fault
     run_id = submit(client, training={"epochs": 3})
     first_lease = start(client, run_id)["lease"]
     masks = chained_masks(3)
-    bodies = [epoch_body(e, {"fc1.weight": maskcodec.encode(masks[e - 1], masks[e - 2] if e > 1 else None).to_json()})
-              for e in range(1, 4)]
+    bodies = chained_bodies(masks, 3)
     expected, needle = 422, ""
     if fault == "past the end":
         bodies, needle = [*bodies, epoch_body(4)], "epoch 4 is past the run's 3 epochs"
