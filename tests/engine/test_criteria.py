@@ -96,6 +96,44 @@ def test_activation_criterion_disables_the_least_active_neurons(stat: str) -> No
     assert pruner.layers[2].mask.all()  # the output layer's rows are the classes: never pruned
 
 
+def test_activation_criterion_scores_a_linear_layers_features_on_token_inputs() -> None:
+    # A Linear over (batch, tokens, features): its units are the last dimension, not dimension 1 (the tokens).
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(20, 32), nn.Linear(32, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x.view(64, 5, 4).repeat(1, 1, 5)))).mean(dim=1)
+
+    torch.manual_seed(0)
+    model = Tokens()
+    with torch.no_grad():
+        model.fc1.bias[:8] = -100.0
+    opt, pruner = _pruner({"criterion": "activation", "granularity": "neuron", "target_sparsity": 0.25,
+                           "schedule": {"kind": "one_shot", "start_epoch": 0}}, model)
+    _step(model, opt, pruner)
+    rows = pruner.layers[0].mask.any(dim=1)
+    assert rows[:8].sum() == 0 and rows[8:].all()
+
+
+def test_activation_criterion_names_a_layer_whose_module_never_runs() -> None:
+    class Skips(nn.Module):  # like nn.MultiheadAttention's out_proj: a Linear whose weight is used directly
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.unused, self.fc2 = nn.Linear(20, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.fc1(x))
+            return self.fc2(torch.relu(F.linear(h, self.unused.weight, self.unused.bias)))
+
+    model = Skips()
+    opt, pruner = _pruner({"criterion": "activation", "granularity": "neuron", "target_sparsity": 0.25,
+                           "schedule": {"kind": "one_shot", "start_epoch": 0}}, model)
+    with pytest.raises(ValueError, match=r"saw no output of unused\.weight .*pruning\.layers\.exclude"):
+        _step(model, opt, pruner)
+
+
 def test_neuron_granularity_prunes_whole_rows() -> None:
     model = _model()
     _, pruner = _pruner({"granularity": "neuron", "target_sparsity": 0.5, "scope": "global",

@@ -23,10 +23,13 @@ def row_score(scores: torch.Tensor, how: str) -> torch.Tensor:
     return rows.mean(dim=1) if how == "mean" else rows.sum(dim=1)
 
 
-def activation_score(stat: str, sums: torch.Tensor, zeros: torch.Tensor, count: int) -> torch.Tensor:
+def activation_score(stat: str, sums: torch.Tensor, zeros: torch.Tensor, count: int, layer: str = "") -> torch.Tensor:
     """Per-neuron score from post-ReLU activations: mean |a|, or 1 - APoZ (Hu et al. 2016)."""
     if count == 0:
-        raise ValueError("criterion 'activation' has no activations yet: prune after at least one training step")
+        raise ValueError(f"criterion 'activation' saw no output of {layer or 'a layer'} in training since the last "
+                         "mask update: prune after at least one training step, or, when its module is never called "
+                         "(nn.MultiheadAttention uses out_proj's weight directly), leave it out with "
+                         "pruning.layers.exclude")
     if stat == "apoz":
         return 1.0 - zeros / count
     return sums / count
@@ -149,8 +152,9 @@ class Activation(Criterion):
         sums, zeros = self.sums[index], self.zeros[index]
         if sums is None or zeros is None:
             rows = self.layers[index].rows
-            return activation_score(self.config.activation_stat, torch.zeros(rows), torch.zeros(rows), 0)
-        return activation_score(self.config.activation_stat, sums, zeros, self.counts[index])
+            return activation_score(self.config.activation_stat, torch.zeros(rows), torch.zeros(rows), 0,
+                                    self.layers[index].name)
+        return activation_score(self.config.activation_stat, sums, zeros, self.counts[index], self.layers[index].name)
 
     def hooks(self, model: nn.Module) -> list[Any]:
         return [layer.module.register_forward_hook(self._hook(i))
@@ -163,8 +167,11 @@ class Activation(Criterion):
             with torch.no_grad():
                 # Every prunable hidden layer of the zoo is followed by a ReLU: score what it passes on.
                 active = output.detach().clamp_min(0)
-                dims = [d for d in range(active.dim()) if d != 1]
-                per_sample = active[0].numel() // active.shape[1]
+                # A Linear's units are its output's last dimension (a (batch, tokens, features) input too), a
+                # conv's its channels (dimension 1).
+                unit_dim = active.dim() - 1 if isinstance(module, nn.Linear) else 1
+                dims = [d for d in range(active.dim()) if d != unit_dim]
+                per_sample = active[0].numel() // active.shape[unit_dim]
                 sums = active.sum(dim=dims) / per_sample
                 zeros = (active == 0).sum(dim=dims).to(active.dtype) / per_sample
                 old_sums, old_zeros = self.sums[index], self.zeros[index]
