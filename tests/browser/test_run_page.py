@@ -311,3 +311,20 @@ def test_the_config_panel_starts_closed_on_a_phone(page: Any, worker: FakeWorker
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(f"/runs/{run_id}")
     page.locator("#config-panel[open]").wait_for()  # wide screens show it open
+
+
+def test_a_first_layer_that_is_not_over_an_image_gets_no_connectivity_card_and_no_404(
+        page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    # A Linear over 30 features (or a conv: the fuzzed stack's ResNets, small CNNs): the map does not apply, and
+    # asking for it logged a 404 in the console of every such run's page.
+    run_id = worker.submit("tabular", epochs=3)
+    worker.complete(run_id, 3, with_masks=True, layers=(("fc1.weight", (16, 30)), ("fc2.weight", (4, 16))))
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/connectivity" in request.url else None)
+    page.goto(f"/runs/{run_id}")
+    page.locator("#mask-caption").filter(has_text="epoch 3").wait_for()
+    page.locator("#inspector").scroll_into_view_if_needed()
+    wait_js(page, "() => document.getElementById('chart-mask')?.layout?.meta?.epoch === 3")
+    assert page.locator("#connectivity-card").is_hidden()
+    assert asked == []
+    assert watch.errors == []

@@ -289,10 +289,16 @@ export function maskInspector({ base, signal, uirev, onCleanup, exportName = () 
   }
 
   const busiest = (counts) => Math.max(1, ...counts.map((row) => Math.max(...row)));
+  const overImage = (shape) => Array.isArray(shape) && shape.length === 2 && [1, 3].some((channels) => {
+    const side = Math.floor(Math.sqrt(shape[1] / channels));
+    return shape[1] % channels === 0 && side > 1 && channels * side * side === shape[1];
+  });
 
   async function renderConnectivity(record) {
-    // Ask only once the first layer has a snapshot: then a 404 means "not a Linear layer over an image".
+    // Ask only once the first layer has a snapshot, and only when it is a Linear layer over a square image of 1
+    // or 3 channels (what the API's map needs): a conv or a Linear over features gets no card and no 404.
     const firstLayer = state.masks.status === "ok" ? state.masks.layers[0]?.name : null;
+    if (firstLayer && !overImage(layerInfo(firstLayer)?.shape)) state.connectivity.status = "missing";
     const epoch = record && firstLayer ? maskEpochFor(firstLayer, record.epoch) : null;
     if (state.connectivity.status === "missing" || epoch === null) { connCard.hidden = true; return; }
     const key = `${epoch}:${state.fixedConnectivity}`;
