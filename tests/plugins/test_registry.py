@@ -135,3 +135,47 @@ def test_heartbeat_advertises_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("PRUNESCOPE_PLUGINS", module)
     body = heartbeat_body(WorkerIdentity("w", "h", ["cpu"], "cpu"), None)
     assert body.models == {"tiny_net": ["1.weight", "3.weight"]} and body.datasets == ["tiny_data"]
+
+
+def test_a_lazy_plugin_model_is_materialised_and_a_wrong_output_is_refused_by_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from torch import nn
+
+    from worker.engine.training import run_training
+
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", "")
+
+    @prunescope.register_model("lazy_head", input_shape=(1, 8, 8))
+    def lazy(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.LazyLinear(num_classes))
+
+    @prunescope.register_model("with_aux", input_shape=(1, 8, 8))
+    def with_aux(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        class WithAux(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+
+            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+                return self.fc(x.flatten(1)), None
+
+        return WithAux()
+
+    config = {"model": {"name": "lazy_head"}, "dataset": {"name": "synthetic"}, "training": {"epochs": 1},
+              "pruning": {"target_sparsity": 0.5, "schedule": {"kind": "one_shot", "start_epoch": 0}}}
+    # Lazy parameters had no shape for the pruner: "Attempted to use an uninitialized parameter".
+    model = build_model({"name": "lazy_head"}, (1, 8, 8), 10)
+    assert [tuple(p.shape) for p in model.parameters()] == [(16, 64), (16,), (10, 16), (10,)]
+    assert model.training  # the probe ran in eval mode and left the mode as it was
+    summary = run_training(config, data_dir=tmp_path)
+    assert summary.final_sparsity == pytest.approx(0.5, abs=0.02)
+    # A (logits, aux) tuple failed deep in the loss ("cross_entropy_loss(): argument 'input' ... not tuple").
+    with pytest.raises(ValueError, match=r"'with_aux' .*must return logits of shape \(N, 10\); .* returned tuple"):
+        build_model({"name": "with_aux"}, (1, 8, 8), 10)
+
+    @prunescope.register_model("always_ten", input_shape=(1, 8, 8))
+    def always_ten(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # ignores num_classes
+
+    with pytest.raises(ValueError, match=r"shape \(N, 3\); for one input it returned a tensor of shape \[1, 10\]"):
+        build_model({"name": "always_ten"}, (1, 8, 8), 3)

@@ -7,6 +7,7 @@ A name that is not built in is looked up among registered plugins (`prunescope.p
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from prunescope import plugins
@@ -42,4 +43,27 @@ def build_model(model_cfg: dict, input_shape: tuple[int, int, int], num_classes:
     model = plugin.build(tuple(input_shape), int(num_classes), **(model_cfg.get("params") or {}))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model plugin {name!r} ({plugin.source}) returned {type(model).__name__}, not an nn.Module")
+    probe_plugin_model(model, name, plugin.source, tuple(input_shape), int(num_classes))
     return model
+
+
+def probe_plugin_model(model: nn.Module, name: str, source: str, input_shape: tuple[int, ...],
+                       num_classes: int) -> None:
+    """One forward of a zero sample, in eval mode and without gradients (no weight, statistic or random state
+    changes): it creates the parameters of lazy modules (`nn.LazyLinear`: the pruner needs their shapes), and a
+    forward that does not return (N, num_classes) logits is refused here, by name, not deep in the loss."""
+    was_training = model.training
+    first = next(iter(model.parameters()), None)
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, *input_shape, device=first.device if first is not None else "cpu"))
+    except Exception as exc:
+        raise ValueError(f"model plugin {name!r} ({source}) fails on one input of shape {list(input_shape)}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (1, num_classes):
+        got = f"a tensor of shape {list(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"model plugin {name!r} ({source}): forward must return logits of shape (N, {num_classes}); "
+                         f"for one input it returned {got}")
