@@ -59,6 +59,18 @@ def test_a_network_clearly_worse_than_guessing_at_chance_diverged() -> None:
         guard.check(2, 2.6, 0.09, pruning_started=False)
 
 
+def test_a_binary_classifier_at_70_percent_is_not_at_chance() -> None:
+    # 1.5/C is 75 % for two classes: a plugin dataset's working binary classifier was failed as "collapsed".
+    guard = CollapseGuard(num_classes=2, hint="lower training.lr")
+    for epoch in range(1, 6):
+        guard.check(epoch, 0.8, 0.70, pruning_started=epoch > 1)  # loss over 1.1 x ln 2 = 0.76, yet well above 50 %
+    collapsed = CollapseGuard(num_classes=2, hint="lower training.lr")
+    collapsed.check(1, 0.3, 0.95, pruning_started=False)
+    collapsed.check(2, 0.7, 0.52, pruning_started=True)
+    with pytest.raises(TrainingDiverged, match="collapsed after pruning"):
+        collapsed.check(3, 0.7, 0.51, pruning_started=True)
+
+
 def test_guard_state_survives_a_checkpoint() -> None:
     guard = _guard()
     guard.check(1, 0.5, 0.9, pruning_started=True)

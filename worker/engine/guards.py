@@ -6,11 +6,12 @@ per epoch:
 - the training loss is above both 10x the best epoch loss so far and the loss of a uniform guess
   (ln C for C classes) for `PATIENCE` consecutive epochs: a run that merely gets a little worse after a
   pruning step is not flagged, one that loses what it learnt is;
-- the test accuracy is at chance (≤ 1.5/C) for `PATIENCE` consecutive epochs after it had been well above
-  it (≥ 3/C, or halfway from 1.5/C to 1 when C is small), or while the training loss is more than 10 % above
-  a uniform guess's ln C: a network that learnt and fell to chance died, one that does clearly worse than
-  guessing diverged. A network at chance with a loss near ln C may just not have learnt yet (a tiny learning
-  rate, a handful of samples: an untrained network's loss is ln C or a little above), and is left alone.
+- the test accuracy is at chance (≤ 1.5/C, and at most 1/C + 10 points) for `PATIENCE` consecutive epochs
+  after it had been well above it (≥ twice that, or halfway from it to 1 when C is small), or while the
+  training loss is more than 10 % above a uniform guess's ln C: a network that learnt and fell to chance died,
+  one that does clearly worse than guessing diverged. A network at chance with a loss near ln C may just not
+  have learnt yet (a tiny learning rate, a handful of samples: an untrained network's loss is ln C or a little
+  above), and is left alone.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class CollapseGuard:
 
     @property
     def chance_level(self) -> float:
-        return CHANCE_FACTOR / self.num_classes
+        # 1.5/C, but never more than 10 points above chance: for two classes 1.5/C is 75 %, a working classifier.
+        return min(CHANCE_FACTOR / self.num_classes, 1 / self.num_classes + 0.1)
 
     @property
     def learnt_level(self) -> float:
