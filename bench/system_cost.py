@@ -31,7 +31,10 @@
    p50/p95 of three queries, and the API's resident memory at that size (bench/system_runslist.py).
    Target: p95 ≤ 50 ms.
 
-Prints tables only (no assertions). `--parts sweep,fast,first,sse,list` picks parts.
+1d. `--parts warm` (not in the default set): CPU milliseconds a warm run costs the workers, the API and Redis
+   (sweeps of twice `--sweep-runs`, after a warm-up), against the same runs trained warm in the bench's process.
+
+Prints tables only (no assertions). `--parts sweep,warm,fast,first,sse,list` picks parts.
 """
 
 from __future__ import annotations
@@ -341,6 +344,36 @@ def bare_fast(epochs: int) -> None:
     print(json.dumps({"run": time.perf_counter() - started}))
 
 
+def warm_costs(stack: Stack, runs: int, epochs: int, repeats: int) -> dict[str, Any]:
+    """CPU milliseconds a warm run costs: each stack process's over `repeats` sweeps of `runs` (after a warm-up
+    sweep: torch imported, data loaded), against the same runs trained warm in this process."""
+    stack.stop_workers()
+    stack.start_workers(2)
+    stack_sweep(stack, 4, epochs, 64, {}, "sweep")
+    stacked = []
+    for _ in range(repeats):
+        cpu: dict[str, float] = {}
+        stack_sweep(stack, runs, epochs, 64, cpu, "sweep")
+        stacked.append({name: 1e3 * used / runs for name, used in cpu.items()})
+    import torch
+
+    from prunescope.contract import parse_run_config
+    from worker.engine.training import run_training
+
+    torch.set_num_threads(1)
+    data_dir = Path(tempfile.mkdtemp(prefix="prunescope-warm-"))
+    configs = [parse_run_config(config) for config in sweep_configs(runs, epochs, 64)]
+    for config in configs[:3]:
+        run_training(config, data_dir=data_dir, device="cpu")
+    bare = []
+    for _ in range(repeats):
+        began = time.process_time()
+        for config in configs:
+            run_training(config, data_dir=data_dir, device="cpu")
+        bare.append(1e3 * (time.process_time() - began) / runs)
+    return {"stack": stacked, "bare": bare}
+
+
 def fast_epochs(stack: Stack, epochs: int, repeats: int) -> dict[str, Any]:
     """One run of `epochs` short epochs, `repeats` times one after another through the stack (after one to warm
     the worker), against the same run in a bare process: each run's wall time (claim to `finished_at`) and the
@@ -407,7 +440,7 @@ def main() -> int:
     parts = {p.strip() for p in args.parts.split(",")}
     os.environ.update(ENV)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-    if parts & {"sweep", "fast", "first", "sse"}:
+    if parts & {"sweep", "warm", "fast", "first", "sse"}:
         workdir = Path(tempfile.mkdtemp(prefix="prunescope-system-"))
         print(f"stack logs: {workdir}/*.log", flush=True)
         stack = Stack(workdir)
@@ -435,6 +468,17 @@ def main() -> int:
                          f"   CPU ratio    {statistics.median(cpus):7.2f}x  (median of the pairs; pairs "
                          + " / ".join(f"{r:.2f}" for r in cpus)
                          + "; other jobs on the machine disturb it far less than wall time)"])
+            if "warm" in parts:
+                print(f"warm runs: {args.sweep_repeats} sweeps of {2 * args.sweep_runs} ...", flush=True)
+                warm = warm_costs(stack, 2 * args.sweep_runs, args.sweep_epochs, args.sweep_repeats)
+                lines = [f"\n1d. CPU ms a warm run ({args.sweep_epochs} epochs, batch 64; {2 * args.sweep_runs}-run "
+                         "sweeps after a warm-up; the stack's window includes up to 1 s of idle polling)"]
+                for k, costs in enumerate(warm["stack"]):
+                    workers = sum(v for name, v in costs.items() if name.startswith("worker"))
+                    lines.append(f"   sweep {k + 1}: workers {workers:.1f}, api {costs['api']:.1f}, "
+                                 f"redis {costs['redis']:.1f}")
+                lines.append("   bare, in this process: " + " / ".join(f"{b:.1f}" for b in warm["bare"]))
+                say(lines)
             if "fast" in parts:
                 print(f"a run of {args.fast_epochs} short epochs, {args.fast_repeats} times ...", flush=True)
                 fast = fast_epochs(stack, args.fast_epochs, args.fast_repeats)
