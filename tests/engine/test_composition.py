@@ -155,6 +155,18 @@ def test_a_second_pruner_on_a_model_says_how_and_takes_over_once_the_first_is_de
         first.after_step()
 
 
+def test_a_taken_over_pruner_stops_counting_activations() -> None:
+    model, optimizer = _mlp()
+    block = {"criterion": "activation", "granularity": "neuron", "target_sparsity": 0.5,
+             "schedule": {"kind": "one_shot", "start_epoch": 1}}
+    first = Pruner(model, optimizer, block, epochs=2, steps_per_epoch=4)
+    first.detach()
+    Pruner(model, optimizer, block, epochs=2, steps_per_epoch=4)
+    model.train()
+    model(torch.randn(5, 8))
+    assert first.criterion.counts == [0, 0]  # its forward hook was removed with the takeover
+
+
 def test_a_copy_of_a_pruned_model_is_pruned_afresh_and_pickles(tmp_path: Path) -> None:
     import copy
 

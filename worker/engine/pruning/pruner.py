@@ -110,7 +110,7 @@ class Pruner:
                 earlier.append(owner)
             # No live owner: a copy of a pruned model (deepcopy copies the mask buffer): its mask is replaced.
         for owner in earlier:
-            owner._released = True  # a detached Pruner whose layers this one takes over never attaches again
+            owner._release()
         layers = []
         for name, module in selected:
             weight: nn.Parameter = module.weight  # type: ignore[assignment]
@@ -166,6 +166,14 @@ class Pruner:
         """After optimizer.step: update masks when the schedule (or the recovery) says so."""
         self._refuse_if_attached()
         self._after_step()
+
+    def _release(self) -> None:
+        """A newer Pruner takes this (detached) one's layers: it never attaches again, and its criterion's
+        forward hooks (activation statistics) stop counting on modules it no longer prunes."""
+        self._released = True
+        for hook in self._criterion_hooks:
+            hook.remove()
+        self._criterion_hooks = []
 
     def _refuse_if_released(self) -> None:
         if self._released:
