@@ -147,7 +147,8 @@ def test_a_lazy_plugin_model_is_materialised_and_a_wrong_output_is_refused_by_na
 
     @prunescope.register_model("lazy_head", input_shape=(1, 8, 8))
     def lazy(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-        return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.LazyLinear(num_classes))
+        frozen = nn.BatchNorm1d(16).eval()  # a plugin's choice the probe must leave as it was
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), frozen, nn.ReLU(), nn.LazyLinear(num_classes))
 
     @prunescope.register_model("with_aux", input_shape=(1, 8, 8))
     def with_aux(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -165,8 +166,8 @@ def test_a_lazy_plugin_model_is_materialised_and_a_wrong_output_is_refused_by_na
               "pruning": {"target_sparsity": 0.5, "schedule": {"kind": "one_shot", "start_epoch": 0}}}
     # Lazy parameters had no shape for the pruner: "Attempted to use an uninitialized parameter".
     model = build_model({"name": "lazy_head"}, (1, 8, 8), 10)
-    assert [tuple(p.shape) for p in model.parameters()] == [(16, 64), (16,), (10, 16), (10,)]
-    assert model.training  # the probe ran in eval mode and left the mode as it was
+    assert [tuple(p.shape) for p in model.parameters()] == [(16, 64), (16,), (16,), (16,), (10, 16), (10,)]
+    assert model.training and not model[2].training  # the probe ran in eval mode and left each mode as it was
     summary = run_training(config, data_dir=tmp_path)
     assert summary.final_sparsity == pytest.approx(0.5, abs=0.02)
     # A (logits, aux) tuple failed deep in the loss ("cross_entropy_loss(): argument 'input' ... not tuple").

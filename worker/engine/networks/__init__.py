@@ -52,7 +52,7 @@ def probe_plugin_model(model: nn.Module, name: str, source: str, input_shape: tu
     """One forward of a zero sample, in eval mode and without gradients (no weight, statistic or random state
     changes): it creates the parameters of lazy modules (`nn.LazyLinear`: the pruner needs their shapes), and a
     forward that does not return (N, num_classes) logits is refused here, by name, not deep in the loss."""
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # a plugin may keep some in eval mode
     first = next(iter(model.parameters()), None)
     model.eval()
     try:
@@ -62,7 +62,8 @@ def probe_plugin_model(model: nn.Module, name: str, source: str, input_shape: tu
         raise ValueError(f"model plugin {name!r} ({source}) fails on one input of shape {list(input_shape)}: "
                          f"{type(exc).__name__}: {exc}") from exc
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     if not isinstance(output, torch.Tensor) or tuple(output.shape) != (1, num_classes):
         got = f"a tensor of shape {list(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(f"model plugin {name!r} ({source}): forward must return logits of shape (N, {num_classes}); "
