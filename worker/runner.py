@@ -248,33 +248,25 @@ class RunSession:
             trailing = None  # the reports after a refused one are dropped, as the outbox drops them
             if outcome != WorkerOutcome.FAILED:
                 outcome, error = WorkerOutcome.FAILED, self._failure_text()
-        report = FinishReport(worker=self.identity.name, status=outcome.value, summary=summary,
-                              error=error[:20000] if error else None, epochs=trailing or None)
-        try:
-            self.api.finish(self.run_id, active.lease, report, retry_for=patience)
-        except ApiRefused as exc:
-            if not report.epochs or exc.superseded:
-                log.error("run %s: finish (%s) not delivered: %s", self.run_id, outcome.value, exc)
-                return WorkerOutcome.SKIPPED
-            # The API refused the last reports (the whole finish with them): the run fails with its reason, as
-            # when a report refused during the run stops the outbox.
-            log.error("run %s: %s refused: %s", self.run_id, describe(report.epochs), exc)
-            return self._finish_failed(f"reports to the API stopped: {describe(report.epochs)}: {exc}", patience)
-        except ApiUnreachable as exc:
-            log.error("run %s: finish (%s) not delivered: %s", self.run_id, outcome.value, exc)
-            return WorkerOutcome.SKIPPED
-        return outcome
+        return self._send_finish(outcome, summary, error, trailing, patience)
 
-    def _finish_failed(self, error: str, patience: float) -> WorkerOutcome:
+    def _send_finish(self, outcome: WorkerOutcome, summary: RunSummary | None, error: str | None,
+                     epochs: list[EpochReport] | None, patience: float) -> WorkerOutcome:
         assert self.active is not None
-        report = FinishReport(worker=self.identity.name, status=WorkerOutcome.FAILED.value, error=error[:20000])
+        report = FinishReport(worker=self.identity.name, status=outcome.value, summary=summary,
+                              error=error[:20000] if error else None, epochs=epochs or None)
         try:
             self.api.finish(self.run_id, self.active.lease, report, retry_for=patience)
         except (ApiRefused, ApiUnreachable) as exc:
-            log.error("run %s: finish (failed) not delivered: %s", self.run_id, exc)
+            if isinstance(exc, ApiRefused) and report.epochs and not exc.superseded:
+                # The API refused the last reports (the whole finish with them): the run fails with its reason, as
+                # when a report refused during the run stops the outbox.
+                log.error("run %s: %s refused: %s", self.run_id, describe(report.epochs), exc)
+                reason = f"reports to the API stopped: {describe(report.epochs)}: {exc}"
+                return self._send_finish(WorkerOutcome.FAILED, None, reason, None, patience)
+            log.error("run %s: finish (%s) not delivered: %s", self.run_id, outcome.value, exc)
             return WorkerOutcome.SKIPPED
-        return WorkerOutcome.FAILED
-
+        return outcome
 
     def _flush(self, reporter: Reporter) -> bool:
         """Wait for the outbox: up to the retry bound, or SHUTDOWN_PATIENCE once the worker is shutting down."""
