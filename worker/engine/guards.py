@@ -4,14 +4,20 @@ A dead run must end `failed` with advice, never `completed` with 11 % accuracy. 
 per epoch:
 - the training loss is NaN/inf (at once);
 - the training loss is above both 10x the best epoch loss so far and the loss of a uniform guess
-  (ln C for C classes) for `PATIENCE` consecutive epochs: a run that merely gets a little worse after a
-  pruning step is not flagged, one that loses what it learnt is;
+  (ln C for C classes) for `PATIENCE` consecutive epochs that hold at least `MIN_STEPS` optimizer steps
+  together: a run that merely gets a little worse after a pruning step is not flagged, one that loses what it
+  learnt is;
 - the test accuracy is at chance (≤ 1.5/C, and at most 1/C + 10 points) for `PATIENCE` consecutive epochs
-  after it had been well above it (≥ twice that, or halfway from it to 1 when C is small), or while the
-  training loss is more than 10 % above a uniform guess's ln C: a network that learnt and fell to chance died,
-  one that does clearly worse than guessing diverged. A network at chance with a loss near ln C may just not
-  have learnt yet (a tiny learning rate, a handful of samples: an untrained network's loss is ln C or a little
-  above), and is left alone.
+  (and `MIN_STEPS` steps) after it had been well above it (≥ twice that, or halfway from it to 1 when C is
+  small), or while the training loss is more than 10 % above a uniform guess's ln C: a network that learnt and
+  fell to chance died, one that does clearly worse than guessing diverged. A network at chance with a loss
+  near ln C may just not have learnt yet (a tiny learning rate, a handful of samples: an untrained network's
+  loss is ln C or a little above), and is left alone.
+
+The step minimum matters for runs of a few steps an epoch (small data, large batches): a network cut hard after
+two steps of training can sit at chance for a few steps and then recover, so two one-step epochs are no verdict
+while the run has steps left; at its last epoch they are (it ends where it is). With MNIST's 469 steps an
+epoch, the rule is two epochs.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from prunescope.contract import RunConfig
 
 EXPLOSION_FACTOR = 10.0
 PATIENCE = 2
+MIN_STEPS = 50  # optimizer steps a bad streak must also last: a verdict after 2 one-step epochs is premature
 CHANCE_FACTOR = 1.5
 DIVERGED_FACTOR = 1.1  # x ln C: an untrained network's loss, seen 2.31-2.36 for C = 10, is not divergence
 
@@ -53,6 +60,8 @@ class CollapseGuard:
     best_acc: float = 0.0
     exploded_epochs: int = 0
     chance_epochs: int = 0
+    exploded_steps: int = 0
+    chance_steps: int = 0
 
     @property
     def chance_level(self) -> float:
@@ -63,24 +72,28 @@ class CollapseGuard:
     def learnt_level(self) -> float:
         return min(2 * self.chance_level, (1 + self.chance_level) / 2)
 
-    def check(self, epoch: int, train_loss: float, test_acc: float, pruning_started: bool) -> None:
+    def check(self, epoch: int, train_loss: float, test_acc: float, pruning_started: bool, *, steps: int,
+              last: bool) -> None:
+        """One epoch's verdict; `steps` is how many optimizer steps the epoch took, `last` whether it ends the run."""
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training diverged in epoch {epoch} (train loss {train_loss}): {self.hint}")
         when = "after pruning " if pruning_started else ""
         uniform_loss = math.log(self.num_classes)
         exploded = train_loss > max(EXPLOSION_FACTOR * self.best_loss, uniform_loss)
         self.exploded_epochs = self.exploded_epochs + 1 if exploded else 0
+        self.exploded_steps = self.exploded_steps + steps if exploded else 0
         at_chance = test_acc <= self.chance_level and (
             self.best_acc >= self.learnt_level or train_loss > DIVERGED_FACTOR * uniform_loss)
         self.chance_epochs = self.chance_epochs + 1 if at_chance else 0
-        if self.exploded_epochs >= PATIENCE:
+        self.chance_steps = self.chance_steps + steps if at_chance else 0
+        if self.exploded_epochs >= PATIENCE and (self.exploded_steps >= MIN_STEPS or last):
             raise TrainingDiverged(
-                f"training loss exploded {when}in epochs {epoch - PATIENCE + 1}-{epoch} "
+                f"training loss exploded {when}in epochs {epoch - self.exploded_epochs + 1}-{epoch} "
                 f"(train loss {train_loss:.3g}, best {self.best_loss:.3g}): {self.hint}")
-        if self.chance_epochs >= PATIENCE:
+        if self.chance_epochs >= PATIENCE and (self.chance_steps >= MIN_STEPS or last):
             raise TrainingDiverged(
-                f"training collapsed {when}at epoch {epoch - PATIENCE + 1} (test acc {100 * test_acc:.0f} % in "
-                f"epoch {epoch}, "
+                f"training collapsed {when}at epoch {epoch - self.chance_epochs + 1} "
+                f"(test acc {100 * test_acc:.0f} % in epoch {epoch}, "
                 f"chance {100 / self.num_classes:.0f} %, best so far {100 * self.best_acc:.0f} %, "
                 f"train loss {train_loss:.3g}): {self.hint}")
         self.best_loss = min(self.best_loss, train_loss)
@@ -88,10 +101,14 @@ class CollapseGuard:
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_loss": self.best_loss, "best_acc": self.best_acc, "exploded_epochs": self.exploded_epochs,
-                "chance_epochs": self.chance_epochs}
+                "chance_epochs": self.chance_epochs, "exploded_steps": self.exploded_steps,
+                "chance_steps": self.chance_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("best_loss", "best_acc"):
             setattr(self, key, float(state[key]))
         for key in ("exploded_epochs", "chance_epochs"):
             setattr(self, key, int(state[key]))
+        for key in ("exploded_steps", "chance_steps"):
+            # a checkpoint from before the step minimum: its streak counts as long enough, as it did then
+            setattr(self, key, int(state.get(key, MIN_STEPS if state[key.replace("steps", "epochs")] else 0)))

@@ -245,7 +245,8 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
             stopped = True
             break
         test_loss, test_acc = evaluate(forward, data, device, pruner, compute)
-        guard.check(epoch, totals.loss, test_acc, pruning_started=pruner is not None and pruner.pruning_started)
+        guard.check(epoch, totals.loss, test_acc, pruning_started=pruner is not None and pruner.pruning_started,
+                    steps=steps_per_epoch, last=epoch == training.epochs)
         final_acc, best_acc = test_acc, max(best_acc, test_acc)
         epochs_done = epoch
         record, masks = build_epoch_record(EpochMeasures(
