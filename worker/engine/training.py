@@ -269,7 +269,7 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
                 state.save(Path(checkpoint_path))
 
     if pruner is not None:
-        pruner.finalize()
+        pruner.finalize(warn_short=False)  # the schedule fits the run's epochs: only a stopped run ends short
         masks_now = pruner.masks()
         nonzero = sum(int(m.sum()) for m in masks_now.values())
     else:

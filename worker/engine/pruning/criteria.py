@@ -14,7 +14,7 @@ from torch import nn
 
 from prunescope.contract import PruningConfig
 from prunescope.contract.extensions import register_extra_name
-from worker.engine.pruning.layer import PrunedLayer
+from worker.engine.pruning.layer import PrunedLayer, PrunerHook
 
 
 def row_score(scores: torch.Tensor, how: str) -> torch.Tensor:
@@ -157,7 +157,7 @@ class Activation(Criterion):
         return activation_score(self.config.activation_stat, sums, zeros, self.counts[index], self.layers[index].name)
 
     def hooks(self, model: nn.Module) -> list[Any]:
-        return [layer.module.register_forward_hook(self._hook(i))
+        return [layer.module.register_forward_hook(PrunerHook(self._hook(i)))
                 for i, layer in enumerate(self.layers) if layer.row_pruning]
 
     def _hook(self, index: int) -> Callable[[nn.Module, Any, torch.Tensor], None]:

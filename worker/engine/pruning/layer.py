@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv2d)
+
+
+class PrunerHook:
+    """A hook a Pruner (or its criterion) puts on a module or the optimizer: calls `target(*args)`.
+
+    A plain closure would stop `torch.save(model)` (a local function does not pickle) and would follow a
+    `copy.deepcopy(model)` (an EMA or best-model copy), so that running the copy swapped the *original*
+    parameters. Pickled or deep-copied, this hook is inert: the copy has no Pruner (it may get its own).
+    """
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: Callable[..., Any] | None) -> None:
+        self.target = target
+
+    def __call__(self, *args: Any) -> Any:
+        return None if self.target is None else self.target(*args)
+
+    def __reduce__(self) -> tuple[type[PrunerHook], tuple[None]]:
+        return PrunerHook, (None,)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PrunerHook:
+        return PrunerHook(None)
 
 
 def prunable_weights(model: nn.Module, include: list[str] | None = None,
@@ -68,3 +93,36 @@ class PrunedLayer:
         if not neuron:
             return unit_keep
         return unit_keep.view(-1, *([1] * (self.weight.dim() - 1))).expand_as(self.mask)
+
+
+class DenseCopy:
+    """splice/feedback: the parameters hold the dense weights, which keep learning; around forward and backward
+    the masked weights are swapped in (a `param.data` swap with a spare buffer, one multiply per layer), so the
+    gradient is taken at the pruned model and applied to the dense one."""
+
+    def __init__(self, layers: list[PrunedLayer]) -> None:
+        self.layers = layers
+        self.swapped = False  # the parameters hold the masked weights right now
+        self.spares: list[tuple[torch.Tensor, torch.Tensor | None]] = [
+            (torch.empty_like(layer.weight.data),
+             torch.empty_like(layer.bias.data) if layer.bias is not None and layer.row_pruning else None)
+            for layer in layers]
+
+    def swap_masked_in(self) -> None:
+        with torch.no_grad():
+            for i, (layer, (spare, spare_bias)) in enumerate(zip(self.layers, self.spares, strict=True)):
+                torch.mul(layer.weight.data, layer.keep, out=spare)
+                layer.weight.data, spare = spare, layer.weight.data
+                if spare_bias is not None and layer.bias is not None and layer.bias_keep is not None:
+                    torch.mul(layer.bias.data, layer.bias_keep, out=spare_bias)
+                    layer.bias.data, spare_bias = spare_bias, layer.bias.data
+                self.spares[i] = (spare, spare_bias)
+        self.swapped = True
+
+    def swap_dense_back(self) -> None:
+        for i, (layer, (spare, spare_bias)) in enumerate(zip(self.layers, self.spares, strict=True)):
+            layer.weight.data, spare = spare, layer.weight.data
+            if spare_bias is not None and layer.bias is not None:
+                layer.bias.data, spare_bias = spare_bias, layer.bias.data
+            self.spares[i] = (spare, spare_bias)
+        self.swapped = False

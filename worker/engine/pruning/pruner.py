@@ -13,14 +13,15 @@ Two ways of keeping masks, chosen by the recovery:
   A swap is cheaper than `torch.nn.utils.prune`'s per-forward hook and leaves model code untouched.
 
 Two ways of driving it, with identical results: `attach()` hooks it into the optimizer (step pre/post
-hooks) and, for splice/feedback, the model (a forward pre-hook), so a plain `loss.backward();
-optimizer.step()` loop needs no other call (the SDK); or the loop calls `before_forward()`,
-`after_backward()` and `after_step()` itself (the managed loop, `attach=False`).
+hooks; a step with a closure, as LBFGS takes, is wrapped) and, for splice/feedback, each pruned module (a
+forward pre-hook), so a plain `loss.backward(); optimizer.step()` loop needs no other call (the SDK); or the
+loop calls `before_forward()`, `after_backward()` and `after_step()` itself (the managed loop,
+`attach=False`; the first of them applies masks due before the first step, as `start()` does).
 """
 
 from __future__ import annotations
 
-import weakref
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,14 +32,11 @@ from torch import nn
 
 from prunescope.contract import LayerStats, PruningConfig, parse_pruning
 from worker.engine.pruning.criteria import CRITERIA, Criterion
-from worker.engine.pruning.layer import PrunedLayer, prunable_weights
+from worker.engine.pruning.layer import DenseCopy, PrunedLayer, PrunerHook
+from worker.engine.pruning.model_layers import OutputLayerWatch, take_layers
 from worker.engine.pruning.recovery import RECOVERIES, Recovery
 from worker.engine.pruning.schedule import SparsitySchedule
 from worker.engine.pruning.selection import SELECTIONS, Selection, selection_for
-
-# Each pruned module's Pruner (weakly, both ways: nothing on the module itself, so `torch.save(model)` and
-# `copy.deepcopy(model)` work as before, and a deep copy has no owner).
-_OWNERS: weakref.WeakKeyDictionary[nn.Module, weakref.ref[Pruner]] = weakref.WeakKeyDictionary()
 
 
 class Pruner:
@@ -51,6 +49,10 @@ class Pruner:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, pruning: PruningConfig | dict[str, Any],
                  *, epochs: int, steps_per_epoch: int, seed: int = 0, attach: bool = True) -> None:
+        for label, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Pruner: {label} must be a whole number ≥ 1 (optimizer steps an epoch, after any "
+                                 f"gradient accumulation), not {value!r}")
         config = parse_pruning(pruning)
         self.config = config
         self.model = model
@@ -59,7 +61,7 @@ class Pruner:
         self.steps_per_epoch = steps_per_epoch
         self.step = 0
         self.generator = torch.Generator().manual_seed(int(seed) + 7919)
-        self.layers = self._select_layers(model, config)
+        self.layers = take_layers(model, config, self)
         criterion_cls = CRITERIA[config.criterion]
         self.schedule = SparsitySchedule.from_config(config.schedule, final=config.target_sparsity or 0.0,
                                                      epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -70,17 +72,14 @@ class Pruner:
             generator=self.generator)
         self.selection: Selection = SELECTIONS[selection_for(config)](config, self.layers)
         self._dense = self.recovery.dense_weights
-        self._spares: list[tuple[torch.Tensor, torch.Tensor | None]] = [
-            (torch.empty_like(layer.weight.data),
-             torch.empty_like(layer.bias.data) if layer.bias is not None and layer.row_pruning else None)
-            for layer in self.layers] if self._dense else []
-        self._swapped = False  # splice/feedback: the parameters hold the masked weights right now
+        self._copy = DenseCopy(self.layers) if self._dense else None  # splice/feedback's dense weights
         # A fixed target (constant/one-shot) or N:M pattern that never gives units back is final once set.
         self._static = self.recovery.freezes_masks and (
             config.n_m is not None or (config.target_sparsity is not None
                                        and self.schedule.kind in ("constant", "one_shot")))
         self._gradient_work = self.criterion.observes_gradients or config.regularization.l1 > 0
         self._criterion_hooks = self.criterion.hooks(model)
+        self._output = OutputLayerWatch(model, active=self.selection.neuron)
         self._hooks: list[Any] = []
         self._released = False
         self._started = False
@@ -88,53 +87,42 @@ class Pruner:
         if attach:
             self.attach()
 
-    def _select_layers(self, model: nn.Module, config: PruningConfig) -> list[PrunedLayer]:
-        selected = prunable_weights(model, config.layers.include, config.layers.exclude)
-        if not selected:
-            names = [n for n, _ in prunable_weights(model)]
-            raise ValueError(f"pruning.layers matched no prunable weight; the model's weights are {names}")
-        output_name = prunable_weights(model)[-1][0]
-        earlier: list[Pruner] = []
-        for name, module in selected:  # every layer is checked before any is taken
-            if "weight_mask" not in module._buffers:
-                continue
-            if "weight_orig" in module._parameters:
-                raise ValueError(f"{name} is pruned by torch.nn.utils.prune (weight_orig, weight_mask): "
-                                 "prune.remove() it first")
-            owner_ref = _OWNERS.get(module)
-            owner = owner_ref() if owner_ref is not None else None
-            if owner is not None and owner.attached:
-                raise ValueError(f"{name} is pruned by another prunescope.Pruner that is still attached (a cell run "
-                                 "twice?): call that Pruner's detach() first, or build a new model")
-            if owner is not None:
-                earlier.append(owner)
-            # No live owner: a copy of a pruned model (deepcopy copies the mask buffer): its mask is replaced.
-        for owner in earlier:
-            owner._release()
-        layers = []
-        for name, module in selected:
-            weight: nn.Parameter = module.weight  # type: ignore[assignment]
-            mask = torch.ones_like(weight, dtype=torch.bool)
-            module._buffers.pop("weight_mask", None)
-            module.register_buffer("weight_mask", mask, persistent=False)
-            _OWNERS[module] = weakref.ref(self)
-            layers.append(PrunedLayer(name=name, module=module, weight=weight,
-                                      bias=module.bias if isinstance(module.bias, nn.Parameter) else None,
-                                      mask=mask, row_pruning=config.granularity == "neuron" and name != output_name))
-        return layers
-
     # ----- hooking into a user's loop ----------------------------------------------------------------
     def attach(self) -> Pruner:
         """Hook into the optimizer (and model): `optimizer.step()` then keeps the masks with no other call."""
         self._refuse_if_released()
         if self._hooks:
             return self
-        self._hooks = [self.optimizer.register_step_pre_hook(lambda *_: self._before_step()),
-                       self.optimizer.register_step_post_hook(lambda *_: self._after_step())]
+        self._hooks = [self.optimizer.register_step_pre_hook(PrunerHook(self._step_pre_hook)),
+                       self.optimizer.register_step_post_hook(PrunerHook(lambda *_: self._after_step()))]
         if self._dense:
-            self._hooks.append(self.model.register_forward_pre_hook(lambda *_: self._before_forward()))
+            # On every pruned module, not the model: a loop that calls submodules (`model.head(model.body(x))`)
+            # must train the masked network too. The first hook of a forward swaps all layers in.
+            swap_in = PrunerHook(lambda *_: self._before_forward())
+            self._hooks += [layer.module.register_forward_pre_hook(swap_in) for layer in self.layers]
         self.start()
         return self
+
+    def _step_pre_hook(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Before `optimizer.step()`. With a closure (LBFGS, or SGD given one) the gradient is taken inside the
+        step, so the per-step work wraps the closure: masked weights in, the closure, then dense weights back and
+        gradients masked, each time the optimizer calls it."""
+        # `args` are step()'s own: the optimizer, then the closure when it is passed by position.
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if closure is None:
+            self._before_step()
+            return None
+
+        def masked_closure() -> Any:
+            self._before_forward()
+            loss = closure()
+            self._before_step()
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": masked_closure}
+        return (args[0], masked_closure, *args[2:]), kwargs
 
     def detach(self) -> None:
         """Remove the optimizer/model hooks (the explicit protocol works again)."""
@@ -148,32 +136,43 @@ class Pruner:
 
     # ----- the explicit per-step protocol ------------------------------------------------------------
     def start(self) -> None:
-        """Before the first step: masks due at step 0 (runs sparse from their start)."""
-        if not self._started and self.step == 0 and self._schedule_due(0):
+        """Before the first step: masks due at step 0 (runs sparse from their start). `attach()` calls it, and so
+        does the explicit protocol's first call: calling it first is optional."""
+        if self._started:
+            return
+        if self.step == 0 and self._schedule_due(0):
             self._update_masks(0)
         self._started = True
 
     def before_forward(self) -> None:
+        """Before the forward pass (splice/feedback swap the masked weights in; a no-op otherwise)."""
         self._refuse_if_attached()
+        self.start()
         self._before_forward()
 
     def after_backward(self) -> None:
         """Between backward and optimizer.step: dense weights back, scores, L1, gradient masking."""
         self._refuse_if_attached()
+        self.start()
         self._before_step()
 
     def after_step(self) -> None:
         """After optimizer.step: update masks when the schedule (or the recovery) says so."""
         self._refuse_if_attached()
+        self.start()
         self._after_step()
 
     def _release(self) -> None:
         """A newer Pruner takes this (detached) one's layers: it never attaches again, and its criterion's
         forward hooks (activation statistics) stop counting on modules it no longer prunes."""
         self._released = True
+        self._hook_criterion(False)
+
+    def _hook_criterion(self, on: bool) -> None:
+        """(Re)place the criterion's forward hooks (activation statistics), or only remove them."""
         for hook in self._criterion_hooks:
             hook.remove()
-        self._criterion_hooks = []
+        self._criterion_hooks = self.criterion.hooks(self.model) if on else []
 
     def _refuse_if_released(self) -> None:
         if self._released:
@@ -186,12 +185,16 @@ class Pruner:
                                "call detach() to drive it by hand")
 
     def _before_forward(self) -> None:
-        if self._dense and not self._swapped:
-            self._swap_masked_in()
+        if self._copy is not None and not self._copy.swapped:
+            self._copy.swap_masked_in()
 
     def _before_step(self) -> None:
-        if self._dense and self._swapped:
-            self._swap_dense_back()
+        if self._copy is not None and self._copy.swapped:
+            self._copy.swap_dense_back()
+        if self._output.pending and self._output.settle(self.layers):
+            self._copy = DenseCopy(self.layers) if self._dense else None
+            self._refresh_masked_pairs()
+            self._hook_criterion(True)
         grow_due = self.recovery.wants_gradient(self.step + 1)
         if self._gradient_work or grow_due:
             l1 = self.config.regularization.l1
@@ -224,28 +227,45 @@ class Pruner:
     @contextmanager
     def masked_weights(self) -> Iterator[None]:
         """Evaluate (or export) the pruned model: for splice/feedback swap the masked weights in."""
-        if not self._dense or self._swapped:
+        if self._copy is None or self._copy.swapped:
             yield
             return
-        self._swap_masked_in()
+        self._copy.swap_masked_in()
         try:
             yield
         finally:
-            self._swap_dense_back()
+            self._copy.swap_dense_back()
 
-    def finalize(self) -> None:
-        """Make the parameters the pruned model for good (drops splice/feedback's dense weights), unhook."""
-        if self._swapped:
-            self._swap_dense_back()
+    def finalize(self, *, warn_short: bool = True) -> None:
+        """Make the parameters the pruned model for good (drops splice/feedback's dense weights), unhook; warns when
+        fewer steps ran than the schedule needs to reach its target (`warn_short=False`: a run stopped early)."""
+        if self._copy is not None and self._copy.swapped:
+            self._copy.swap_dense_back()
         with torch.no_grad():
             for layer in self.layers:
                 layer.weight.mul_(layer.keep)
                 if layer.bias_keep is not None and layer.bias is not None:
                     layer.bias.mul_(layer.bias_keep)
-        for hook in self._criterion_hooks:
-            hook.remove()
-        self._criterion_hooks = []
+        self._hook_criterion(False)
         self.detach()
+        if warn_short:
+            self._warn_if_short()
+
+    def _warn_if_short(self) -> None:
+        """A schedule that never reached its target: almost always `steps_per_epoch` counted batches, not steps."""
+        target = self.config.target_sparsity
+        if target is None or self.config.n_m is not None or self.schedule.sparsity_at(self.step) >= target:
+            return
+        warnings.warn(
+            f"Pruner.finalize(): the schedule reaches sparsity {self.config.target_sparsity} after "
+            f"{self.schedule.end_step} optimizer steps, but {self.step} ran (sparsity now {self.sparsity():.4f}). "
+            "steps_per_epoch counts optimizer steps: with gradient accumulation it is len(loader) // accumulation "
+            "steps, not len(loader)", stacklevel=3)
+
+    def sparsity(self) -> float:
+        """The share of the pruned layers' weights that are masked now."""
+        total = sum(layer.mask.numel() for layer in self.layers)
+        return 1 - sum(int(layer.mask.sum()) for layer in self.layers) / total
 
     # ----- reporting ---------------------------------------------------------------------------------
     @property
@@ -352,23 +372,3 @@ class Pruner:
                 if param is not None and keep is not None:
                     self._masked_params.append(param)
                     self._masked_keeps.append(keep)
-
-    def _swap_masked_in(self) -> None:
-        with torch.no_grad():
-            for i, (layer, (spare, spare_bias)) in enumerate(zip(self.layers, self._spares, strict=True)):
-                torch.mul(layer.weight.data, layer.keep, out=spare)
-                layer.weight.data, spare = spare, layer.weight.data
-                if spare_bias is not None and layer.bias is not None and layer.bias_keep is not None:
-                    torch.mul(layer.bias.data, layer.bias_keep, out=spare_bias)
-                    layer.bias.data, spare_bias = spare_bias, layer.bias.data
-                self._spares[i] = (spare, spare_bias)
-        self._swapped = True
-
-    def _swap_dense_back(self) -> None:
-        for i, (layer, (spare, spare_bias)) in enumerate(zip(self.layers, self._spares, strict=True)):
-            layer.weight.data, spare = spare, layer.weight.data
-            if spare_bias is not None and layer.bias is not None:
-                layer.bias.data, spare_bias = spare_bias, layer.bias.data
-            self._spares[i] = (spare, spare_bias)
-        self._swapped = False
-

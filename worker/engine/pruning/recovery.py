@@ -190,7 +190,14 @@ class RandomRegrowth(Recovery):
         bound = 1.0 / math.sqrt(layer.row_size)
         values = (torch.rand(grown.numel(), generator=self.generator) * 2 - 1) * bound
         with torch.no_grad():
-            layer.weight.view(-1)[grown] = values.to(layer.weight.device, layer.weight.dtype)
+            # `grown` indexes the mask flattened in logical order; unravelled, it fits any memory layout
+            # (a channels_last conv weight cannot be viewed flat).
+            position = torch.unravel_index(grown, tuple(layer.weight.shape))
+            layer.weight.data[position] = values.to(layer.weight.device, layer.weight.dtype)
+
+    def can_move(self, index: int) -> bool:
+        """Whether drop-and-grow may change layer `index` at this update."""
+        return True
 
     def drop_due(self, step: int) -> bool:
         """Every `every_steps` counted from the schedule's first update, until the recovery's end.
@@ -210,6 +217,8 @@ class RandomRegrowth(Recovery):
     def drop_and_grow(self, step: int, pruner: Pruner) -> None:
         fraction = self.drop.fraction_at(step)
         for index, layer in enumerate(self.layers):
+            if not self.can_move(index):
+                continue
             mask = layer.mask.reshape(-1)
             active = int(mask.sum())
             inactive_before = ~mask
@@ -246,11 +255,21 @@ class GradientRegrowth(RandomRegrowth):
     def observe_gradient(self, index: int, grad: torch.Tensor) -> None:
         self.grown_grad[index] = grad.abs()  # the dense gradient, before it is masked
 
+    def can_move(self, index: int) -> bool:
+        # A layer that had no gradient at this step (frozen, or on a branch this batch did not take) keeps its
+        # mask until an update where it has one: regrowing it would be a guess, not RigL.
+        return self.grown_grad[index] is not None
+
+    def drop_and_grow(self, step: int, pruner: Pruner) -> None:
+        try:
+            super().drop_and_grow(step, pruner)
+        finally:
+            self.grown_grad = [None] * len(self.layers)  # one step's gradients: never reused at a later update
+
     def grow_scores(self, index: int, after_drop: torch.Tensor,
                     inactive_before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grad = self.grown_grad[index]
-        assert grad is not None, "RigL needs the dense gradient of this step"
-        self.grown_grad[index] = None
+        assert grad is not None, f"RigL needs the dense gradient of {self.layers[index].name} at this step"
         return grad.reshape(-1).clone(), ~after_drop  # RigL may re-pick a just-dropped weight
 
     def init_regrown(self, layer: PrunedLayer, grown: torch.Tensor) -> None:
