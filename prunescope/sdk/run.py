@@ -124,6 +124,9 @@ class Run:
         masks = None
         layers: list[dict[str, Any]] = []
         if self._pruner is not None:
+            # What the caller gave is checked before the pruner's churn counters are read (reading resets them): a
+            # refused log (epoch=0, accuracy in percent) must leave them for the corrected one.
+            EpochMetrics.model_validate({"epoch": epoch, **known})
             stats, masks = self._pruner.epoch_stats()
             layers = [s.model_dump() for s in stats]
             self._fill_from_masks(known, masks)

@@ -258,3 +258,25 @@ def test_sdk_refuses_bad_input_with_the_apis_located_error(tmp_path: Path, dead_
     with pytest.raises(TypeError, match=r"epoch= .* or step="):
         run.log(train_loss=1.0)
     run.finish()
+
+
+def test_a_refused_epoch_log_leaves_the_watched_pruners_churn_for_the_corrected_one(tmp_path: Path) -> None:
+    # log(epoch=0) (a 0-based loop) or accuracy in percent is refused; reading the churn had already reset it,
+    # so the corrected log stored pruned=0 for the epoch.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner = prunescope.Pruner(model, optimizer, {"target_sparsity": 0.5, "schedule": {"kind": "constant",
+                                                                                       "start_epoch": 0}},
+                               epochs=1, steps_per_epoch=1)
+    run = prunescope.init(name="churn", dir=tmp_path, offline=True)
+    run.watch(pruner)
+    pruned = [layer.pruned for layer in pruner.layers]
+    assert sum(pruned) > 0
+    for bad in ({"epoch": 0}, {"epoch": 1, "test_acc": 87.5}):
+        with pytest.raises(ValidationError):
+            run.log(**bad)
+        assert [layer.pruned for layer in pruner.layers] == pruned
+    run.log(epoch=1, test_acc=0.875)
+    assert [layer.pruned for layer in pruner.layers] == [0, 0]  # read once, by the log that was kept
+    run.finish()
