@@ -21,6 +21,7 @@ from backend.runs import repository
 from backend.runs.schemas import RunDetail, RunListItem, RunPatch
 from backend.tables import Epoch, Run, utcnow
 from prunescope.contract.config import RunConfig
+from prunescope.contract.queue import queue_for
 from prunescope.contract.records import EpochMetrics, LayerStats, RunSummary
 from prunescope.contract.status import FINISHED_STATUSES as FINISHED
 
@@ -34,6 +35,9 @@ def create_run(session: Session, config: RunConfig, *, sweep_id: int | None = No
         strategy=config.strategy(), preset=config.preset, device=config.device,
         model_name=config.model.name, dataset_name=config.dataset.name,
         epochs_total=config.training.epochs, status="queued", notes="", sweep_id=sweep_id,
+        # A cpu or cuda run's queue is known now (the page can say when no online worker takes it); `auto` is
+        # decided when the dispatcher sends it, by whether a GPU worker is online then.
+        queue=None if config.device == "auto" else queue_for(config.device, gpu_worker_online=False),
         created_at=utcnow(),
     )
     session.add(run)
@@ -79,17 +83,18 @@ def progress_after(epochs: Sequence[EpochMetrics], epochs_done: int, best_test_a
 
 def apply_summary(run: Run, summary: RunSummary, status: str) -> None:
     """Keep how a run ended. The list's sparsity and accuracy columns take the summary's final figures only for
-    a completed run (or one that recorded no epoch): a cancelled or failed run keeps its last recorded epoch's,
-    so its header, list row and last epoch agree."""
+    a completed run (or one that recorded no epoch, unless the summary says it trained none: a run cancelled
+    before its first epoch measured nothing, and 0 % would sort it as the worst run): a cancelled or failed run
+    keeps its last recorded epoch's, so its header, list row and last epoch agree."""
     doc = summary.model_dump(mode="json", exclude_unset=True)
     run.summary = doc
-    finals = status == "completed" or not run.epochs_done
+    finals = status == "completed" or (not run.epochs_done and doc.get("epochs_done") != 0)
     for key, column in (("final_sparsity", "sparsity"), ("final_test_acc", "test_acc")):
         value = doc.get(key)
         if finals and isinstance(value, int | float):
             setattr(run, column, float(value))
     best = doc.get("best_test_acc")
-    if isinstance(best, int | float) and (run.best_test_acc is None or best > run.best_test_acc or finals):
+    if isinstance(best, int | float) and (finals or (run.best_test_acc is not None and best > run.best_test_acc)):
         run.best_test_acc = float(best)
 
 

@@ -467,6 +467,18 @@ def test_a_cancelled_run_shows_its_last_recorded_epoch_not_the_summary_s_figures
     assert (listed["sparsity"], listed["test_acc"]) == (0.562, 0.8)
 
 
+def test_a_run_cancelled_before_its_first_epoch_lists_no_figures(client: TestClient) -> None:
+    # A worker before this fix sent 0.0 accuracies for a run that trained no epoch: "0.00 %", sorted last.
+    run_id = submit(client, training={"epochs": 5, "batch_size": 64})
+    start(client, run_id)
+    client.post(f"/api/runs/{run_id}/cancel")
+    summary = {"final_sparsity": 0.0, "final_test_acc": 0.0, "best_test_acc": 0.0, "epochs_done": 0, "stopped": True}
+    assert finish(client, run_id, "cancelled", summary=summary).status_code == 204
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "cancelled"
+    assert (run["sparsity"], run["test_acc"], run["best_test_acc"]) == (None, None, None)
+
+
 def _delta_reports(client: TestClient, run_id: int, epochs: range, rng: np.random.Generator,
                    first: np.ndarray) -> dict[int, np.ndarray]:
     """Report `epochs` of one layer as a worker does (a key frame, then deltas); the masks sent, by epoch."""

@@ -72,3 +72,20 @@ def test_pareto_shows_one_dataset_and_model_coloured_by_method(page: Any, worker
     assert plot_height >= 250, f"the legend squeezes the plot to {plot_height} px"
     wait_js(page, "() => document.documentElement.scrollWidth <= 390")
     screenshot(page, "compare-pareto-390")
+
+
+def test_a_one_epoch_run_is_drawn_in_the_compare_charts(page: Any, worker: FakeWorker) -> None:
+    # One epoch is one point: a trace in "lines" mode alone drew nothing, so the run was only in the legend.
+    one = worker.submit("one-epoch", epochs=1, training={"epochs": 1})
+    three = worker.submit("three-epochs", epochs=3, training={"epochs": 3})
+    worker.complete(one, 1)
+    worker.complete(three, 3)
+    page.goto(f"/compare?ids={one},{three}")
+    modes = chart(page, "compare-test_acc", "el.data.map((t) => [t.name, t.mode])")
+    assert modes == [[f"#{one} one-epoch", "lines+markers"], [f"#{three} three-epochs", "lines"]]
+
+
+def test_a_sweep_that_does_not_exist_is_said_so(page: Any, watch: Any) -> None:
+    watch.expect_failed_request("/api/sweeps/999")
+    page.goto("/sweeps/999")
+    page.locator(".notice.error", has_text="There is no sweep 999.").wait_for()

@@ -102,6 +102,38 @@ def test_a_mask_interval_longer_than_an_epoch_is_flagged(page: Any) -> None:
     screenshot(page, "form-steps-advice", full_page=False)
 
 
+def test_a_sweep_flags_a_listed_interval_longer_than_some_runs_epoch(page: Any) -> None:
+    page.goto("/runs/new?preset=rigl")
+    page.get_by_label("Dataset", exact=True).select_option("digits")
+    page.locator("#f-sweep").check()
+    page.get_by_label("Training samples (limit)").fill("200, 1000")
+    page.get_by_label("Update masks every (steps)").fill("2, 100")
+    note = page.locator("#f-pruning-recovery-every-steps-note")
+    # 200 samples at the preset's batch 128 are 2 steps an epoch: the listed 100 updates masks every 50 epochs.
+    assert "Longer than an epoch in some runs (2 steps on digits at batch 128)" in note.inner_text()
+    page.get_by_label("Update masks every (steps)").fill("1, 2")
+    assert note.inner_text() == ""
+
+
+def test_text_a_number_box_cannot_read_is_refused_not_submitted_as_empty(page: Any, worker: FakeWorker) -> None:
+    # "2e" shows in a number box whose value is then "": read as empty it submitted limit null (all samples), another
+    # experiment than the one on screen.
+    before = worker.client.get("/api/runs").json()["total"]
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Training samples (limit)").press_sequentially("2e")
+    page.get_by_label("Prune every (steps)").fill("")
+    page.get_by_label("Prune every (steps)").press_sequentially("5e")
+    assert json.loads(page.locator("#config-preview").text_content())["dataset"]["limit"] == "(not a number)"
+    page.get_by_role("button", name="Start run").click()
+    page.locator("#f-dataset-limit-error", has_text="not a number").wait_for()
+    assert "not a number" in page.locator("#f-pruning-schedule-every-steps-error").inner_text()
+    assert page.get_by_label("Training samples (limit)").get_attribute("aria-invalid") == "true"
+    assert worker.client.get("/api/runs").json()["total"] == before  # nothing was submitted
+    assert "Empty: 3/4 of the epochs (23)" in page.locator("#f-pruning-schedule-end-epoch-help").inner_text()
+    page.get_by_label("Epochs").fill("")
+    assert page.locator("#f-pruning-schedule-end-epoch-help").inner_text().endswith("Empty: 3/4 of the epochs")
+
+
 def test_a_cross_field_conflict_marks_every_field_involved(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
     watch.expect_failed_request("/api/runs")
     page.goto("/runs/new?preset=dns")
@@ -208,7 +240,8 @@ def test_runs_list_shows_configs_beside_results_filters_and_groups(page: Any, wo
     gmp.wait_for()
     # gmp: accuracies 0.90 and 0.94 → mean 92.00, sample std 2.83 (points).
     assert gmp.locator("td.c-acc").inner_text() == "92.00 ± 2.83%"
-    assert page.locator("#groups-table tr[data-group='dns'] td.c-acc").inner_text() == "96.00 ± 0.00%"
+    # One run has no spread: "± 0.00%" read as perfect reproducibility.
+    assert page.locator("#groups-table tr[data-group='dns'] td.c-acc").inner_text() == "96.00% (n = 1)"
     assert "group=preset" in page.url
     page.set_viewport_size({"width": 1440, "height": 900})
     screenshot(page, "runs-grouped-1440", full_page=False)

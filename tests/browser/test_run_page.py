@@ -73,6 +73,25 @@ def test_empty_charts_of_a_queued_run_say_what_they_wait_for(page: Any, worker: 
     assert chart(page, "chart-sparsity", "el.layout.yaxis.visible") is False  # no −1…4 axes
 
 
+def test_a_queued_run_no_online_worker_takes_says_so_and_how_to_start_one(page: Any, worker: FakeWorker) -> None:
+    # device "cuda" with only a CPU worker online: the run waited with "Waiting for a worker" and no hint, forever.
+    cpu_only = {"items": [{"name": "cpu-1", "hostname": "laptop", "queues": ["cpu"], "device": "cpu",
+                           "device_name": "cpu", "gpu_memory_mb": None, "current_run_id": None,
+                           "started_at": "2026-11-29T10:00:00Z", "last_heartbeat": "2026-11-29T10:00:00Z",
+                           "heartbeat_age_seconds": 1.0}]}
+    page.route("**/api/workers", lambda route: route.fulfill(json=cpu_only))
+    gpu = worker.submit("wants-a-gpu", device="cuda")
+    page.goto(f"/runs/{gpu}")
+    note = page.locator("#queue-note")
+    note.wait_for()
+    assert note.inner_text() == ("No online worker takes the “gpu” queue this run waits in (device cuda; online "
+                                 "workers take: cpu). It starts when one does: prunescope worker --queues gpu")
+    cpu = worker.submit("a-cpu-run", device="cpu")
+    page.goto(f"/runs/{cpu}")
+    page.locator("#no-epochs").wait_for()
+    assert page.locator("#queue-note").is_hidden()
+
+
 def test_a_cancelled_runs_header_matches_its_last_epoch(page: Any, worker: FakeWorker) -> None:
     run_id = worker.submit("cancelled-header", epochs=10)
     worker.start(run_id)

@@ -74,10 +74,18 @@ def test_sweep_page_shows_progress_parcoords_the_best_run_and_cancels(page: Any,
     plot = page.evaluate("(() => { const el = document.getElementById('chart-sweep');"
                          " return {meta: el.layout.meta, types: el.data.map((t) => t.type || 'scatter'),"
                          " widths: el.data.map((t) => t.line.width), names: el.data.map((t) => t.name),"
-                         " axes: el.layout.xaxis.ticktext,"
+                         " axes: el.layout.annotations.filter((a) => a.name === 'dimension').map((a) => a.text),"
+                         " box: el.getBoundingClientRect().toJSON(),"
+                         " titles: [...el.querySelectorAll('.annotation-text')].filter((t) => t.getBBox().width > 0)"
+                         "   .map((t) => ({text: t.textContent, ...t.getBoundingClientRect().toJSON()})),"
                          " lines: el.querySelectorAll('.scatterlayer .trace').length}; })()")
     assert plot["meta"]["dimensions"] == ["training.lr", "recovery.kind", "final sparsity", "final accuracy"]
     assert plot["axes"] == plot["meta"]["dimensions"]
+    # Every dimension's title is drawn inside the chart: the first was hidden (it would have stuck out on the left).
+    titles = {t["text"]: t for t in plot["titles"]}
+    for label in plot["meta"]["dimensions"]:
+        assert label in titles, f"{label} has no visible title"
+        assert plot["box"]["left"] - 1 <= titles[label]["left"] and titles[label]["right"] <= plot["box"]["right"] + 1
     assert sorted(plot["meta"]["runs"]) == sorted([runs[0], runs[3]]) and plot["meta"]["best"] == runs[3]
     assert plot["types"] == ["scatter", "scatter"] and plot["lines"] == 2  # drawn, one line per completed run
     assert plot["names"][-1] == f"#{runs[3]}" and plot["widths"] == [1.5, 3]  # the best run bold, on top

@@ -59,6 +59,14 @@ def test_should_stop_ends_training_early(tmp_path: Path, make_config: Callable[.
     assert summary.stopped is True and summary.epochs_done == 1 and len(records) == 1
 
 
+def test_a_run_stopped_before_its_first_epoch_reports_no_accuracy(tmp_path: Path,
+                                                                   make_config: Callable[..., dict]) -> None:
+    # Its 0.0 accuracies were listed as "0.00 %" and sorted it as the worst run.
+    summary = run_training(make_config(GMP, training={"epochs": 3}), data_dir=tmp_path, should_stop=lambda: True)
+    assert summary.stopped is True and summary.epochs_done == 0
+    assert (summary.final_test_acc, summary.best_test_acc, summary.final_sparsity) == (None, None, None)
+
+
 @pytest.mark.parametrize("pruning", [
     GMP,
     {"target_sparsity": 0.7, "schedule": {"kind": "constant", "start_epoch": 0},

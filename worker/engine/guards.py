@@ -75,10 +75,11 @@ class CollapseGuard:
     def check(self, epoch: int, train_loss: float, test_acc: float, pruning_started: bool, *, steps: int,
               last: bool) -> None:
         """One epoch's verdict; `steps` is how many optimizer steps the epoch took, `last` whether it ends the run."""
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training diverged in epoch {epoch} (train loss {train_loss}): {self.hint}")
-        when = "after pruning " if pruning_started else ""
+        self.check_finite(epoch, train_loss)
         uniform_loss = math.log(self.num_classes)
+        never_learnt = self.never_learnt
+        when = "after pruning " if pruning_started and not never_learnt else ""
+        hint = self.lr_hint if never_learnt else self.hint
         exploded = train_loss > max(EXPLOSION_FACTOR * self.best_loss, uniform_loss)
         self.exploded_epochs = self.exploded_epochs + 1 if exploded else 0
         self.exploded_steps = self.exploded_steps + steps if exploded else 0
@@ -89,15 +90,32 @@ class CollapseGuard:
         if self.exploded_epochs >= PATIENCE and (self.exploded_steps >= MIN_STEPS or last):
             raise TrainingDiverged(
                 f"training loss exploded {when}in epochs {epoch - self.exploded_epochs + 1}-{epoch} "
-                f"(train loss {train_loss:.3g}, best {self.best_loss:.3g}): {self.hint}")
+                f"(train loss {train_loss:.3g}, best {self.best_loss:.3g}): {hint}")
         if self.chance_epochs >= PATIENCE and (self.chance_steps >= MIN_STEPS or last):
             raise TrainingDiverged(
                 f"training collapsed {when}at epoch {epoch - self.chance_epochs + 1} "
                 f"(test acc {100 * test_acc:.0f} % in epoch {epoch}, "
                 f"chance {100 / self.num_classes:.0f} %, best so far {100 * self.best_acc:.0f} %, "
-                f"train loss {train_loss:.3g}): {self.hint}")
+                f"train loss {train_loss:.3g}): {hint}")
         self.best_loss = min(self.best_loss, train_loss)
         self.best_acc = max(self.best_acc, test_acc)
+
+    @property
+    def never_learnt(self) -> bool:
+        """The loss never fell below a uniform guess's and accuracy never left chance: whatever goes wrong now, the
+        learning rate is the cause, whether or not pruning has started (lr 100 blows up in epoch 1, before a cut)."""
+        return self.best_loss > math.log(self.num_classes) and self.best_acc < self.learnt_level
+
+    @property
+    def lr_hint(self) -> str:
+        return (f"lower training.lr: the loss was never below a uniform guess's (ln {self.num_classes} = "
+                f"{math.log(self.num_classes):.2f}), so pruning is not the cause")
+
+    def check_finite(self, epoch: int, train_loss: float) -> None:
+        """A NaN/inf training loss fails the run at once (before its epoch is recorded: a record holds finite values)."""
+        if not math.isfinite(train_loss):
+            hint = self.lr_hint if self.never_learnt else self.hint
+            raise TrainingDiverged(f"training diverged in epoch {epoch} (train loss {train_loss}): {hint}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_loss": self.best_loss, "best_acc": self.best_acc, "exploded_epochs": self.exploded_epochs,

@@ -245,8 +245,7 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
             stopped = True
             break
         test_loss, test_acc = evaluate(forward, data, device, pruner, compute)
-        guard.check(epoch, totals.loss, test_acc, pruning_started=pruner is not None and pruner.pruning_started,
-                    steps=steps_per_epoch, last=epoch == training.epochs)
+        guard.check_finite(epoch, totals.loss)
         final_acc, best_acc = test_acc, max(best_acc, test_acc)
         epochs_done = epoch
         record, masks = build_epoch_record(EpochMeasures(
@@ -255,6 +254,9 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
             samples=n_train), model, pruner)
         if on_epoch is not None:
             on_epoch(record, masks)
+        # After the record: the epoch a failure message names is one the run's page shows.
+        guard.check(epoch, totals.loss, test_acc, pruning_started=pruner is not None and pruner.pruning_started,
+                    steps=steps_per_epoch, last=epoch == training.epochs)
         if checkpoint_path is not None or checkpoint_slot is not None:
             # Taken after on_epoch: a crash in between re-runs (and re-reports) the epoch, never loses it.
             state = Checkpoint(
@@ -279,8 +281,10 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
     if checkpoint_path is not None:
         export_model(model, masks_now, Path(checkpoint_path).parent / "model.pt", config=config_doc,
                      input_shape=data.input_shape, num_classes=data.num_classes)
-    return RunSummary(final_test_acc=final_acc, best_test_acc=best_acc,
-                      final_sparsity=1 - nonzero / total if total else 0.0, nonzero=nonzero, total=total,
+    trained = epochs_done > 0  # a run stopped before its first epoch measured no accuracy (not 0 %)
+    return RunSummary(final_test_acc=final_acc if trained else None, best_test_acc=best_acc if trained else None,
+                      final_sparsity=(1 - nonzero / total if total else 0.0) if trained else None,
+                      nonzero=nonzero, total=total,
                       flops=count_flops(model, data.input_shape),
                       wall_seconds=prior_wall + time.perf_counter() - wall_start, epochs_done=epochs_done,
                       stopped=stopped)

@@ -98,7 +98,9 @@ export async function comparePage(root, ctx) {
       }
       const log = view.log && m.loss;
       draw(m.el, runs.map((run, i) => ({
-        x: run.series?.[m.key]?.x || [], y: smooth(run.series?.[m.key]?.y || [], view.smoothing), mode: "lines",
+        // One epoch is one point, which a line alone does not draw.
+        x: run.series?.[m.key]?.x || [], y: smooth(run.series?.[m.key]?.y || [], view.smoothing),
+        mode: (run.series?.[m.key]?.x?.length ?? 0) === 1 ? "lines+markers" : "lines",
         name: plotlyText(`#${run.id} ${run.name}`), line: { color: PALETTE[i % PALETTE.length] },
       })), baseLayout({ xaxis: epochAxis(m.el, total), yaxis: { tickformat: m.format, title: { text: m.title.toLowerCase() + (log ? " (log)" : "") },
         type: log ? "log" : "linear" } }), `compare-${m.key}`, exportAs);

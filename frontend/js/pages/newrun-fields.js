@@ -80,7 +80,8 @@ export function fieldSections(options, schema, form) {
           : "First mask update at the end of this epoch; 0 = before the first step. One-shot prunes here, and this "
             + "epoch's record already shows it") }),
       F("pruning.schedule.end_epoch", "Schedule end epoch", "int", {
-        help: () => `Target reached at the end of this epoch. Empty: 3/4 of the epochs (${Math.ceil(0.75 * (form.epochs() || 0))})` }),
+        help: () => `Target reached at the end of this epoch. Empty: 3/4 of the epochs`
+          + (form.epochs() ? ` (${Math.ceil(0.75 * form.epochs())})` : "") }),
       F("pruning.schedule.every_steps", "Prune every (steps)", "int", { stepsAdvice: true,
         help: () => `Optimizer steps between mask updates. Empty: once per epoch${perEpoch()}` }),
       F("pruning.recovery.kind", "Recovery", "select", { options: options.recoveries,
@@ -175,6 +176,13 @@ export function setListMode(field, on) {
   field.row.classList.toggle("listable", on);
 }
 
+/** What a number box holding unreadable text reads as (see `readField`); `unreadableFields` finds them. */
+export const NOT_A_NUMBER = "(not a number)";
+
+/** The visible fields whose box shows text the browser cannot read as a number. */
+export const unreadableFields = (fields, visible) => [...fields.values()].filter(
+  (field) => visible(field.spec) && [field.control].flat().some((c) => c.validity?.badInput));
+
 /** The value of one field; in list mode, sweepable fields give an array of values. */
 export function readField(field, listMode = false) {
   const { spec, control } = field;
@@ -183,7 +191,11 @@ export function readField(field, listMode = false) {
     case "check": return control.checked;
     case "tristate": return control.value === "" ? null : control.value === "true";
     case "pair": return control.map((c) => toNumber(c.value));
-    case "int": case "float": return listMode ? numberList(control.value) : toNumber(control.value);
+    case "int": case "float":
+      // A number box showing text it cannot read ("2e", "1-2") has the value "": read as empty it would submit the
+      // API's default, another experiment than the one on screen. It is kept as text, which nothing accepts.
+      if (control.validity?.badInput) return listMode ? [NOT_A_NUMBER] : NOT_A_NUMBER;
+      return listMode ? numberList(control.value) : toNumber(control.value);
     case "list": return splitList(control.value);
     case "intlist": { // empty: null, the API's default, rather than a model with no hidden layers
       const items = splitList(control.value).map(toNumber);

@@ -4,7 +4,7 @@
 
 import { api, ApiError, isAbort, loadCatalog } from "../api.js";
 import { h } from "../dom.js";
-import { buildField, fieldSections, readField, setListMode, sweepable, writeField } from "./newrun-fields.js";
+import { buildField, fieldSections, readField, setListMode, sweepable, unreadableFields, writeField } from "./newrun-fields.js";
 import { getPath, rescaleEpoch, schemaAt, setPath, stepsPerEpoch } from "./newrun-schema.js";
 
 const SECTION_OF = { name: "run", tags: "run", device: "run", preset: "run", model: "model", dataset: "model",
@@ -230,15 +230,30 @@ export async function newRunPage(root, ctx) {
   }
 
   function adviseSteps() {
-    const steps = form.stepsPerEpoch();
+    // In sweep mode every listed value counts: the shortest epoch of any combination against the longest interval.
+    const values = (path) => {
+      const field = fields.get(path);
+      const v = field ? readField(field, listMode) : undefined;
+      return Array.isArray(v) ? v : [v];
+    };
+    let shortest = null;
+    for (const dataset of values("dataset.name")) {
+      for (const limit of values("dataset.limit")) {
+        for (const batch of values("training.batch_size")) {
+          const steps = stepsPerEpoch(dataset, limit, batch);
+          if (steps && (!shortest || steps < shortest.steps)) shortest = { steps, dataset, batch };
+        }
+      }
+    }
     for (const field of fields.values()) {
       if (!field.spec.stepsAdvice) continue;
-      const v = single(field.spec.path);
-      const tooLong = !listMode && steps && Number.isInteger(v) && v > steps;
+      const v = Math.max(...values(field.spec.path).filter(Number.isInteger), -Infinity);
+      const tooLong = shortest && v > shortest.steps;
       field.note.classList.toggle("warn", Boolean(tooLong));
       field.note.textContent = tooLong
-        ? `Longer than an epoch (${steps} steps on ${single("dataset.name")} at batch ${single("training.batch_size")}): `
-          + `masks change only every ${(v / steps).toFixed(1)} epochs. Empty means once per epoch.`
+        ? `Longer than an epoch${listMode ? " in some runs" : ""} (${shortest.steps} steps on ${shortest.dataset} at `
+          + `batch ${shortest.batch}): masks change only every ${(v / shortest.steps).toFixed(1)} epochs. `
+          + "Empty means once per epoch."
         : "";
     }
     // The recovery interval has a default of its own; it is advised against the same epoch length.
@@ -330,6 +345,9 @@ export async function newRunPage(root, ctx) {
     listMode = sweepToggle.checked;
     sweepHelp.hidden = !listMode;
     for (const field of fields.values()) setListMode(field, listMode);
+    // Lists are not rescaled: a "Rescaled from ..." note would describe an edit the switch has undone.
+    fields.get("training.epochs").note.textContent = "";
+    snapshotEpochs();
     refresh();
   });
   presetSelect.addEventListener("change", () => {
@@ -341,6 +359,12 @@ export async function newRunPage(root, ctx) {
   formEl.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();
+    const unreadable = unreadableFields(fields, visible);
+    if (unreadable.length) {
+      showErrors(unreadable.map((field) => ({ loc: (field.spec.errorKey || field.spec.path).split("."),
+        msg: "not a number: the box shows text that cannot be read as one (e.g. \"2e\")" })));
+      return;
+    }
     const body = collect();
     if (listMode && !Object.keys(body.grid).length) {
       summary.replaceChildren(h("div", { class: "notice error",

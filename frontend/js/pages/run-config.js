@@ -79,6 +79,15 @@ export function waitingFor(run) {
   return "Waiting for the first epoch; charts fill in live as the worker reports";
 }
 
+/** For a queued run: why no worker will start it (none online takes its queue), or null when one will. */
+export function noWorkerNote(run, workers) {
+  if (workers.some((w) => (w.queues || []).includes(run.queue))) return null;
+  const others = [...new Set(workers.flatMap((w) => w.queues || []))].sort();
+  return `No online worker takes the “${run.queue}” queue this run waits in (device ${run.device}; `
+    + (others.length ? `online workers take: ${others.join(", ")}` : "no worker is online")
+    + `). It starts when one does: prunescope worker --queues ${run.queue}`;
+}
+
 /** The first line a person needs from an error: a Python traceback's last line names the exception. */
 export function errorHeadline(error) {
   const lines = String(error || "").split("\n").map((l) => l.trim()).filter(Boolean);

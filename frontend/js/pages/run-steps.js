@@ -61,7 +61,8 @@ export function stepChart({ runId, signal, uirev, exportName }) {
     caption.textContent = `${sorted.length.toLocaleString()} points · step ${last.step}`
       + (last.epoch ? ` · epoch ${last.epoch}` : "") + ` · ${names.join(", ")}`;
     draw(chart, names.map((name, i) => ({
-      x, y: sorted.map((p) => p.values?.[name] ?? null), customdata: epochs, name: plotlyText(name), mode: "lines",
+      x, y: sorted.map((p) => p.values?.[name] ?? null), customdata: epochs, name: plotlyText(name),
+      mode: sorted.length === 1 ? "lines+markers" : "lines", // one point: a line alone draws nothing
       line: { color: PALETTE[i % PALETTE.length], width: 1.5 },
       hovertemplate: `${plotlyText(name)} %{y:.4g}<br>step %{x}, epoch %{customdata}<extra></extra>`,
     })), baseLayout({ xaxis: { title: { text: "step" } }, yaxis: { title: { text: "value" } }, hovermode: "x unified" }),

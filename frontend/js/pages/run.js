@@ -8,7 +8,7 @@ import { metricCharts } from "./run-charts.js";
 import { deleteControl, runEditor } from "./run-edit.js";
 import { maskInspector } from "./run-inspector.js";
 import { stepChart } from "./run-steps.js";
-import { configPanel, headlineFigures, statusNotice, waitingFor } from "./run-config.js";
+import { configPanel, headlineFigures, noWorkerNote, statusNotice, waitingFor } from "./run-config.js";
 import { renderMarkdown } from "../markdown.js";
 
 const POLL_MS = 2000;
@@ -47,6 +47,7 @@ export async function runPage(root, ctx) {
   const facts = h("dl", { class: "facts" });
   const bar = progressBar();
   const errorBox = h("div");
+  const queueNote = h("div", { class: "notice", id: "queue-note", role: "status", hidden: true });
   const cancelButton = h("button", { type: "button", class: "danger", id: "cancel-run", onclick: cancel }, "Cancel run");
   const actionNote = h("span", { class: "muted", role: "status" });
   // The worker uploads the pruned model when the run completes; before that the link would download a 404.
@@ -62,7 +63,7 @@ export async function runPage(root, ctx) {
   ctx.onCleanup(deleter.stop);
   const header = h("section", { class: "run-header card", "aria-label": "Run status" },
     h("div", { class: "run-title" }, title, badge, kindMarker),
-    facts, errorBox, notesBox, bar.el,
+    facts, errorBox, queueNote, notesBox, bar.el,
     h("div", { class: "actions" },
       cancelButton,
       editor.button,
@@ -118,6 +119,7 @@ export async function runPage(root, ctx) {
       errorBox.dataset.key = noticeKey;
       errorBox.replaceChildren(...statusNotice(run, sorted));
     }
+    checkQueue();
     modelLink.hidden = tracked || run.status !== "completed";
     if (notesBox.dataset.source !== (run.notes || "")) {
       notesBox.dataset.source = run.notes || "";
@@ -129,6 +131,21 @@ export async function runPage(root, ctx) {
     cancelButton.hidden = !active;
     cancelButton.disabled = Boolean(run.cancel_requested);
     cancelButton.textContent = run.cancel_requested ? "Cancel requested…" : "Cancel run";
+  }
+
+  // A queued run whose queue no online worker takes waits forever: say so, and how to start one.
+  let queueCheckedAt = 0;
+  async function checkQueue() {
+    if (run.status !== "queued" || !run.queue) { queueNote.hidden = true; return; }
+    if (Date.now() - queueCheckedAt < 10_000) return;
+    queueCheckedAt = Date.now();
+    try {
+      const workers = (await api("/api/workers", { signal: ctx.signal })).items;
+      queueNote.textContent = noWorkerNote(run, workers) || "";
+      queueNote.hidden = !queueNote.textContent || run.status !== "queued";
+    } catch (error) {
+      if (!isAbort(error)) queueNote.hidden = true;
+    }
   }
 
   async function cancel() {

@@ -34,7 +34,9 @@ export function meanStd(values) {
   return { mean, std: Math.sqrt(variance), n: values.length };
 }
 
-const formatMeanStd = (stats) => (stats ? `${(stats.mean * 100).toFixed(2)} ± ${(stats.std * 100).toFixed(2)}%` : "—");
+// One run has no spread: its value alone, not "± 0.00%", which would read as perfect reproducibility.
+const formatMeanStd = (stats) => (!stats ? "—" : stats.n === 1 ? `${(stats.mean * 100).toFixed(2)}% (n = 1)`
+  : `${(stats.mean * 100).toFixed(2)} ± ${(stats.std * 100).toFixed(2)}%`);
 
 function runDuration(run, now = Date.now()) {
   const start = parseTime(run.started_at);
@@ -93,8 +95,10 @@ export async function runsPage(root, ctx) {
       debounce(key, () => {
         const v = Number(input.value);
         const ok = input.value.trim() !== "" && Number.isFinite(v) && v >= 0 && v <= 100;
-        input.setAttribute("aria-invalid", String(input.value.trim() !== "" && !ok));
-        setFilter(key, ok ? String(v / 100) : "");
+        // "9e" shows in the box but reads as "": marked, and the filter in force is kept rather than dropped.
+        const unreadable = Boolean(input.validity?.badInput);
+        input.setAttribute("aria-invalid", String(unreadable || (input.value.trim() !== "" && !ok)));
+        if (!unreadable) setFilter(key, ok ? String(v / 100) : "");
       });
     });
     filterInputs[key] = input;

@@ -1,7 +1,7 @@
 // One sweep: its grid, each run's progress and result, a parallel-coordinates plot of the varied fields against
 // final accuracy and sparsity with the best run marked, and cancel-all.
 
-import { api, isAbort } from "../api.js";
+import { api, ApiError, isAbort } from "../api.js";
 import { baseLayout, draw, emptyLayout, plotlyReady, purge } from "../charts.js";
 import { confirmDialog, dateTime, h, isActive, pct, plotlyText, progressBar, statusBadge } from "../dom.js";
 import { fractionBar, statusCounts } from "./sweeps.js";
@@ -71,8 +71,15 @@ export function parallelChart(sweep, done, bestId, colours) {
         xshift: 4, font: { size: 11, color: colours.muted } });
     }
   });
+  // Each dimension's title sits above its axis as an annotation: the first starts at its axis and the last ends at
+  // its own, so neither sticks out of the chart (Plotly hid a centred first tick label that would have).
+  dims.forEach((d, k) => {
+    const edge = dims.length > 1 && k === 0 ? "left" : dims.length > 1 && k === dims.length - 1 ? "right" : "center";
+    ticks.push({ x: k, y: 1, xref: "x", yref: "paper", yanchor: "bottom", yshift: 6, xanchor: edge, showarrow: false,
+      text: plotlyText(d.label), font: { size: 12 }, name: "dimension" });
+  });
   const layout = {
-    xaxis: { tickvals: x, ticktext: dims.map((d) => plotlyText(d.label)), side: "top", range: [-0.15, dims.length - 0.55],
+    xaxis: { tickvals: x, showticklabels: false, range: [-0.15, dims.length - 0.55],
       showgrid: false, zeroline: false, fixedrange: true },
     yaxis: { visible: false, range: [-0.06, 1.06], fixedrange: true },
     shapes: x.map((k) => ({ type: "line", xref: "x", yref: "y", x0: k, x1: k, y0: 0, y1: 1, layer: "below",
@@ -88,7 +95,16 @@ export async function sweepPage(root, ctx) {
   const base = `/api/sweeps/${sweepId}`;
   const chartsLoaded = plotlyReady();
   chartsLoaded.catch(() => {});
-  let sweep = await api(base, { signal: ctx.signal });
+  let sweep;
+  try {
+    sweep = await api(base, { signal: ctx.signal });
+  } catch (error) {
+    if (isAbort(error)) return;
+    root.append(h("h1", { text: `Sweep ${sweepId}` }), h("div", { class: "notice error", role: "alert",
+      text: error instanceof ApiError && error.status === 404 ? `There is no sweep ${sweepId}.`
+        : `Could not load sweep ${sweepId}: ${error.message}` }));
+    return;
+  }
   ctx.setTitle(sweep.name);
 
   const title = h("h1", { class: "inline" });
