@@ -31,6 +31,7 @@ from backend.errors import AppError
 from backend.events import EventHub
 from backend.maskviews import endpoints as masks
 from backend.reports import endpoints as reports
+from backend.responses import json_safe
 from backend.results import endpoints as results
 from backend.runs import endpoints as runs
 from backend.security import CONTENT_SECURITY_POLICY, SecurityMiddleware, allowed_hosts, reject_unsafe_json
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
     @app.exception_handler(AppError)
     async def app_error(_request: Request, exc: AppError) -> JSONResponse:
         # The one place errors become responses: services and dependencies just raise.
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"detail": json_safe(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.get("/api/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:

@@ -102,6 +102,12 @@ def run_problems(config: RunConfig, offer: Offer) -> list[dict[str, object]]:
             if chosen.exclude:
                 errors.append({"loc": ("body", "pruning", "layers", "exclude"), "type": "no_layer_selected",
                                "input": chosen.exclude, "msg": msg})
+        elif pruning.granularity == "neuron" and select_layers(layers, chosen.include, chosen.exclude) == layers[-1:]:
+            errors.append({"loc": ("body", "pruning", "layers", "include"), "type": "no_layer_selected",
+                           "input": chosen.include,
+                           "msg": f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers "
+                                  f"selects only the output layer {layers[-1]!r}, whose rows are the classes: "
+                                  f"nothing would be pruned"})
     return errors
 
 

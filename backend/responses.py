@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from typing import Any
 
 import orjson
@@ -38,3 +39,15 @@ def json_response(document: dict[str, Any], request: Request) -> Response:
     body, headers = encoded(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY),
                             wants_gzip(request.headers.get("accept-encoding", "")))
     return Response(body, media_type="application/json", headers=headers)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float as its text ("inf", "nan"): JSON has no such numbers, and an error that
+    echoes a user's 1e400 back must still be sent (JSONResponse refuses them: a 500 and a dropped connection)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value

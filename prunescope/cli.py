@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument("--sweep", type=int, dest="sweep_id")
     runs.add_argument("--sort", default="-created_at", help="a column, `-` first for descending: --sort=-test_acc")
     runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--offset", type=int, default=0, help="runs to skip: pages through a long list")
     show = sub.add_parser("show", help="one run as JSON")
     show.add_argument("id", type=int)
     cancel = sub.add_parser("cancel", help="cancel a run")
@@ -89,11 +90,15 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SystemExit(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise SystemExit(f"{path} is not JSON: {exc}") from exc
+    except (RecursionError, ValueError) as exc:  # nested too deeply; an integer of more than 4300 digits
+        raise SystemExit(f"{path} is JSON that cannot be read as a config: {str(exc) or type(exc).__name__}") from exc
     if not isinstance(doc, dict):
         raise SystemExit(f"{path} must hold a JSON object (a run config)")
     return doc
@@ -107,6 +112,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from prunescope import services
 
     settings = get_settings()
+    if services.port_answers(settings.host, settings.port):
+        # Waiting for "our" API would have found that one, and a worker would have reported to it.
+        print(f"prunescope up: {settings.host}:{settings.port} is in use (another `prunescope up`?); stop it, or "
+              "choose another port with PRUNESCOPE_PORT", file=sys.stderr)
+        return 1
     env = {"PRUNESCOPE_WORKER_TOKEN": settings.resolved_worker_token(),
            "PRUNESCOPE_API_URL": f"http://{settings.host}:{settings.port}"}
     redis = None
@@ -198,6 +208,9 @@ def api_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         except ApiError as exc:
             print(f"prunescope: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:  # writing an export or a model where no file can be written
+            print(f"prunescope: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 1
 
     return run
 
@@ -239,13 +252,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 @api_command
 def cmd_runs(args: argparse.Namespace) -> int:
     page = _client(args).runs(status=args.status, tag=args.tag, strategy=args.strategy, sweep_id=args.sweep_id,
-                              sort=args.sort, limit=args.limit)
+                              sort=args.sort, limit=args.limit, offset=args.offset or None)
     print(f"{'id':>5}  {'status':<10} {'epochs':>7}  {'sparsity':>8}  {'test acc':>8}  {'strategy':<32} name")
     for run in page["items"]:
         epochs = f"{run['epochs_done']}/{run['epochs_total']}"
         print(f"{run['id']:>5}  {run['status']:<10} {epochs:>7}  {_number(run['sparsity']):>8}  "
               f"{_number(run['test_acc']):>8}  {run['strategy'][:32]:<32} {run['name']}")
-    print(f"({len(page['items'])} of {page['total']})")
+    first = args.offset + 1
+    print(f"({first}–{args.offset + len(page['items'])} of {page['total']})" if page["items"]
+          else f"(none of {page['total']} from {first})")
     return 0
 
 
@@ -296,8 +311,10 @@ def sweep_line(sweep: dict[str, Any]) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     doc = _read_config(args.file)
     missing = [key for key in ("name", "base", "grid") if key not in doc]
-    if missing:
-        raise SystemExit(f"{args.file} needs {', '.join(missing)}: "
+    unknown = sorted(set(doc) - {"name", "base", "grid"})
+    if missing or unknown:
+        problem = f"needs {', '.join(missing)}" if missing else f"has unknown keys {', '.join(unknown)}"
+        raise SystemExit(f"{args.file} {problem}: "
                          '{"name": ..., "base": {run config}, "grid": {"pruning.target_sparsity": [0.9, 0.95]}}')
     client = _client(args)
     sweep = client.sweep(doc["name"], doc["base"], doc["grid"])

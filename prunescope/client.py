@@ -48,7 +48,14 @@ class Client:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:  # something else answers at that address (a web page, a proxy's error page)
+            raise ApiError(f"{self.api_url} answered {path} with something that is not the prunescope API's JSON "
+                           f"({response.headers.get('content-type', 'no content type')}); is --api or "
+                           "PRUNESCOPE_API_URL right?") from exc
 
     # Runs -------------------------------------------------------------------------------------------------------
     def submit(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def builtin_layer_names(model: dict[str, Any]) -> list[str] | None:
     if name == "lenet300_100":
         return _fc(3)
     if name == "mlp":
-        return _fc(len(model.get("hidden") or DEFAULT_MLP_HIDDEN) + 1)
+        hidden = model.get("hidden")
+        return _fc(len(DEFAULT_MLP_HIDDEN if hidden is None else hidden) + 1)
     if name == "lenet5":
         return ["conv1.weight", "conv2.weight", *_fc(2)]
     if name == "small_cnn":

@@ -45,6 +45,15 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def port_answers(host: str, port: int) -> bool:
+    """Whether something already listens on (host, port)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

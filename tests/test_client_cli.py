@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import io
 import json
 import threading
@@ -242,3 +244,76 @@ def test_a_bad_setting_is_named_with_its_reason_and_exit_status_2(
     err = capsys.readouterr().err
     assert f"prunescope: {variable}='{value}': " in err and why in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"\xff\xfe{}", "is not UTF-8 text"),
+    (b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "cannot be read as a config"),
+    (b'{"name": "x", "training": {"seed": ' + b"9" * 5000 + b"}}", "cannot be read as a config"),
+])
+def test_a_config_file_python_cannot_read_is_one_line_not_a_traceback(tmp_path: Path, content: bytes,
+                                                                      why: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    for command in (["train", str(path)], ["submit", str(path)], ["sweep", str(path)]):
+        with pytest.raises(SystemExit, match=why):
+            cli.main(command)
+
+
+def test_cli_pages_refuses_unknown_sweep_keys_and_explains_unwritable_exports_and_foreign_answers(
+        api_url: str, client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("page-a", "page-b", "page-c"):
+        client.submit(config(name))
+    base = ["--api", api_url, "--token", TOKEN]
+    assert cli.main([*base, "runs", "--sort=-id", "--limit", "2", "--offset", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "page-b" in out and "page-a" in out and "page-c" not in out and "(2–3 of " in out
+    run_id = client.runs(q="page-a")["items"][0]["id"]
+    assert cli.main([*base, "export", str(run_id), "-o", str(tmp_path / "missing" / "x.csv")]) == 1
+    assert "cannot write" in capsys.readouterr().err  # was a FileNotFoundError traceback
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"name": "x", "base": config("s"), "grid": {"training.seed": [1]}, "grdi": {}}))
+    with pytest.raises(SystemExit, match="has unknown keys grdi"):
+        cli.main([*base, "sweep", str(sweep)])
+    with serve_html() as url:  # something else answers at --api: an HTML page with status 200
+        assert cli.main(["--api", url, "show", "1"]) == 1
+    assert "not the prunescope API's JSON (text/html" in capsys.readouterr().err
+
+
+def test_up_refuses_a_port_something_already_listens_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from prunescope.config import get_settings
+
+    with serve_html() as url:
+        monkeypatch.setenv("PRUNESCOPE_HOME", str(tmp_path))
+        monkeypatch.setenv("PRUNESCOPE_PORT", url.rsplit(":", 1)[1])
+        get_settings.cache_clear()
+        try:
+            assert cli.main(["up"]) == 1  # it had said "dashboard at ..." for the other server
+        finally:
+            get_settings.cache_clear()
+    assert "is in use" in capsys.readouterr().err
+
+
+@contextlib.contextmanager
+def serve_html() -> Iterator[str]:
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>not an API</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -48,7 +48,8 @@ class ModelConfig(Strict):
                       description="A built-in model (`/api/options` lists them) or a plugin model an online "
                                   "worker offers.")
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
-        default=None, max_length=32, description="Hidden layer widths, for `mlp` only."
+        default=None, max_length=32, description="Hidden layer widths, for `mlp` only ([]: a linear classifier; "
+                                                 "unset: the default widths)."
     )
     width_multiplier: float | None = Field(
         default=None, gt=0, le=16, description="Scales every channel width of resnet*, vgg16_bn and wrn22_2 "

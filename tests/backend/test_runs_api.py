@@ -42,6 +42,9 @@ def test_submitted_run_is_stored_as_queued_and_readable(client: TestClient) -> N
         ({"pruning": {"target_sparsity": 1.0}}, "target_sparsity"),
         ({"pruning": {"criterion": "magnitude"}}, "pruning"),
         ({"pruning": {"target_sparsity": 0.5, "schedule": {"kind": "cubic", "end_epoch": 50}}}, "end_epoch"),
+        # neuron granularity on the output layer alone would prune nothing (its rows are the classes)
+        ({"pruning": {"target_sparsity": 0.7, "granularity": "neuron", "layers": {"include": ["fc3*"]}}},
+         "only the output layer"),
     ],
 )
 def test_invalid_config_is_rejected_naming_the_field_and_nothing_is_stored(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from prunescope.contract.worker_api import LEASE_HEADER
@@ -154,3 +156,13 @@ def test_sweep_combination_whose_layer_patterns_select_nothing_is_refused_whole(
     assert "conv*" in errors[0]["msg"] and "fc1.weight" in errors[0]["msg"]
     assert runs_total(client) == before
     assert client.get("/api/sweeps").json()["total"] == 0
+
+
+@pytest.mark.parametrize("values", [[1e400], [[1e400]], [{"a": -1e400}]])
+def test_a_grid_value_that_overflows_to_infinity_is_a_422_not_a_500(client: TestClient, values: list) -> None:
+    # The 422 echoed the combination holding inf; JSONResponse refused to encode it: a 500 and a dropped connection.
+    body = b'{"name": "s", "base": {}, "grid": {"training.seed": ' + json.dumps(values).replace(
+        "Infinity", "1e400").encode() + b"}}"
+    response = client.post("/api/sweeps", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "training.seed" in response.text

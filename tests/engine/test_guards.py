@@ -162,6 +162,33 @@ def test_an_explosion_names_recorded_epochs_and_blames_the_lr_when_the_network_n
                                          "lower training.lr: the loss was never below")
 
 
+def test_the_advice_names_a_strong_l1_penalty() -> None:
+    from prunescope.contract import parse_run_config
+    from worker.engine.guards import advice
+
+    config = parse_run_config({"pruning": {"target_sparsity": 0.5, "regularization": {"l1": 10}}})
+    assert advice(config).endswith("or a smaller pruning.regularization.l1 (now 10)")
+    assert "l1" not in advice(parse_run_config({"pruning": {"target_sparsity": 0.5}}))
+
+
+def test_prunescope_train_reports_a_runtime_failure_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    # A corrupt image or an allocation failure printed a traceback; the worker reports the same as one line.
+    import io
+    import sys
+
+    from worker.engine import training
+
+    def corrupt(*_: object, **__: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: not enough memory")
+
+    monkeypatch.setattr(training, "run_training", corrupt)
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert training.train_main({}, data_dir=tmp_path, device="cpu", out=io.StringIO()) == 1
+    assert err.getvalue() == "prunescope train: the run failed: RuntimeError: DefaultCPUAllocator: not enough memory\n"
+
+
 def test_non_finite_loss_fails_at_once(tmp_path: Path, make_config: Callable[..., dict]) -> None:
     config = make_config(None, training={"epochs": 1, "lr": 100.0, "momentum": 0.9})
     with pytest.raises(TrainingDiverged, match=r"diverged.*lower training\.lr"):

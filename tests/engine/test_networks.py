@@ -33,6 +33,13 @@ def test_mlp_layer_names_follow_hidden_and_width_multiplier_keeps_names() -> Non
     assert builtin_layer_names({"name": "someone_elses_model"}) is None
 
 
+def test_an_mlp_with_no_hidden_layer_is_a_linear_classifier() -> None:
+    # hidden: [] silently built the default 256-256 MLP while the run's config said [].
+    net = build_model({"name": "mlp", "hidden": []}, (1, 8, 8), 10)
+    assert [(n, tuple(m.weight.shape)) for n, m in prunable_weights(net)] == [("fc1.weight", (10, 64))]
+    assert builtin_layer_names({"name": "mlp", "hidden": []}) == ["fc1.weight"]
+
+
 @pytest.mark.parametrize(("model", "millions"), [("resnet20", 0.27), ("resnet32", 0.46), ("resnet56", 0.85),
                                                  ("vgg16_bn", 14.72), ("wrn22_2", 1.08)])
 def test_paper_models_have_the_papers_sizes(model: str, millions: float) -> None:

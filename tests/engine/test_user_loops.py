@@ -269,3 +269,26 @@ def test_finalize_warns_when_the_schedule_never_reached_its_target() -> None:
         full = Pruner(nn.Sequential(nn.Linear(16, 4)), optimizer, {"target_sparsity": 0.5, "schedule": CONSTANT},
                       epochs=1, steps_per_epoch=1)
         full.finalize()  # the constant schedule is there from the start
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_neuron_pruning_leaves_every_hidden_layer_a_neuron(scope: str) -> None:
+    # Global neuron pruning at 0.9 emptied LeNet's fc2 (fc3 then saw no input): a dead network that "completed".
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4), nn.ReLU(), nn.Linear(4, 4))
+    with torch.no_grad():
+        model[2].weight.mul_(1e-3)  # the small layer scores lowest: the first to go under a global ranking
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    pruner = Pruner(model, optimizer, {"target_sparsity": 0.99, "granularity": "neuron", "scope": scope,
+                                       "schedule": CONSTANT}, epochs=1, steps_per_epoch=2)
+    for layer in pruner.layers[:2]:
+        assert int(layer.unit_mask(True).sum()) >= 1, layer.name
+
+
+def test_neuron_pruning_of_the_output_layer_alone_is_refused() -> None:
+    # It ran to "completed" at sparsity 0 while every record said target 0.7.
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    with pytest.raises(ValueError, match=r"selects only the output layer '2\.weight', whose rows are the classes"):
+        Pruner(model, torch.optim.SGD(model.parameters(), lr=0.1),
+               {"target_sparsity": 0.7, "granularity": "neuron", "layers": {"include": ["2.*"]}},
+               epochs=1, steps_per_epoch=1)

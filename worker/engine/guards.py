@@ -44,10 +44,12 @@ def advice(config: RunConfig) -> str:
     p = config.pruning
     if p is None:
         return "lower training.lr"
+    l1 = f" or a smaller pruning.regularization.l1 (now {p.regularization.l1:g})" if p.regularization.l1 > 0 else ""
     if p.dense_weights:
         return ("lower training.lr, or damp mask changes: a larger pruning.recovery.margin or an earlier "
-                "pruning.recovery.end_epoch")
-    return "lower training.lr, or prune more gently: a lower pruning.target_sparsity or a later schedule.end_epoch"
+                f"pruning.recovery.end_epoch{l1}")
+    return ("lower training.lr, or prune more gently: a lower pruning.target_sparsity or a later "
+            f"schedule.end_epoch{l1}")
 
 
 @dataclass
@@ -112,7 +114,7 @@ class CollapseGuard:
                 f"{math.log(self.num_classes):.2f}), so pruning is not the cause")
 
     def check_finite(self, epoch: int, train_loss: float) -> None:
-        """A NaN/inf training loss fails the run at once (before its epoch is recorded: a record holds finite values)."""
+        """A NaN/inf training loss fails the run at once (before its epoch is recorded: records hold finite values)."""
         if not math.isfinite(train_loss):
             hint = self.lr_hint if self.never_learnt else self.hint
             raise TrainingDiverged(f"training diverged in epoch {epoch} (train loss {train_loss}): {hint}")

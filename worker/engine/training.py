@@ -302,6 +302,9 @@ def train_main(config: RunConfig | dict[str, Any], *, data_dir: Path, device: st
     except (ValueError, FileNotFoundError) as exc:
         print(f"prunescope train: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a corrupt image, memory the model cannot get: one line, as a worker reports it
+        print(f"prunescope train: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     out.write(json.dumps({"summary": summary.model_dump(mode="json")}) + "\n")
     out.flush()
     return 0

@@ -49,7 +49,8 @@ def build_classic(name: str, model_cfg: dict, input_shape: tuple[int, int, int],
     if name == "lenet300_100":
         return mlp([300, 100], in_features, num_classes)
     if name == "mlp":
-        hidden = model_cfg.get("hidden") or DEFAULT_MLP_HIDDEN
+        hidden = model_cfg.get("hidden")  # [] is a linear classifier; only an unset list takes the default
+        hidden = DEFAULT_MLP_HIDDEN if hidden is None else hidden
         return mlp(list(hidden), in_features, num_classes)
     if min(height, width) < 28:
         raise ValueError(f"model {name!r} needs images of at least 28x28, got {height}x{width}")

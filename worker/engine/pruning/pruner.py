@@ -71,6 +71,10 @@ class Pruner:
             config, self.layers, self.schedule, epochs=epochs, steps_per_epoch=steps_per_epoch,
             generator=self.generator)
         self.selection: Selection = SELECTIONS[selection_for(config)](config, self.layers)
+        if self.selection.neuron and not any(layer.row_pruning for layer in self.layers):
+            raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers selects "
+                             f"only the output layer {self.layers[-1].name!r}, whose rows are the classes: nothing "
+                             "would be pruned")
         self._dense = self.recovery.dense_weights
         self._copy = DenseCopy(self.layers) if self._dense else None  # splice/feedback's dense weights
         # A fixed target (constant/one-shot) or N:M pattern that never gives units back is final once set.

@@ -44,10 +44,16 @@ def keep_top_global(scores: list[torch.Tensor], n_keep: int) -> tuple[list[torch
 
 
 def keep_units_by_weight(scores: list[torch.Tensor], sizes: list[int], n_prune_weights: int) -> list[torch.Tensor]:
-    """Prune whole units (rows) in ascending score order while the pruned weights stay ≤ the budget."""
+    """Prune whole units (rows) in ascending score order while the pruned weights stay ≤ the budget; each layer
+    keeps its best unit (a hidden layer with no neuron left passes nothing on: the network is dead)."""
     flat = torch.cat(scores)
     unit_size = torch.cat([torch.full((s.numel(),), size, dtype=torch.long) for s, size in zip(scores, sizes,
                                                                                               strict=True)])
+    offsets = torch.tensor([0, *[s.numel() for s in scores]]).cumsum(0)[:-1]
+    best = torch.stack([s.reshape(-1).argmax().cpu() for s in scores]) + offsets
+    flat = flat.cpu().clone()
+    flat[best] = math.inf  # ranked last,
+    unit_size[best] = n_prune_weights + 1  # and never within the budget
     order = torch.argsort(flat.cpu(), stable=True)
     pruned_sizes = torch.cumsum(unit_size[order], 0)
     n_units = int((pruned_sizes <= n_prune_weights).sum())

@@ -116,7 +116,8 @@ class NeuronLayerTopK(Selection):
             if not layer.row_pruning:
                 out.append((torch.ones_like(s, dtype=torch.bool), None))
                 continue
-            out.append(keep_top(s, layer.rows - prune_count(self.layer_sparsity(i, sparsity), layer.rows)))
+            # At least one neuron a layer: with none it passes nothing on and the whole network is dead.
+            out.append(keep_top(s, max(1, layer.rows - prune_count(self.layer_sparsity(i, sparsity), layer.rows))))
         return out
 
 
