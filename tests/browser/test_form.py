@@ -129,6 +129,7 @@ def test_text_a_number_box_cannot_read_is_refused_not_submitted_as_empty(page: A
     assert "not a number" in page.locator("#f-pruning-schedule-every-steps-error").inner_text()
     assert page.get_by_label("Training samples (limit)").get_attribute("aria-invalid") == "true"
     assert worker.client.get("/api/runs").json()["total"] == before  # nothing was submitted
+    screenshot(page, "form-not-a-number", full_page=False)
     assert "Empty: 3/4 of the epochs (23)" in page.locator("#f-pruning-schedule-end-epoch-help").inner_text()
     page.get_by_label("Epochs").fill("")
     assert page.locator("#f-pruning-schedule-end-epoch-help").inner_text().endswith("Empty: 3/4 of the epochs")
