@@ -56,7 +56,8 @@ export function fieldSections(options, schema, form) {
       F("pruning.activation_stat", "Activation statistic", "select", { options: options.activation_stats,
         help: "mean_abs: mean |activation|; apoz: share of zero activations", when: () => value("pruning.criterion") === "activation" }),
       F("pruning.granularity", "Granularity", "select", { options: options.granularities,
-        help: "unstructured: single weights; neuron: whole rows / filters; n:m: keep n of every m" }),
+        help: "unstructured: single weights; neuron: whole rows / filters of hidden layers (each keeps at least "
+          + "one; the output layer keeps its classes); n:m: keep n of every m" }),
       F("pruning.n_m", "N:M (keep n of every m)", "pair", { when: isNm, whenHidden: null }),
       F("pruning.scope", "Scope", "select", { options: options.scopes,
         help: "layer: every layer reaches the target; global: one ranking across all layers" }),
