@@ -14,6 +14,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from prunescope.contract.config import MAX_EPOCHS
 from prunescope.sdk.run import Run, init
 
 METRIC_NAMES = {"val_loss": "test_loss", "val_acc": "test_acc", "valid_loss": "test_loss", "valid_acc": "test_acc"}
@@ -41,23 +42,47 @@ class PrunescopeCallback(Callback):
         self.log_every_n_steps = log_every_n_steps
         self.metric_names = {**METRIC_NAMES, **(metric_names or {})}
         self.init_kwargs = init_kwargs
+        self._val_keys: set[str] = set()
+        self._before_val: dict[str, Any] = {}
+        self._val_epoch: int | None = None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.run is not None and self.run.finished:
+            self.run = None  # a second fit with the same callback is a new run
         if self.run is None:
-            self.init_kwargs.setdefault("epochs", trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None)
-            self.run = init(**self.init_kwargs)
+            epochs = trainer.max_epochs if 0 < (trainer.max_epochs or 0) <= MAX_EPOCHS else None
+            self.run = init(**{"epochs": epochs, **self.init_kwargs})
         if self.pruner is not None:
             self.run.watch(self.pruner)
+        self._val_keys = set()  # what validation logs (callback_metrics keeps it until the next validation)
+        self._before_val = {}
+        self._val_epoch = None
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._before_val = dict(trainer.callback_metrics)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        self._val_keys |= {k for k, v in metrics.items() if k not in self._before_val or self._before_val[k] is not v}
+        self._val_epoch = trainer.current_epoch
+
+    def _metrics(self, trainer: Trainer, with_validation: bool) -> dict[str, Any]:
+        """The scalars to record; validation's only in an epoch that validated (not an earlier epoch's values)."""
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if with_validation or k not in self._val_keys}
+        return _scalars(metrics, self.metric_names)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.run is not None and self.log_every_n_steps and trainer.global_step % self.log_every_n_steps == 0:
-            values = _scalars(trainer.callback_metrics, self.metric_names)
+            values = self._metrics(trainer, with_validation=False)
             self.run.log(step=trainer.global_step, epoch=trainer.current_epoch + 1, **values)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.run is not None:
-            self.run.log(epoch=trainer.current_epoch + 1, **_scalars(trainer.callback_metrics, self.metric_names))
+            validated = self._val_epoch == trainer.current_epoch
+            self.run.log(epoch=trainer.current_epoch + 1, **self._metrics(trainer, with_validation=validated))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.run is not None:
@@ -67,7 +92,8 @@ class PrunescopeCallback(Callback):
         if self.run is not None:
             from prunescope.sdk.transport import RunCancelled
 
-            if isinstance(exception, RunCancelled):
+            # Ctrl-C: Lightning stops the fit gracefully and then exits; the run was stopped on purpose.
+            if isinstance(exception, RunCancelled | KeyboardInterrupt):
                 self.run.finish("cancelled")
                 return
             text = "".join(traceback.format_exception(exception)[-12:])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import atexit
 import math
+import multiprocessing.util
 import os
 import secrets
 import socket
 import sys
 import traceback
-import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,13 +19,15 @@ import numpy as np
 from prunescope.config import get_settings
 from prunescope.contract.config import PruningConfig, parse_pruning
 from prunescope.contract.records import EpochMetrics
-from prunescope.contract.tracking import TrackedPoint, TrackedRunCreate
+from prunescope.contract.tracking import TrackedEpoch, TrackedPoint, TrackedRunCreate
 from prunescope.sdk import spool as spooling
 from prunescope.sdk.sender import Sender
 from prunescope.sdk.transport import ApiUnreachable, RunCancelled, TrackingError, Transport
 
 RECORD_FIELDS = frozenset(EpochMetrics.model_fields) - {"epoch"}
-_open_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+# Held strongly until finished: a run made in a function that returns without finish() (a multiprocessing child's
+# target, say) is still finished at exit, with what it logged.
+_open_runs: set[Run] = set()
 
 
 def _scalar(name: str, value: Any) -> float | int | None:
@@ -40,10 +42,31 @@ def _scalar(name: str, value: Any) -> float | int | None:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
-        return value
+        if -2**63 <= value < 2**63:
+            return value
+        try:  # beyond 64 bits: JSON numbers are sent as floats (the sender could not encode the int at all)
+            return float(value)
+        except OverflowError:
+            raise TypeError(f"run.log: {name} is an integer too large for a float "
+                            f"({value.bit_length()} bits)") from None
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     raise TypeError(f"run.log: {name}={value!r} is not a number")
+
+
+def _plain(value: Any) -> Any:
+    """A config as JSON takes it: tuples as lists, numpy/torch scalars as numbers, paths as text. Anything else is
+    left for the contract to refuse by name."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if not isinstance(value, bool | int | float | str) and value is not None and hasattr(value, "item"):
+        count = value.numel() if hasattr(value, "numel") else getattr(value, "size", 1)
+        return value.item() if count == 1 else value
+    return value
 
 
 class Run:
@@ -60,7 +83,7 @@ class Run:
         pruning_block = parse_pruning(pruning) if pruning is not None else None
         # Validated here, so a bad name, config or pruning block fails at the call with the API's located error.
         body = TrackedRunCreate.model_validate({
-            "name": name, "tags": list(tags or []), "config": dict(config or {}), "lease": lease,
+            "name": name, "tags": list(tags or []), "config": _plain(dict(config or {})), "lease": lease,
             "host": f"{socket.gethostname()}:{os.getpid()}"[:200], "epochs": epochs,
             "pruning": pruning_block.model_dump(mode="json") if pruning_block else None})
         wire = body.model_dump(mode="json", exclude_none=True)
@@ -83,12 +106,18 @@ class Run:
         self._pruner: Any = None
         self._epoch = 0
         self._finished = False
+        self._pid = os.getpid()  # its sender thread lives in this process only (a fork copies no threads)
         _open_runs.add(self)
+        _finish_at_child_exit()
 
     @property
     def id(self) -> int | None:
         """The run's id on the server (None while it has only been spooled)."""
         return self._sender.run_id
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
 
     @property
     def offline(self) -> bool:
@@ -121,12 +150,13 @@ class Run:
             raise TypeError("run.log needs epoch= (an epoch record) or step= (a point inside an epoch)")
         known = {k: v for k, v in values.items() if k in RECORD_FIELDS}
         extra = {k: v for k, v in values.items() if k not in RECORD_FIELDS}
+        # Checked at the call as the API will check it (names, counts, bounds): a value the API refuses would fail
+        # the whole flush later, the epochs before it too. Before the pruner's churn counters are read (reading
+        # resets them), so a refused log (epoch=0, accuracy in percent) leaves them for the corrected one.
+        TrackedEpoch.model_validate({"epoch": epoch, **known, "extra": extra})
         masks = None
         layers: list[dict[str, Any]] = []
         if self._pruner is not None:
-            # What the caller gave is checked before the pruner's churn counters are read (reading resets them): a
-            # refused log (epoch=0, accuracy in percent) must leave them for the corrected one.
-            EpochMetrics.model_validate({"epoch": epoch, **known})
             stats, masks = self._pruner.epoch_stats()
             layers = [s.model_dump() for s in stats]
             self._fill_from_masks(known, masks)
@@ -148,6 +178,9 @@ class Run:
             known.setdefault("target_sparsity", target_at(step))
 
     def _check(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError(f"this run belongs to process {self._pid}, not to this child process {os.getpid()} (its "
+                               "records would go nowhere): start a run in the child with prunescope.init()")
         if self._finished:
             raise RuntimeError("this run has finished; start another with prunescope.init()")
         if self._sender.fatal is not None:
@@ -181,8 +214,8 @@ class Run:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc is None:
-            self.finish("completed")
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+            self.finish("completed")  # sys.exit(0) is a script ending well
         elif isinstance(exc, RunCancelled):
             self.finish("cancelled")
         else:
@@ -201,7 +234,8 @@ def init(name: str = "untitled", config: dict[str, Any] | None = None, tags: lis
 def _fail_open_runs(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     # An uncaught exception ends the script: its runs end failed with the reason, then Python reports it.
     for run in list(_open_runs):
-        run.__exit__(kind, exc, tb)
+        if run._pid == os.getpid():
+            run.__exit__(kind, exc, tb)
     _previous_hook(kind, exc, tb)
 
 
@@ -211,6 +245,20 @@ sys.excepthook = _fail_open_runs
 
 @atexit.register
 def _finish_open_runs() -> None:
-    # A script that ended without finish(): what it logged is still sent or spooled and fsync'd.
+    # A script that ended without finish(): what it logged is still sent or spooled and fsync'd. Only this process's
+    # runs: a forked child holds copies of its parent's, whose sender threads it does not have.
     for run in list(_open_runs):
-        run.finish("completed")
+        if run._pid == os.getpid():
+            run.finish("completed")
+
+
+_finalizer_pid: int | None = None
+
+
+def _finish_at_child_exit() -> None:
+    """A multiprocessing child ends without running atexit hooks, and starts by clearing the exit finalizers it
+    inherited or imported: registered when the process's first run starts, multiprocessing's own exit runs it."""
+    global _finalizer_pid
+    if _finalizer_pid != os.getpid():
+        _finalizer_pid = os.getpid()
+        multiprocessing.util.Finalize(None, _finish_open_runs, exitpriority=0)

@@ -68,9 +68,13 @@ class Sender:
                 if not items:
                     self._idle()
             except Exception as exc:  # a bug here must not lose records silently: keep them and say so
-                log.exception("prunescope: the sender failed; records of this flush are spooled")
-                self._spool(*self._serialise(items, encode=False))
+                # The next log() raises this; set first, so that a spool failing too cannot hide it.
                 self.fatal = self.fatal or TrackingError(f"the SDK's sender failed: {exc}")
+                log.exception("prunescope: the sender failed; records of this flush are spooled")
+                try:
+                    self._spool(*self._serialise(items, encode=False))
+                except Exception:
+                    log.exception("prunescope: these records could not be spooled either; they are lost")
             if closing:
                 with self._cond:
                     if self._pending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -279,4 +280,77 @@ def test_a_refused_epoch_log_leaves_the_watched_pruners_churn_for_the_corrected_
         assert [layer.pruned for layer in pruner.layers] == pruned
     run.log(epoch=1, test_acc=0.875)
     assert [layer.pruned for layer in pruner.layers] == [0, 0]  # read once, by the log that was kept
+    run.finish()
+
+
+def test_a_value_the_api_would_refuse_is_refused_at_the_call_and_the_run_goes_on(api: LiveApi, tmp_path: Path) -> None:
+    # An extra named with 101 characters, 600 extras, or an int of 2**70 passed log() and later failed the whole
+    # flush (the epochs before it too): the run ended "failed: sent nothing" and sync failed with the same 422.
+    with prunescope.init(name="refused-at-call", api=api.url, token=TOKEN, dir=tmp_path) as run:
+        run.log(epoch=1, train_loss=1.0)
+        with pytest.raises(ValidationError):
+            run.log(epoch=2, **{"z" * 101: 1.0})
+        with pytest.raises(ValidationError):
+            run.log(epoch=2, **{f"m{i}": float(i) for i in range(600)})
+        with pytest.raises(TypeError, match="too large for a float"):
+            run.log(epoch=2, huge=10**400)
+        run.log(epoch=2, train_loss=0.5, big=2**70)  # beyond 64 bits: sent as a float
+    with api.http() as http:
+        assert http.get(f"/api/runs/{run.id}").json()["status"] == "completed"
+        epochs = http.get(f"/api/runs/{run.id}/epochs").json()["items"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[1]["extra"] == {"big": float(2**70)}
+
+
+def _log_in_child(run: Any, errors: Any) -> None:
+    try:
+        run.log(epoch=2, train_loss=0.5)
+    except RuntimeError as exc:
+        errors.put(str(exc))
+
+
+def _child_without_finish(url: str, spool: str, ids: Any) -> None:
+    run = prunescope.init(name="child-no-finish", api=url, token=TOKEN, dir=spool)
+    for epoch in (1, 2, 3):
+        run.log(epoch=epoch, train_loss=1.0 / epoch)
+    ids.put(run.id)  # returns without finish(): multiprocessing's exit runs no atexit hook
+
+
+def test_runs_and_child_processes(api: LiveApi, tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_without_finish, args=(api.url, str(tmp_path), queue))
+    child.start()
+    run_id = queue.get(timeout=30)
+    child.join(30)
+    with api.http() as http:
+        detail = wait_for(lambda: (d := http.get(f"/api/runs/{run_id}").json())["status"] == "completed" and d)
+        assert detail["epochs_done"] == 3
+    # A forked child logging to its parent's run: its records went nowhere, silently.
+    with prunescope.init(name="parent", api=api.url, token=TOKEN, dir=tmp_path) as parent:
+        parent.log(epoch=1, train_loss=1.0)
+        errors = context.Queue()
+        logger = context.Process(target=_log_in_child, args=(parent, errors))
+        logger.start()
+        logger.join(30)
+        assert "start a run in the child with prunescope.init()" in errors.get(timeout=5)
+
+
+def test_sys_exit_0_inside_a_run_is_a_completed_run(api: LiveApi, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit), prunescope.init(name="exit-0", api=api.url, token=TOKEN, dir=tmp_path) as run:
+        run.log(epoch=1, train_loss=1.0)
+        sys.exit(0)
+    with pytest.raises(SystemExit), prunescope.init(name="exit-2", api=api.url, token=TOKEN, dir=tmp_path) as bad:
+        sys.exit(2)
+    with api.http() as http:
+        assert http.get(f"/api/runs/{run.id}").json()["status"] == "completed"
+        assert http.get(f"/api/runs/{bad.id}").json()["status"] == "failed"
+
+
+def test_a_config_with_tuples_numpy_scalars_and_paths_is_stored_as_json(tmp_path: Path) -> None:
+    run = prunescope.init(name="cfg", config={"betas": (0.9, 0.99), "lr": np.float32(0.5), "out": tmp_path / "x"},
+                          dir=tmp_path, offline=True)
+    assert run.config == {"betas": [0.9, 0.99], "lr": 0.5, "out": str(tmp_path / "x")}
     run.finish()
