@@ -277,6 +277,46 @@ def test_image_folder_paths_cannot_leave_the_data_dir(tmp_path: Path) -> None:
             load_dataset({"name": "image_folder", "path": path}, data, model_name="mlp")
 
 
+@pytest.mark.parametrize("link", ["train", "test", "train/cat", "train/cat/0.png"])
+def test_a_symlink_out_of_the_data_dir_is_refused_wherever_it_sits(tmp_path: Path, link: str) -> None:
+    # Only the dataset's root was checked: train/, test/, a class folder or an image linked out of the data dir
+    # were read.
+    data = tmp_path / "data"
+    _image_folder(data / "pets")
+    _image_folder(tmp_path / "outside")
+    target = data / "pets" / link
+    if target.is_dir():
+        import shutil
+
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    target.symlink_to(tmp_path / "outside" / link)
+    with pytest.raises(ValueError, match="leads outside the data directory"):
+        load_dataset({"name": "image_folder", "path": "pets"}, data, model_name="mlp")
+
+
+def test_image_folder_finds_nested_images_skips_hidden_folders_refuses_empty_classes_and_reads_16_bit(
+        tmp_path: Path) -> None:
+    from PIL import Image
+
+    _image_folder(tmp_path / "pets")
+    nested = tmp_path / "pets" / "train" / "cat" / "deeper"
+    nested.mkdir()
+    Image.fromarray(np.zeros((12, 10, 3), dtype=np.uint8)).save(nested / "n.png")
+    (tmp_path / "pets" / "train" / ".cache").mkdir()  # not a class
+    bundle = load_dataset({"name": "image_folder", "path": "pets"}, tmp_path, model_name="mlp")
+    assert bundle.num_classes == 2 and bundle.train_size == 7  # 3 + 3 + the nested one
+    (tmp_path / "pets" / "train" / "zzz").mkdir()
+    with pytest.raises(ValueError, match=r"class folders \['zzz'\] hold no image"):
+        load_dataset({"name": "image_folder", "path": "pets"}, tmp_path, model_name="mlp")
+    from worker.engine.datasets.folder import _open_rgb
+
+    gray16 = tmp_path / "g16.png"
+    Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)).save(gray16)  # mid-grey in 16 bits
+    assert int(_open_rgb(gray16, None)[0, 0, 0]) in (127, 128)  # convert("RGB") made it 255
+
+
 def test_tensor_batches_cover_the_epoch_once_in_seeded_order(tmp_path: Path) -> None:
     bundle = datasets.synthetic_bundle((1, 4, 4), n_train=10, n_test=3)
     ys = [y for _, y in datasets.train_batches(bundle, 4, torch.Generator().manual_seed(5), "cpu")]

@@ -1,7 +1,10 @@
 """Any image folder in torchvision's ImageFolder layout, read lazily (a `LoaderBundle`), confined to the data dir.
 
 `<data_dir>/<path>/train/<class>/*.png` and `.../test/<class>/...` (or `val/`). Classes are the sorted
-sub-folder names of `train/`; every image is converted to RGB and resized to the first training image's size.
+sub-folder names of `train/` (hidden ones, starting with ".", are not classes); a class folder's images are
+found at any depth, as torchvision's ImageFolder finds them; every image is converted to RGB (16-bit grayscale
+scaled to 8 bits, not clipped) and resized to the first training image's size. Every folder and file must
+resolve inside the data directory: a symlink out of it is refused, wherever it sits.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ def _open_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     except ImportError as exc:  # an optional dependency: only image folders need it
         raise RuntimeError("dataset 'image_folder' needs Pillow: pip install 'prunescope[images]'") from exc
     with Image.open(path) as image:
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            # 16-bit (or 32-bit integer) grayscale: convert("RGB") clips every value above 255 to white.
+            wide = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") else max(float(wide.max()), 1.0)
+            image = Image.fromarray(np.clip(wide / top * 255.0, 0, 255).astype(np.uint8), mode="L")
         rgb = image.convert("RGB")
         if size is not None and rgb.size != size:
             rgb = rgb.resize(size, Image.Resampling.BILINEAR)
@@ -57,28 +65,46 @@ class ImageFiles(Dataset[tuple[torch.Tensor, int]]):
         return (pixels - self.mean) / self.std, label
 
 
-def _listing(split: Path, classes: list[str]) -> list[tuple[Path, int]]:
+def _inside(root: Path, path: Path) -> Path:
+    """`path` resolved, refused when a symlink on the way leads outside the data directory `root`."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"{path} leads outside the data directory (a symlink to {resolved})")
+    return resolved
+
+
+def _listing(root: Path, split: Path, classes: list[str]) -> list[tuple[Path, int]]:
     files = []
     for index, name in enumerate(classes):
         folder = split / name
-        if folder.is_dir():
-            files += [(p, index) for p in sorted(folder.iterdir())
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not folder.is_dir():
+            continue
+        _inside(root, folder)
+        found = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+        files += [(_inside(root, p), index) for p in found]
     return files
 
 
 def image_folder(data_dir: Path, path: str) -> tuple[ImageFiles, ImageFiles, tuple[int, int, int], int]:
     """(train set, test set, input shape, classes) of the image folder at `data_dir / path`."""
     root = confined(data_dir, path)
+    inside = Path(data_dir).resolve()
     train_dir = root / "train"
     test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
         raise FileNotFoundError(f"{root} needs train/ and test/ (or val/) folders with one sub-folder per class")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    unknown = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(classes))
+    _inside(inside, train_dir)
+    _inside(inside, test_dir)
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = sorted({p.name for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+                     - set(classes))
     if unknown:
         raise ValueError(f"{test_dir} has classes {unknown} that train/ does not have")
-    train, test = _listing(train_dir, classes), _listing(test_dir, classes)
+    train, test = _listing(inside, train_dir, classes), _listing(inside, test_dir, classes)
+    empty = sorted(set(classes) - {classes[label] for _, label in train})
+    if empty:
+        raise ValueError(f"{train_dir}: class folders {empty} hold no image")
     if len(classes) < 2 or not train or not test:
         raise ValueError(f"{root}: need at least 2 classes and images in both train/ and {test_dir.name}/")
     first = _open_rgb(train[0][0], None)
