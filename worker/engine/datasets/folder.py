@@ -37,7 +37,8 @@ def _open_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
         from PIL import Image
     except ImportError as exc:  # an optional dependency: only image folders need it
         raise RuntimeError("dataset 'image_folder' needs Pillow: pip install 'prunescope[images]'") from exc
-    with Image.open(path) as image:
+    with Image.open(path) as opened:
+        image: Image.Image = opened
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
             # 16-bit (or 32-bit integer) grayscale: convert("RGB") clips every value above 255 to white.
             wide = np.asarray(image, dtype=np.float64)
