@@ -92,7 +92,10 @@ def run_problems(config: RunConfig, offer: Offer) -> list[dict[str, object]]:
                        "msg": f"no built-in dataset or online worker offers dataset {dataset!r}; "
                               f"known: {_listed(known)}"})  # type: ignore[arg-type]
     pruning = config.pruning
-    if pruning is not None and layers is not None:
+    builtin = model in choices(ModelName)
+    # A plugin model's offered layers are those of build() with no params: with params its layers may differ, and
+    # the worker checks them when it builds the model.
+    if pruning is not None and layers is not None and (builtin or not config.model.params):
         chosen = pruning.layers
         if not select_layers(layers, chosen.include, chosen.exclude):
             msg = (f"pruning.layers (include {chosen.include}, exclude {chosen.exclude}) selects no prunable layer "
@@ -102,7 +105,10 @@ def run_problems(config: RunConfig, offer: Offer) -> list[dict[str, object]]:
             if chosen.exclude:
                 errors.append({"loc": ("body", "pruning", "layers", "exclude"), "type": "no_layer_selected",
                                "input": chosen.exclude, "msg": msg})
-        elif pruning.granularity == "neuron" and select_layers(layers, chosen.include, chosen.exclude) == layers[-1:]:
+        elif (builtin and pruning.granularity == "neuron"
+              and select_layers(layers, chosen.include, chosen.exclude) == layers[-1:]):
+            # Built-in models run their layers in the order they register them; a plugin may not (its head first),
+            # so which layer is its output layer is known only once it runs: the engine refuses that case.
             errors.append({"loc": ("body", "pruning", "layers", "include"), "type": "no_layer_selected",
                            "input": chosen.include,
                            "msg": f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers "

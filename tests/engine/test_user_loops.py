@@ -292,3 +292,25 @@ def test_neuron_pruning_of_the_output_layer_alone_is_refused() -> None:
         Pruner(model, torch.optim.SGD(model.parameters(), lr=0.1),
                {"target_sparsity": 0.7, "granularity": "neuron", "layers": {"include": ["2.*"]}},
                epochs=1, steps_per_epoch=1)
+
+
+def test_neuron_pruning_of_a_head_registered_first_and_selected_alone_fails_once_it_runs() -> None:
+    # Selected by name, the head (registered first) looked like a hidden layer until the first forward: the run
+    # then "completed" at sparsity 0 against a target of 0.8.
+    class HeadFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(32, 4)
+            self.body = nn.Linear(16, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.body(x)))
+
+    model = HeadFirst()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    Pruner(model, optimizer, {"target_sparsity": 0.8, "granularity": "neuron", "layers": {"include": ["head.*"]},
+                              "schedule": {"kind": "one_shot", "start_epoch": 1}}, epochs=2, steps_per_epoch=2)
+    x, y = _data()
+    F.cross_entropy(model(x), y).backward()
+    with pytest.raises(ValueError, match=r"selects only the output layer 'head\.weight'"):
+        optimizer.step()

@@ -180,3 +180,21 @@ def test_a_lazy_plugin_model_is_materialised_and_a_wrong_output_is_refused_by_na
 
     with pytest.raises(ValueError, match=r"shape \(N, 3\); for one input it returned a tensor of shape \[1, 10\]"):
         build_model({"name": "always_ten"}, (1, 8, 8), 3)
+
+
+def test_the_api_checks_a_plugins_layers_only_where_it_knows_them() -> None:
+    # Offered layers come from build() without params; a head-first plugin's output layer is known only once it runs.
+    from backend.capabilities import Offer, run_problems
+    from prunescope.contract import parse_run_config
+
+    offer = Offer(models={"p_depth": ["1.weight", "3.weight"]}, datasets=["d"])
+
+    def problems(model: dict, pruning: dict) -> list[str]:
+        config = parse_run_config({"model": model, "dataset": {"name": "d"}, "pruning": pruning})
+        return [str(p["msg"]) for p in run_problems(config, offer)]
+
+    assert problems({"name": "p_depth"}, {"target_sparsity": 0.5, "layers": {"include": ["7.weight"]}})
+    assert not problems({"name": "p_depth", "params": {"depth": 3}},
+                        {"target_sparsity": 0.5, "layers": {"include": ["7.weight"]}})
+    assert not problems({"name": "p_depth"}, {"target_sparsity": 0.5, "granularity": "neuron",
+                                              "layers": {"include": ["3.weight"]}})

@@ -71,10 +71,7 @@ class Pruner:
             config, self.layers, self.schedule, epochs=epochs, steps_per_epoch=steps_per_epoch,
             generator=self.generator)
         self.selection: Selection = SELECTIONS[selection_for(config)](config, self.layers)
-        if self.selection.neuron and not any(layer.row_pruning for layer in self.layers):
-            raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers selects "
-                             f"only the output layer {self.layers[-1].name!r}, whose rows are the classes: nothing "
-                             "would be pruned")
+        self._refuse_output_only()
         self._dense = self.recovery.dense_weights
         self._copy = DenseCopy(self.layers) if self._dense else None  # splice/feedback's dense weights
         # A fixed target (constant/one-shot) or N:M pattern that never gives units back is final once set.
@@ -172,6 +169,12 @@ class Pruner:
         self._released = True
         self._hook_criterion(False)
 
+    def _refuse_output_only(self) -> None:
+        if self.selection.neuron and not any(layer.row_pruning for layer in self.layers):
+            output = next((layer.name for layer in self.layers if not layer.row_pruning), "?")
+            raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers selects "
+                             f"only the output layer {output!r}, whose rows are the classes: nothing would be pruned")
+
     def _hook_criterion(self, on: bool) -> None:
         """(Re)place the criterion's forward hooks (activation statistics), or only remove them."""
         for hook in self._criterion_hooks:
@@ -196,6 +199,7 @@ class Pruner:
         if self._copy is not None and self._copy.swapped:
             self._copy.swap_dense_back()
         if self._output.pending and self._output.settle(self.layers):
+            self._refuse_output_only()  # the layer that ran last may be the only one selected
             self._copy = DenseCopy(self.layers) if self._dense else None
             self._refresh_masked_pairs()
             self._hook_criterion(True)
