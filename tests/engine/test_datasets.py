@@ -7,6 +7,7 @@ import pickle
 import struct
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -349,3 +350,59 @@ def test_mnist_training_batches_are_shifted_only_when_augment_is_on(tmp_path: Pa
         order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
         assert isinstance(data, DataBundle) and x.shape == (12, 1, 28, 28)
         assert torch.equal(x, data.train_x[order]) is not changed
+
+
+def _bundle(**change: Any) -> DataBundle:
+    from dataclasses import replace
+
+    base = DataBundle(torch.randn(8, 1, 4, 4), torch.arange(8) % 3, torch.randn(4, 1, 4, 4), torch.arange(4) % 3,
+                      (1, 4, 4), 3)
+    return replace(base, **change)
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"train_y": torch.arange(6) % 3}, "8 train images but 6 labels"),
+    ({"test_x": torch.randn(0, 1, 4, 4), "test_y": torch.zeros(0, dtype=torch.long)}, "the test set is empty"),
+    ({"input_shape": (1, 5, 5)}, r"train images are \(1, 4, 4\), input_shape says \(1, 5, 5\)"),
+    ({"train_x": torch.zeros(8, 1, 4, 4, dtype=torch.uint8)}, "train images are torch.uint8; give floats"),
+    ({"train_y": (torch.arange(8) % 3).float()}, "train labels must be class indices"),
+    ({"test_y": torch.tensor([0, 1, 2, 9])}, "test labels run from 0 to 9; with 3 classes they must be 0 to 2"),
+    ({"train_y": torch.tensor([0, 1, 2, -1, 0, 1, 2, 0])}, "train labels run from -1"),
+])
+def test_a_plugins_tensors_are_checked_before_training(change: dict, why: str) -> None:
+    # They reached the model as they came: raw torch errors an epoch in, or silent training on wrong data.
+    from worker.engine.datasets import checked_tensors
+
+    with pytest.raises(ValueError, match=why):
+        checked_tensors(_bundle(**change), "dataset plugin 'd'")
+
+
+def test_a_plugins_float64_images_and_int32_labels_are_converted() -> None:
+    from worker.engine.datasets import checked_tensors
+
+    bundle = checked_tensors(_bundle(train_x=torch.randn(8, 1, 4, 4, dtype=torch.float64),
+                                     train_y=(torch.arange(8) % 3).int()), "dataset plugin 'd'")
+    assert bundle.train_x.dtype == torch.float32 and bundle.train_y.dtype == torch.int64
+
+
+@pytest.mark.parametrize(("damage", "why"), [
+    ("labels", "120 train images but"),
+    ("size", r"train images are \(32, 32\), not 28x28"),
+    ("label12", "train labels go up to 12"),
+    ("truncated", "is damaged"),
+])
+def test_idx_files_that_do_not_fit_are_refused_by_name(tmp_path: Path, damage: str, why: str) -> None:
+    raw = tmp_path / "FashionMNIST" / "raw"
+    size = 32 if damage == "size" else 28
+    _write_idx(raw / "train-images-idx3-ubyte.gz", np.zeros((120, size, size), dtype=np.uint8))
+    labels = np.arange(100 if damage == "labels" else 120) % 10
+    if damage == "label12":
+        labels[3] = 12
+    _write_idx(raw / "train-labels-idx1-ubyte.gz", labels)
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", np.zeros((20, 28, 28), dtype=np.uint8))
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    if damage == "truncated":
+        path = raw / "t10k-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(ValueError, match=why):
+        load_dataset({"name": "fashion_mnist"}, tmp_path, model_name="mlp")

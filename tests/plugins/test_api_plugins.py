@@ -54,9 +54,15 @@ def test_a_run_on_a_plugin_an_online_worker_offers_is_queued(client: TestClient)
                            pruning={"target_sparsity": 0.5, "layers": {"include": ["1.*"]}})
     created = client.post("/api/runs", json=config)
     assert created.status_code == 201, created.text
-    errors = _errors(client.post("/api/runs", json={**config, "pruning": {"target_sparsity": 0.5,
-                                                                          "layers": {"include": ["conv*"]}}}))
+    unparameterised = {**config, "model": {"name": "tiny_net"}}
+    errors = _errors(client.post("/api/runs", json={**unparameterised, "pruning": {
+        "target_sparsity": 0.5, "layers": {"include": ["conv*"]}}}))
     assert "1.weight, 3.weight" in errors[("body", "pruning", "layers", "include")]
+    # The offered names are build()'s without params: with params (a depth, say) the layers may differ, so the
+    # worker, which builds the model, is the one to check them.
+    with_params = client.post("/api/runs", json={**config, "pruning": {"target_sparsity": 0.5,
+                                                                       "layers": {"include": ["7.*"]}}})
+    assert with_params.status_code == 201, with_params.text
 
 
 def test_layer_patterns_that_match_no_layer_are_a_422_at_the_field(client: TestClient) -> None:

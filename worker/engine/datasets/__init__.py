@@ -188,7 +188,34 @@ def _plugin_dataset(name: str, data_dir: Path, params: dict) -> Data:
     if len(bundle.input_shape) != 3 or bundle.num_classes < 1 or bundle.train_size < 1:
         raise ValueError(f"dataset plugin {name!r} returned input_shape {bundle.input_shape}, "
                          f"{bundle.num_classes} classes and {bundle.train_size} training samples")
-    return bundle
+    return checked_tensors(bundle, f"dataset plugin {name!r}") if isinstance(bundle, DataBundle) else bundle
+
+
+def checked_tensors(bundle: DataBundle, source: str) -> DataBundle:
+    """`bundle` with float32 images and int64 labels, or a ValueError naming what is wrong with it: a plugin's
+    tensors reached the model as they came, so float64 images or float labels failed inside torch, and labels out
+    of range, mismatched lengths, an empty test set or the wrong image shape trained wrong or failed an epoch in."""
+    parts: dict[str, torch.Tensor] = {}
+    for split in ("train", "test"):
+        x, y = getattr(bundle, f"{split}_x"), getattr(bundle, f"{split}_y")
+        if len(x) != len(y):
+            raise ValueError(f"{source}: {len(x)} {split} images but {len(y)} labels")
+        if split == "test" and len(y) == 0:
+            raise ValueError(f"{source}: the test set is empty (accuracy would read 0 %)")
+        if tuple(x.shape[1:]) != tuple(bundle.input_shape):
+            raise ValueError(f"{source}: {split} images are {tuple(x.shape[1:])}, input_shape says "
+                             f"{tuple(bundle.input_shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{source}: {split} images are {x.dtype}; give floats (e.g. uint8 pixels / 255)")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
+            raise ValueError(f"{source}: {split} labels must be class indices (a 1-d integer tensor), not "
+                             f"{y.dtype} of shape {tuple(y.shape)}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= bundle.num_classes):
+            raise ValueError(f"{source}: {split} labels run from {int(y.min())} to {int(y.max())}; with "
+                             f"{bundle.num_classes} classes they must be 0 to {bundle.num_classes - 1}")
+        parts[f"{split}_x"], parts[f"{split}_y"] = x.float(), y.long()
+    return replace(bundle, train_x=parts["train_x"], train_y=parts["train_y"], test_x=parts["test_x"],
+                   test_y=parts["test_y"])
 
 
 def synthetic_bundle(shape: tuple[int, int, int], *, n_train: int = 1024, n_test: int = 256,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,11 @@ NORMALIZATION = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}
 def read_idx(path: Path) -> np.ndarray:
     """Read one (optionally gzipped) IDX file: big-endian header, dims, then unsigned bytes."""
     opener: Any = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a cut download, a file that is not gzip
+        raise ValueError(f"{path} is damaged ({type(exc).__name__}: {exc}); download it again") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
@@ -71,6 +75,15 @@ def mnist_like(name: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, t
                 _download(mirrors, filename, path)
             arrays[(split, "labels" if "labels" in filename else "images")] = read_idx(path)
     mean, std = NORMALIZATION[name]
+
+    for split in IDX_FILES:
+        images_, labels_ = arrays[(split, "images")], arrays[(split, "labels")]
+        if images_.ndim != 3 or images_.shape[1:] != (28, 28):
+            raise ValueError(f"{raw}: {split} images are {images_.shape[1:]}, not 28x28 like {name}'s")
+        if labels_.ndim != 1 or len(labels_) != len(images_):
+            raise ValueError(f"{raw}: {len(images_)} {split} images but {labels_.shape} labels")
+        if labels_.size and int(labels_.max()) > 9:
+            raise ValueError(f"{raw}: {split} labels go up to {int(labels_.max())}; {name} has classes 0-9")
 
     def images(split: str) -> torch.Tensor:
         x = torch.from_numpy(arrays[(split, "images")].astype(np.float32) / 255.0).unsqueeze(1)
