@@ -34,7 +34,10 @@ class ApiRefused(Exception):
     """The API answered with a definite refusal (a 4xx other than a transient one)."""
 
     def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(f"HTTP {status_code}: {detail}")
+        # A 413 is the API's size limit (a large model's model.pt, its checkpoint): say which setting it is.
+        hint = (" (larger than the API takes: raise PRUNESCOPE_MAX_REPORT_BYTES where the API runs)"
+                if status_code == 413 else "")
+        super().__init__(f"HTTP {status_code}: {detail}{hint}")
         self.status_code = status_code
         self.detail = detail
 

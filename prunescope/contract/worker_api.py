@@ -28,6 +28,9 @@ MAX_RUN_ID = 2**31 - 1
 MAX_REPORT_BATCH = 256  # epoch reports in one batch request
 
 
+MAX_OFFERED = 500  # plugin models, and datasets, one heartbeat names
+MAX_PLUGIN_ERRORS = 100
+
 class WorkerPaths:
     """Paths of the worker API, relative to the API's base URL."""
 
@@ -123,7 +126,8 @@ class Heartbeat(WorkerMessage):
     device_name: str = Field(default="", max_length=200, pattern=NO_NUL)
     gpu_memory_mb: float | None = Field(default=None, ge=0, le=2**40)
     run_id: int | None = Field(default=None, ge=1, le=MAX_RUN_ID)
-    models: dict[str, list[str]] = Field(default={}, max_length=500,
+    models: dict[str, list[str]] = Field(default={}, max_length=MAX_OFFERED,
                                          description="Plugin models this worker can build: name -> prunable layers")
-    datasets: list[str] = Field(default=[], max_length=500, description="Plugin datasets this worker can load")
-    plugin_errors: list[str] = Field(default=[], max_length=100, description="Plugins that failed to import")
+    datasets: list[str] = Field(default=[], max_length=MAX_OFFERED, description="Plugin datasets this worker can load")
+    plugin_errors: list[str] = Field(default=[], max_length=MAX_PLUGIN_ERRORS,
+                                     description="Plugins that failed to import")

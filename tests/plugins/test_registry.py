@@ -198,3 +198,19 @@ def test_the_api_checks_a_plugins_layers_only_where_it_knows_them() -> None:
                         {"target_sparsity": 0.5, "layers": {"include": ["7.weight"]}})
     assert not problems({"name": "p_depth"}, {"target_sparsity": 0.5, "granularity": "neuron",
                                               "layers": {"include": ["3.weight"]}})
+
+
+def test_a_worker_with_more_plugins_than_a_heartbeat_carries_still_beats(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    # 501 models: every heartbeat was refused (max 500), so the worker vanished from /api/workers and /api/options
+    # while it still took runs from the queue.
+    from prunescope.contract.worker_api import MAX_OFFERED
+    from worker.heartbeat import WorkerIdentity, heartbeat_body
+
+    source = "import prunescope\nfrom torch import nn\n" + "".join(
+        f"prunescope.register_model('m{i:03d}', input_shape=(1, 2, 2))(lambda s, n: nn.Linear(4, n))\n"
+        for i in range(MAX_OFFERED + 1))
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", _module(tmp_path, monkeypatch, "ps_plugin_many", source))
+    body = heartbeat_body(WorkerIdentity("w", "h", ["cpu"], "cpu"), None)
+    assert len(body.models) == MAX_OFFERED and "m000" in body.models
+    assert body.plugin_errors[0] == f"{MAX_OFFERED + 1} plugin models loaded; a heartbeat offers the first 500"

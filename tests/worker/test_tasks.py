@@ -53,3 +53,11 @@ def test_worker_shutdown_stops_the_held_run_to_hand_it_back(state: WorkerState) 
     late = ActiveRun(run_id=4, lease="M", attempt=1)
     state.hold(late)  # a run claimed while shutting down stops at once too
     assert late.stop.is_set() and late.stop_reason == SHUTDOWN
+
+
+def test_a_413_names_the_setting_that_limits_uploads() -> None:
+    # A 580 MB model.pt trained to the end, then failed with "HTTP 413: Content Too Large" and no hint.
+    from worker.api_client import ApiRefused
+
+    assert "raise PRUNESCOPE_MAX_REPORT_BYTES where the API runs" in str(ApiRefused(413, "Content Too Large"))
+    assert "PRUNESCOPE" not in str(ApiRefused(422, "bad"))

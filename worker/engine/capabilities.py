@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from prunescope import plugins
+from prunescope.contract.worker_api import MAX_OFFERED, MAX_PLUGIN_ERRORS
 
 
 @lru_cache(maxsize=1)
@@ -21,7 +22,17 @@ def worker_capabilities() -> dict[str, Any]:
             models[name] = plugin_layer_names(plugin)
         except Exception as exc:  # a plugin that cannot build is reported, not fatal
             plugins.record_error(f"model {name!r} ({plugin.source}) failed to build: {type(exc).__name__}: {exc}")
-    return {"models": models, "datasets": sorted(registry.datasets), "plugin_errors": plugins.plugin_errors()}
+    datasets = sorted(registry.datasets)
+    errors = list(plugins.plugin_errors())
+    # Over the contract's bounds the heartbeat was refused every time: the worker vanished from the workers page
+    # and the options while it still took runs. It offers the first ones and says what it left out.
+    for kind, offered in (("models", models), ("datasets", datasets)):
+        if len(offered) > MAX_OFFERED:
+            errors.insert(0, f"{len(offered)} plugin {kind} loaded; a heartbeat offers the first {MAX_OFFERED}")
+    if len(errors) > MAX_PLUGIN_ERRORS:
+        errors = [*errors[:MAX_PLUGIN_ERRORS - 1], f"… and {len(errors) - MAX_PLUGIN_ERRORS + 1} more plugin errors"]
+    return {"models": dict(list(models.items())[:MAX_OFFERED]), "datasets": datasets[:MAX_OFFERED],
+            "plugin_errors": [error[:2000] for error in errors]}
 
 
 def plugin_layer_names(plugin: plugins.ModelPlugin) -> list[str]:
