@@ -180,7 +180,8 @@ def _plugin_dataset(name: str, data_dir: Path, params: dict) -> Data:
     if plugin is None:
         known = ["digits", "mnist", "fashion_mnist", *LAYOUTS, "image_folder", "synthetic",
                  *sorted(plugins.REGISTRY.datasets)]
-        raise ValueError(f"unknown dataset {name!r}; this worker knows {', '.join(known)}")
+        raise ValueError(f"unknown dataset {name!r}; this worker knows {', '.join(known)} (a plugin another "
+                         "worker offers: every worker on a queue must load the same PRUNESCOPE_PLUGINS)")
     bundle = plugin.load(data_dir, **params)
     if not isinstance(bundle, DataBundle | LoaderBundle):
         raise TypeError(f"dataset plugin {name!r} ({plugin.source}) returned {type(bundle).__name__}; "

@@ -39,7 +39,8 @@ def build_model(model_cfg: dict, input_shape: tuple[int, int, int], num_classes:
     plugin = plugins.model_plugin(name)
     if plugin is None:
         known = [*CLASSIC_MODELS, *CIFAR_MODELS, *sorted(plugins.REGISTRY.models)]
-        raise ValueError(f"unknown model {name!r}; this worker knows {', '.join(known)}")
+        raise ValueError(f"unknown model {name!r}; this worker knows {', '.join(known)} (a plugin another "
+                         "worker offers: every worker on a queue must load the same PRUNESCOPE_PLUGINS)")
     model = plugin.build(tuple(input_shape), int(num_classes), **(model_cfg.get("params") or {}))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model plugin {name!r} ({plugin.source}) returned {type(model).__name__}, not an nn.Module")
