@@ -136,10 +136,18 @@ def record_error(message: str) -> None:
 
 
 def import_module(module: str) -> bool:
-    """Import one operator-named module (its decorators register); a failure is recorded, not raised."""
+    """Import one operator-named module (its decorators register); a failure is recorded, not raised, and what
+    the module registered before it failed is withdrawn (listed as failed, its first models were still offered)."""
+    with REGISTRY.lock:
+        models, datasets = set(REGISTRY.models), set(REGISTRY.datasets)
     try:
         importlib.import_module(module)
     except (Exception, SystemExit) as exc:  # a broken plugin must not take the worker down with it
+        with REGISTRY.lock:
+            for name in set(REGISTRY.models) - models:
+                del REGISTRY.models[name]
+            for name in set(REGISTRY.datasets) - datasets:
+                del REGISTRY.datasets[name]
         record_error(f"{module}: {type(exc).__name__}: {exc}")
         return False
     return True

@@ -214,3 +214,15 @@ def test_a_worker_with_more_plugins_than_a_heartbeat_carries_still_beats(monkeyp
     body = heartbeat_body(WorkerIdentity("w", "h", ["cpu"], "cpu"), None)
     assert len(body.models) == MAX_OFFERED and "m000" in body.models
     assert body.plugin_errors[0] == f"{MAX_OFFERED + 1} plugin models loaded; a heartbeat offers the first 500"
+
+
+def test_a_module_that_fails_partway_withdraws_what_it_registered(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    # It was listed as failed in plugin_errors while the models it registered before the error were still offered.
+    from prunescope import plugins
+
+    source = PLUGIN_SOURCE + "\nraise RuntimeError('half-written plugin')\n"
+    name = _module(tmp_path, monkeypatch, "ps_plugin_half", source)
+    assert plugins.import_module(name) is False
+    assert "tiny_net" not in plugins.REGISTRY.models and "tiny_data" not in plugins.REGISTRY.datasets
+    assert any("half-written plugin" in error for error in plugins.plugin_errors())
