@@ -141,17 +141,20 @@ def test_neuron_pruning_keeps_the_classes_of_a_head_registered_before_the_body()
     assert not bool(pruner.layers[1].mask.all())  # the hidden layers lost neurons instead
 
 
+class HeadFirstLinear(nn.Module):
+    """Registers its head before its body, runs the head last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(32, 4)
+        self.body = nn.Linear(16, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(x)))
+
+
 def test_neuron_pruning_at_step_0_warns_when_the_first_forward_shows_another_output_layer() -> None:
-    class HeadFirst(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.head = nn.Linear(32, 4)
-            self.body = nn.Linear(16, 32)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(torch.relu(self.body(x)))
-
-    model = HeadFirst()
+    model = HeadFirstLinear()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     Pruner(model, optimizer, {"target_sparsity": 0.5, "granularity": "neuron", "schedule": CONSTANT},
            epochs=1, steps_per_epoch=2)
@@ -297,16 +300,7 @@ def test_neuron_pruning_of_the_output_layer_alone_is_refused() -> None:
 def test_neuron_pruning_of_a_head_registered_first_and_selected_alone_fails_once_it_runs() -> None:
     # Selected by name, the head (registered first) looked like a hidden layer until the first forward: the run
     # then "completed" at sparsity 0 against a target of 0.8.
-    class HeadFirst(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.head = nn.Linear(32, 4)
-            self.body = nn.Linear(16, 32)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(torch.relu(self.body(x)))
-
-    model = HeadFirst()
+    model = HeadFirstLinear()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     Pruner(model, optimizer, {"target_sparsity": 0.8, "granularity": "neuron", "layers": {"include": ["head.*"]},
                               "schedule": {"kind": "one_shot", "start_epoch": 1}}, epochs=2, steps_per_epoch=2)
