@@ -86,6 +86,7 @@ def test_a_queued_run_no_online_worker_takes_says_so_and_how_to_start_one(page: 
     note.wait_for()
     assert note.inner_text() == ("No online worker takes the “gpu” queue this run waits in (device cuda; online "
                                  "workers take: cpu). It starts when one does: prunescope worker --queues gpu")
+    screenshot(page, "run-queued-no-worker", full_page=False)
     cpu = worker.submit("a-cpu-run", device="cpu")
     page.goto(f"/runs/{cpu}")
     page.locator("#no-epochs").wait_for()
