@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from prunescope.contract import RunSummary
 from tests.engine.conftest import Epochs
@@ -276,3 +277,25 @@ def test_start_epoch_zero_is_sparse_from_the_first_step(tmp_path: Path, make_con
     summary = run_training(make_config(pruning, training={"epochs": 1}), data_dir=tmp_path, on_epoch=records)
     assert records[0]["sparsity"] == pytest.approx(0.7, abs=1e-3)
     assert sum(layer["pruned"] for layer in records[0]["layers"]) > 0.7 * summary.total  # initial pruning + churn
+
+
+def test_a_last_batch_of_one_sample_for_a_batchnorm1d_model_is_refused_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 65 samples at batch 64 and a BatchNorm1d plugin model: it trained an epoch, then failed inside torch.
+    from worker.engine import training
+    from worker.engine.datasets import synthetic_bundle
+
+    def with_batchnorm(model_cfg: dict, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, num_classes))
+
+    monkeypatch.setattr(training, "load_dataset",
+                        lambda *_, **__: synthetic_bundle((1, 4, 4), n_train=65, n_test=8, num_classes=3))
+    monkeypatch.setattr(training, "build_model", with_batchnorm)
+    config = {"training": {"epochs": 1, "batch_size": 64}}
+    with pytest.raises(ValueError, match=r"last batch would hold 1 of the 65 training samples.*batch_size \(64\)"):
+        training.run_training(config, data_dir=tmp_path)
+    config["training"]["batch_size"] = 32  # 65 = 2 × 32 + 1 as well
+    with pytest.raises(ValueError, match="BatchNorm1d cannot normalise one sample"):
+        training.run_training(config, data_dir=tmp_path)
+    config["training"]["batch_size"] = 30  # a last batch of 5: fine
+    assert training.run_training(config, data_dir=tmp_path).epochs_done == 1

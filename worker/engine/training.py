@@ -204,6 +204,13 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
     forward = compute.prepare(model)  # what the loop calls; `model` stays the one pruned, saved and exported
     n_train = data.train_size
     steps_per_epoch = math.ceil(n_train / training.batch_size)
+    if n_train > 1 and n_train % training.batch_size == 1 and any(
+            isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+        # Found by a plugin run: it trained to the end of epoch 1, then failed inside torch ("Expected more than 1
+        # value per channel when training").
+        raise ValueError(f"every epoch's last batch would hold 1 of the {n_train} training samples, and the model's "
+                         f"BatchNorm1d cannot normalise one sample: change training.batch_size "
+                         f"({training.batch_size}) or dataset.limit")
     optimizer = build_optimizer(model, training)
     scheduler = build_lr_scheduler(optimizer, training, steps_per_epoch)
     pruner = None
