@@ -60,11 +60,9 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
         if proc is not None and proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}: {err[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
+        if port_answers("127.0.0.1", port):
+            return
+        time.sleep(0.1)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 

@@ -30,12 +30,19 @@ RECORD_FIELDS = frozenset(EpochMetrics.model_fields) - {"epoch"}
 _open_runs: set[Run] = set()
 
 
+def _array_size(value: Any) -> int | None:
+    """How many values a numpy scalar, array or tensor holds (None for anything else)."""
+    if isinstance(value, bool | int | float | str) or not callable(getattr(value, "item", None)):
+        return None
+    return int(value.numel() if hasattr(value, "numel") else getattr(value, "size", 1))  # a tensor's, an array's
+
+
 def _scalar(name: str, value: Any) -> float | int | None:
     """A logged value as a JSON number: Python and numpy numbers, 0-d tensors; NaN/inf become null."""
     if value is None:
         return None
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars, 0-d arrays and tensors
-        count = value.numel() if hasattr(value, "numel") else getattr(value, "size", 1)  # a tensor's, an array's
+    count = _array_size(value)
+    if count is not None:  # numpy scalars, 0-d arrays and tensors
         if count != 1:
             raise TypeError(f"run.log: {name} holds {count} values, not one number (log each, or a mean)")
         value = value.item()
@@ -63,10 +70,7 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if not isinstance(value, bool | int | float | str) and value is not None and hasattr(value, "item"):
-        count = value.numel() if hasattr(value, "numel") else getattr(value, "size", 1)
-        return value.item() if count == 1 else value
-    return value
+    return value.item() if _array_size(value) == 1 else value
 
 
 class Run:
