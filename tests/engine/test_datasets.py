@@ -387,8 +387,8 @@ def test_a_plugins_float64_images_and_int32_labels_are_converted() -> None:
 
 @pytest.mark.parametrize(("damage", "why"), [
     ("labels", "120 train images but"),
-    ("size", r"train images are \(32, 32\), not 28x28"),
-    ("label12", "train labels go up to 12"),
+    ("size", r"train images are \(1, 32, 32\), input_shape says \(1, 28, 28\)"),
+    ("label12", "train labels run from 0 to 12; with 10 classes they must be 0 to 9"),
     ("truncated", "is damaged"),
 ])
 def test_idx_files_that_do_not_fit_are_refused_by_name(tmp_path: Path, damage: str, why: str) -> None:

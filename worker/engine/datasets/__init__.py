@@ -117,7 +117,7 @@ def load_dataset(dataset_cfg: dict, data_dir: Path, *, model_name: str) -> Data:
     elif name in MNIST_MIRRORS:
         raw = data_dir / MNIST_MIRRORS[name][0] / "raw"
         bundle = _memo(_files_key(name, [raw / f for files in IDX_FILES.values() for f in files]),
-                       lambda: DataBundle(*mnist_like(name, data_dir), (1, 28, 28), 10))
+                       lambda: checked_tensors(DataBundle(*mnist_like(name, data_dir), (1, 28, 28), 10), str(raw)))
     elif name in LAYOUTS:
         folder_name, train_files, test_file = LAYOUTS[name][:3]
         bundle = _memo(_files_key(name, [data_dir / folder_name / f for f in [*train_files, test_file]]),
@@ -193,9 +193,10 @@ def _plugin_dataset(name: str, data_dir: Path, params: dict) -> Data:
 
 
 def checked_tensors(bundle: DataBundle, source: str) -> DataBundle:
-    """`bundle` with float32 images and int64 labels, or a ValueError naming what is wrong with it: a plugin's
-    tensors reached the model as they came, so float64 images or float labels failed inside torch, and labels out
-    of range, mismatched lengths, an empty test set or the wrong image shape trained wrong or failed an epoch in."""
+    """`bundle` with float32 images and int64 labels, or a ValueError naming what is wrong with it (a plugin's
+    tensors, MNIST-format files). A plugin's tensors had reached the model as they came: float64 images or float
+    labels failed inside torch, and labels out of range, mismatched lengths, an empty test set or the wrong image
+    shape trained wrong or failed an epoch in."""
     parts: dict[str, torch.Tensor] = {}
     for split in ("train", "test"):
         x, y = getattr(bundle, f"{split}_x"), getattr(bundle, f"{split}_y")

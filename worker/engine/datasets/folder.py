@@ -25,11 +25,10 @@ def confined(data_dir: Path, path: str) -> Path:
     """`data_dir / path`, refusing anything that resolves outside `data_dir` (`..`, absolute paths, symlinks)."""
     if not data_dir_relative(path):
         raise ValueError(f"dataset.path {path!r} must be a relative path inside the data directory")
-    root = Path(data_dir).resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root):
-        raise ValueError(f"dataset.path {path!r} leads outside the data directory")
-    return target
+    try:
+        return _inside(Path(data_dir).resolve(), Path(data_dir).resolve() / path)
+    except ValueError:
+        raise ValueError(f"dataset.path {path!r} leads outside the data directory") from None
 
 
 def _open_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
