@@ -122,6 +122,9 @@ export function keepEpochTicks(el) {
 }
 
 /** TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0. */
+/** A trace's mode for `count` points: one point gets a marker, since a line alone draws nothing. */
+export const lineMode = (count) => (count === 1 ? "lines+markers" : "lines");
+
 export function smooth(values, weight) {
   if (!weight) return values;
   let last = 0;

@@ -140,3 +140,10 @@ export function progressBar() {
   };
   return { el, update };
 }
+
+/** A page whose object did not load: its title and one line, "There is no run 7." for a 404. */
+export function loadFailure(root, kind, id, error, notFound) {
+  root.append(h("h1", { text: `${kind[0].toUpperCase()}${kind.slice(1)} ${id}` }), h("div", {
+    class: "notice error", role: "alert",
+    text: notFound ? `There is no ${kind} ${id}.` : `Could not load ${kind} ${id}: ${error.message}` }));
+}

@@ -2,7 +2,7 @@
 // finished runs of one dataset and model, coloured by method, with the Pareto front and published results.
 
 import { api, ApiError, isAbort } from "../api.js";
-import { baseLayout, draw, emptyLayout, epochAxis, keepEpochTicks, onChart, PALETTE, plotlyReady, purge, smooth } from "../charts.js";
+import { baseLayout, draw, emptyLayout, epochAxis, keepEpochTicks, lineMode, onChart, PALETTE, plotlyReady, purge, smooth } from "../charts.js";
 import { h, pct, plotlyText, statusBadge } from "../dom.js";
 import { flattenConfig, formatValue } from "./run-config.js";
 
@@ -98,9 +98,8 @@ export async function comparePage(root, ctx) {
       }
       const log = view.log && m.loss;
       draw(m.el, runs.map((run, i) => ({
-        // One epoch is one point, which a line alone does not draw.
         x: run.series?.[m.key]?.x || [], y: smooth(run.series?.[m.key]?.y || [], view.smoothing),
-        mode: (run.series?.[m.key]?.x?.length ?? 0) === 1 ? "lines+markers" : "lines",
+        mode: lineMode(run.series?.[m.key]?.x?.length ?? 0),
         name: plotlyText(`#${run.id} ${run.name}`), line: { color: PALETTE[i % PALETTE.length] },
       })), baseLayout({ xaxis: epochAxis(m.el, total), yaxis: { tickformat: m.format, title: { text: m.title.toLowerCase() + (log ? " (log)" : "") },
         type: log ? "log" : "linear" } }), `compare-${m.key}`, exportAs);

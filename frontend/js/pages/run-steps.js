@@ -2,7 +2,7 @@
 // GET /api/tracked-runs/{id}/points and then live from the stream's `points` events, so a long epoch charts live.
 
 import { api, isAbort } from "../api.js";
-import { baseLayout, draw, PALETTE, purge } from "../charts.js";
+import { baseLayout, draw, lineMode, PALETTE, purge } from "../charts.js";
 import { h, plotlyText } from "../dom.js";
 
 const PAGE = 5000;
@@ -62,7 +62,7 @@ export function stepChart({ runId, signal, uirev, exportName }) {
       + (last.epoch ? ` · epoch ${last.epoch}` : "") + ` · ${names.join(", ")}`;
     draw(chart, names.map((name, i) => ({
       x, y: sorted.map((p) => p.values?.[name] ?? null), customdata: epochs, name: plotlyText(name),
-      mode: sorted.length === 1 ? "lines+markers" : "lines", // one point: a line alone draws nothing
+      mode: lineMode(sorted.length),
       line: { color: PALETTE[i % PALETTE.length], width: 1.5 },
       hovertemplate: `${plotlyText(name)} %{y:.4g}<br>step %{x}, epoch %{customdata}<extra></extra>`,
     })), baseLayout({ xaxis: { title: { text: "step" } }, yaxis: { title: { text: "value" } }, hovermode: "x unified" }),

@@ -3,7 +3,7 @@
 
 import { api, ApiError, isAbort } from "../api.js";
 import { plotlyReady, slug } from "../charts.js";
-import { ACTIVE, confirmDialog, dateTime, FINISHED, h, num, parseTime, pct, progressBar, statusBadge } from "../dom.js";
+import { ACTIVE, confirmDialog, dateTime, FINISHED, h, loadFailure, num, parseTime, pct, progressBar, statusBadge } from "../dom.js";
 import { metricCharts } from "./run-charts.js";
 import { deleteControl, runEditor } from "./run-edit.js";
 import { maskInspector } from "./run-inspector.js";
@@ -26,8 +26,7 @@ export async function runPage(root, ctx) {
     run = await api(base, { signal: ctx.signal });
   } catch (error) {
     if (isAbort(error)) return;
-    root.append(h("h1", { text: `Run ${runId}` }), h("div", { class: "notice error", role: "alert",
-      text: error instanceof ApiError && error.status === 404 ? `There is no run ${runId}.` : `Could not load run ${runId}: ${error.message}` }));
+    loadFailure(root, "run", runId, error, error instanceof ApiError && error.status === 404);
     return;
   }
   ctx.setTitle(run.name);

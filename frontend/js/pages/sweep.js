@@ -3,7 +3,7 @@
 
 import { api, ApiError, isAbort } from "../api.js";
 import { baseLayout, draw, emptyLayout, plotlyReady, purge } from "../charts.js";
-import { confirmDialog, dateTime, h, isActive, pct, plotlyText, progressBar, statusBadge } from "../dom.js";
+import { confirmDialog, dateTime, h, isActive, loadFailure, pct, plotlyText, progressBar, statusBadge } from "../dom.js";
 import { fractionBar, statusCounts } from "./sweeps.js";
 
 const POLL_MS = 2000;
@@ -100,9 +100,7 @@ export async function sweepPage(root, ctx) {
     sweep = await api(base, { signal: ctx.signal });
   } catch (error) {
     if (isAbort(error)) return;
-    root.append(h("h1", { text: `Sweep ${sweepId}` }), h("div", { class: "notice error", role: "alert",
-      text: error instanceof ApiError && error.status === 404 ? `There is no sweep ${sweepId}.`
-        : `Could not load sweep ${sweepId}: ${error.message}` }));
+    loadFailure(root, "sweep", sweepId, error, error instanceof ApiError && error.status === 404);
     return;
   }
   ctx.setTitle(sweep.name);
