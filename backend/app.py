@@ -23,6 +23,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from backend import catalog, migrate
 from backend.db import Database
@@ -34,13 +35,22 @@ from backend.reports import endpoints as reports
 from backend.responses import json_safe
 from backend.results import endpoints as results
 from backend.runs import endpoints as runs
-from backend.security import CONTENT_SECURITY_POLICY, SecurityMiddleware, allowed_hosts, reject_unsafe_json
+from backend.security import (
+    CONTENT_SECURITY_POLICY,
+    WORKER_PREFIX,
+    JsonTooLarge,
+    SecurityMiddleware,
+    allowed_hosts,
+    reject_unsafe_json,
+    too_large,
+)
 from backend.sweeps import endpoints as sweeps
 from backend.timeouts import BodyTimeoutMiddleware
 from backend.tracking import endpoints as tracking
 from backend.workers import endpoints as workers
 from prunescope import __version__
 from prunescope.config import Settings, get_settings
+from prunescope.contract.tracking import TRACKING_PREFIX
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -49,6 +59,19 @@ SWAGGER_UI = Path(fastapi_offline.__file__).parent / "static"
 SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon.png": "image/png"}
 PAGES = ("/", "/runs/new", "/runs/{run_id}", "/compare", "/workers", "/sweeps", "/sweeps/{sweep_id}")
 STATIC_CACHE = "public, max-age=3600"
+
+
+class App(FastAPI):
+    """FastAPI with its body limit's 413 answered in JSON (the limit sits outside every user middleware)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return JsonTooLarge(super().build_middleware_stack(), setting_for=body_limit_setting)
+
+
+def body_limit_setting(path: str) -> str:
+    """The setting that bounds request bodies on `path` (worker reports and tracked batches carry masks)."""
+    return ("PRUNESCOPE_MAX_REPORT_BYTES" if path.startswith((WORKER_PREFIX, TRACKING_PREFIX))
+            else "PRUNESCOPE_MAX_BODY_BYTES")
 
 
 def create_app(settings: Settings | None = None, *, start_dispatcher: bool = True) -> FastAPI:
@@ -70,7 +93,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
         app.state.dispatcher.stop()
         db.dispose()
 
-    app = FastAPI(
+    app = App(
         title="prunescope", version=__version__, lifespan=lifespan, max_body_size=settings.max_body_bytes,
         docs_url=None, redoc_url=None, dependencies=[Depends(reject_unsafe_json)],
         description="Queue dynamic-pruning runs, record every epoch's sparsity, metrics and masks, watch them live.",
@@ -164,6 +187,8 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
                 and not request.url.path.startswith(("/api/", "/static/"))
                 and "text/html" in request.headers.get("accept", "")):
             return FileResponse(FRONTEND / "index.html", status_code=404, headers={"Cache-Control": "no-cache"})
+        if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:  # the body limit tripped while a route read it
+            return JSONResponse({"detail": too_large(request.scope, body_limit_setting)}, status_code=413)
         return await http_exception_handler(request, exc)
 
     return app

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.errors import Invalid
@@ -166,3 +167,43 @@ async def reject_unsafe_json(request: Request) -> None:
     if found:
         loc, message = found
         raise Invalid(message, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
+
+
+def too_large(scope: Scope, setting_for: Callable[[str], str]) -> str:
+    """What a 413 says: the limit that applied to this request and the setting that raises it."""
+    limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+    size = f" of {limit:,} bytes" if isinstance(limit, int) else ""
+    return f"request body over this endpoint's limit{size}; raise {setting_for(scope['path'])} where the API runs"
+
+
+class JsonTooLarge:
+    """Starlette's body limit answers 413 with the plain text "Content Too Large"; clients of a JSON API (the CLI,
+    the SDK, curl piped to jq) read `detail`. This turns that answer into JSON naming the limit and the setting
+    that raises it. It must wrap the body limit itself, which sits outside every user middleware."""
+
+    def __init__(self, app: ASGIApp, *, setting_for: Callable[[str], str]) -> None:
+        self.app, self.setting_for = app, setting_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def json_send(message: Message) -> None:
+            nonlocal replaced
+            if (message["type"] == "http.response.start" and message["status"] == 413
+                    and Headers(raw=message.get("headers", [])).get("content-type", "").startswith("text/plain")):
+                replaced = True
+                body = json.dumps({"detail": too_large(scope, self.setting_for)})
+                await send({"type": "http.response.start", "status": 413, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                    *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]})
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+            if replaced:
+                return  # the plain-text body that went with the replaced start
+            await send(message)
+
+        await self.app(scope, receive, json_send)

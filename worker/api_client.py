@@ -36,7 +36,7 @@ class ApiRefused(Exception):
     def __init__(self, status_code: int, detail: str) -> None:
         # A 413 is the API's size limit (a large model's model.pt, its checkpoint): say which setting it is.
         hint = (" (larger than the API takes: raise PRUNESCOPE_MAX_REPORT_BYTES where the API runs)"
-                if status_code == 413 else "")
+                if status_code == 413 and "PRUNESCOPE_" not in detail else "")  # an API that names it itself
         super().__init__(f"HTTP {status_code}: {detail}{hint}")
         self.status_code = status_code
         self.detail = detail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -71,6 +72,17 @@ def test_five_megabyte_body_is_refused_without_storing(client: TestClient) -> No
     body = b'{"name": "' + b"a" * 5_000_000 + b'"}'
     response = client.post("/api/runs", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
+    # JSON like every other refusal (Starlette's limit answers plain text), naming the setting that raises it
+    assert "PRUNESCOPE_MAX_BODY_BYTES" in response.json()["detail"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit trips while reading
+        for _ in range(50):
+            yield b" " * 100_000
+
+    chunked = client.post("/api/runs", content=chunks(), headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413
+    assert "PRUNESCOPE_MAX_BODY_BYTES" in chunked.json()["detail"]
     assert client.get("/api/runs").json()["total"] == 0
 
 

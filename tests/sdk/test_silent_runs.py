@@ -60,4 +60,6 @@ def test_tracked_batch_body_is_size_limited(tmp_path: Path) -> None:
         response = client.post(f"/api/tracked-runs/{created['id']}/batch", json=body,
                                headers={LEASE_HEADER: created["lease"]})
         assert response.status_code == 413
+        assert response.json()["detail"] == ("request body over this endpoint's limit of 20,000 bytes; "
+                                             "raise PRUNESCOPE_MAX_REPORT_BYTES where the API runs")
         assert client.get(f"/api/runs/{created['id']}/epochs").json()["items"] == []
