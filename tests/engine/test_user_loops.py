@@ -248,7 +248,7 @@ def test_bad_epochs_or_steps_are_refused_by_name(epochs: int, steps: float, fiel
 
 def test_a_model_without_linear_or_conv_is_told_what_prunes() -> None:
     model = nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8))
-    with pytest.raises(ValueError, match=r"nn\.Linear and nn\.Conv2d modules, and this model has none"):
+    with pytest.raises(ValueError, match=r"nn\.Linear and convolution .* modules, and this model has none"):
         Pruner(model, torch.optim.SGD(model.parameters(), lr=0.1), {"target_sparsity": 0.5}, epochs=1,
                steps_per_epoch=1)
 

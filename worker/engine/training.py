@@ -156,7 +156,13 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
         nonlocal flops
         nonzero = int(torch.count_nonzero(module.weight))  # type: ignore[arg-type]
-        spatial = output[0, 0].numel() if isinstance(module, nn.Conv2d) else 1
+        # A convolution applies each weight once per output position; a transposed one once per input position.
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            spatial = inputs[0][0, 0].numel()
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            spatial = output[0, 0].numel()
+        else:
+            spatial = 1
         flops += 2 * nonzero * spatial
 
     for _, module in prunable_weights(model):

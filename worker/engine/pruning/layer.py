@@ -9,8 +9,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
-PRUNABLE_MODULES = (nn.Linear, nn.Conv2d)
+# Linear and every convolution (1d/2d/3d, transposed, grouped): a weight tensor whose first dimension is its rows.
+# A transposed convolution's rows are its *input* channels, so neuron granularity refuses it (take_layers).
+PRUNABLE_MODULES = (nn.Linear, _ConvNd)
+Prunable = nn.Linear | _ConvNd
 
 
 class PrunerHook:
@@ -37,11 +41,11 @@ class PrunerHook:
 
 
 def prunable_weights(model: nn.Module, include: list[str] | None = None,
-                     exclude: list[str] | None = None) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
+                     exclude: list[str] | None = None) -> list[tuple[str, Prunable]]:
     """(parameter name, module) of every Linear/Conv weight whose name matches the include/exclude globs."""
     include = include if include is not None else ["*"]
     exclude = exclude or []
-    out: list[tuple[str, nn.Linear | nn.Conv2d]] = []
+    out: list[tuple[str, Prunable]] = []
     for module_name, module in model.named_modules():
         if isinstance(module, PRUNABLE_MODULES):
             name = f"{module_name}.weight" if module_name else "weight"

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from prunescope.contract import PruningConfig
-from worker.engine.pruning.layer import PrunedLayer, PrunerHook, prunable_weights
+from worker.engine.pruning.layer import Prunable, PrunedLayer, PrunerHook, prunable_weights
 
 if TYPE_CHECKING:
     from worker.engine.pruning.pruner import Pruner
@@ -30,16 +30,24 @@ def take_layers(model: nn.Module, config: PruningConfig, owner: Pruner) -> list[
         names = [n for n, _ in prunable_weights(model)]
         if not names:
             raise ValueError("the model has no prunable weight: prunescope prunes the weights of nn.Linear and "
-                             "nn.Conv2d modules, and this model has none")
+                             "convolution (nn.Conv1d/2d/3d, nn.ConvTranspose*) modules, and this model has none")
         raise ValueError(f"pruning.layers matched no prunable weight; the model's weights are {names}")
     # A weight Parameter shared by two modules (`b.weight = a.weight`) is one tensor: one mask, counted once.
-    first_of: dict[int, tuple[str, nn.Linear | nn.Conv2d]] = {}
+    first_of: dict[int, tuple[str, Prunable]] = {}
     for name, module in selected:
         first_of.setdefault(id(module.weight), (name, module))
     selected = list(first_of.values())
     output_name = prunable_weights(model)[-1][0]
     earlier: list[Pruner] = []
     for name, module in selected:  # every layer is checked before any is taken
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            raise ValueError(f"{name} belongs to a lazy module that has not run yet (its shape is unknown): run one "
+                             "forward pass before building the Pruner")
+        if (config.granularity == "neuron" and name != output_name
+                and isinstance(module, nn.modules.conv._ConvTransposeNd)):
+            raise ValueError(f"neuron granularity cannot prune {name}: a transposed convolution's weight rows are "
+                             "its input channels, not its filters; exclude it (pruning.layers.exclude) or prune "
+                             "it unstructured")
         if "weight_mask" not in module._buffers:
             continue
         if "weight_orig" in module._parameters:
