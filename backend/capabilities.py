@@ -8,7 +8,7 @@ after one heartbeat interval); only workers the database counts as online are co
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from backend.workers.repository import online_workers
 from prunescope.contract.config import DatasetName, ModelName, RunConfig, choices
-from prunescope.contract.worker_api import Heartbeat
+from prunescope.contract.worker_api import Heartbeat, PluginSignature
 from prunescope.layernames import builtin_layer_names, select_layers
 
 MAX_LISTED = 40  # layer names quoted in an error message
@@ -27,6 +27,8 @@ class Offer:
     models: dict[str, list[str]] = field(default_factory=dict)
     datasets: list[str] = field(default_factory=list)
     plugin_errors: list[str] = field(default_factory=list)
+    model_params: dict[str, PluginSignature] = field(default_factory=dict)  # absent: a worker that does not say
+    dataset_params: dict[str, PluginSignature] = field(default_factory=dict)
 
 
 _OFFERS: dict[str, Offer] = {}
@@ -36,7 +38,8 @@ _LOCK = threading.Lock()
 def remember(beat: Heartbeat) -> None:
     """Keep what a worker's heartbeat offers (called by the heartbeat endpoint)."""
     with _LOCK:
-        _OFFERS[beat.worker] = Offer(dict(beat.models), list(beat.datasets), list(beat.plugin_errors))
+        _OFFERS[beat.worker] = Offer(dict(beat.models), list(beat.datasets), list(beat.plugin_errors),
+                                     dict(beat.model_params), dict(beat.dataset_params))
 
 
 def forget_all() -> None:
@@ -53,7 +56,12 @@ def offered(workers: Iterable[str]) -> Offer:
             if offer is None:
                 continue
             for model, layers in offer.models.items():
-                merged.models.setdefault(model, layers)
+                if model not in merged.models:
+                    merged.models[model] = layers
+                    if model in offer.model_params:
+                        merged.model_params[model] = offer.model_params[model]
+            for dataset, signature in offer.dataset_params.items():
+                merged.dataset_params.setdefault(dataset, signature)
             merged.datasets += [d for d in offer.datasets if d not in merged.datasets]
             merged.plugin_errors += [f"{name}: {e}" for e in offer.plugin_errors]
     return merged
@@ -68,7 +76,35 @@ def catalog(offer: Offer) -> dict[str, object]:
     models = choices(ModelName) + sorted(m for m in offer.models if m not in choices(ModelName))
     datasets = choices(DatasetName) + sorted(d for d in offer.datasets if d not in choices(DatasetName))
     return {"models": models, "datasets": datasets, "plugin_models": dict(sorted(offer.models.items())),
-            "plugin_datasets": sorted(offer.datasets), "plugin_errors": offer.plugin_errors}
+            "plugin_datasets": sorted(offer.datasets), "plugin_errors": offer.plugin_errors,
+            "plugin_model_params": {name: signature.model_dump() for name, signature in
+                                    sorted(offer.model_params.items())},
+            "plugin_dataset_params": {name: signature.model_dump() for name, signature in
+                                      sorted(offer.dataset_params.items())}}
+
+
+def param_problems(kind: str, name: str, params: Mapping[str, object] | None,
+                   signature: PluginSignature | None) -> list[dict[str, object]]:
+    """422 details for `model.params`/`dataset.params` the plugin's build()/load() would refuse: a required
+    parameter missing, or a name it does not take (unless it takes **kwargs). Without a signature (a worker
+    older than them) the worker finds out when it calls the plugin."""
+    if signature is None:
+        return []
+    given = params or {}
+    names = [param.name for param in signature.params]
+    call = "build()" if kind == "model" else "load()"
+    errors: list[dict[str, object]] = []
+    missing = [param.name for param in signature.params if param.required and param.name not in given]
+    if missing:
+        errors.append({"loc": ("body", kind, "params"), "type": "missing_param", "input": params,
+                       "msg": f"{kind} {name!r} needs {kind}.params {', '.join(missing)} (its {call} has no "
+                              f"default for them)"})
+    unknown = [key for key in given if key not in names]
+    if unknown and not signature.any:
+        takes = f"it takes {', '.join(names)}" if names else "it takes none"
+        errors.append({"loc": ("body", kind, "params", unknown[0]), "type": "unknown_param", "input": given,
+                       "msg": f"{kind} {name!r} takes no parameter {', '.join(map(repr, unknown))}: {takes}"})
+    return errors
 
 
 def _listed(names: list[str]) -> str:
@@ -91,11 +127,17 @@ def run_problems(config: RunConfig, offer: Offer) -> list[dict[str, object]]:
         errors.append({"loc": ("body", "dataset", "name"), "type": "unknown_dataset", "input": dataset,
                        "msg": f"no built-in dataset or online worker offers dataset {dataset!r}; "
                               f"known: {_listed(known)}"})  # type: ignore[arg-type]
-    pruning = config.pruning
     builtin = model in choices(ModelName)
+    signature = None if builtin else offer.model_params.get(model)
+    if layers is not None:
+        errors += param_problems("model", model, config.model.params, signature)
+    if dataset not in choices(DatasetName):
+        errors += param_problems("dataset", dataset, config.dataset.params, offer.dataset_params.get(dataset))
+    pruning = config.pruning
     # A plugin model's offered layers are those of build() with no params: with params its layers may differ, and
-    # the worker checks them when it builds the model.
-    if pruning is not None and layers is not None and (builtin or not config.model.params):
+    # the worker checks them when it builds the model. One that needs params offers none.
+    needs_params = signature is not None and any(param.required for param in signature.params)
+    if pruning is not None and layers is not None and (builtin or not (config.model.params or needs_params)):
         chosen = pruning.layers
         if not select_layers(layers, chosen.include, chosen.exclude):
             msg = (f"pruning.layers (include {chosen.include}, exclude {chosen.exclude}) selects no prunable layer "

@@ -19,7 +19,9 @@ Torch-free: this module only keeps callables; the engine calls them.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
+import math
 import re
 import threading
 import types
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, TypeVar
 
+from prunescope.contract.worker_api import MAX_PARAM_NAME, MAX_SIGNATURE
+
 log = logging.getLogger("prunescope.plugins")
 
 MODEL_GROUP = "prunescope.models"
@@ -35,6 +39,7 @@ DATASET_GROUP = "prunescope.datasets"
 ENV_VAR = "PRUNESCOPE_PLUGINS"
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")  # the contract's model/dataset name pattern
 Builder = TypeVar("Builder", bound=Callable[..., Any])
+
 
 
 @dataclass(frozen=True)
@@ -209,3 +214,34 @@ def reset() -> None:
         REGISTRY.datasets.clear()
         REGISTRY.errors.clear()
         REGISTRY.loaded = False
+
+
+def signature_of(func: Callable[..., Any], positional: int) -> dict[str, Any]:
+    """The keyword parameters a plugin's `build()`/`load()` takes after its first `positional` arguments, as the
+    heartbeat's `PluginSignature`: `{"params": [{"name", "required", "default"}], "any": takes **kwargs}`. A default
+    that is not a JSON scalar is shown as None; a callable whose signature cannot be read takes anything."""
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return {"params": [], "any": True}
+    params: list[dict[str, Any]] = []
+    takes_any = False
+    skipped = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            takes_any = True
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            skipped = positional  # *args swallows the positional arguments
+        elif skipped < positional and parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            skipped += 1
+        elif parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            default = parameter.default
+            required = default is inspect.Parameter.empty
+            scalar = default is None or type(default) in (str, int, bool) or (
+                type(default) is float and math.isfinite(default))
+            params.append({"name": parameter.name, "required": required,
+                           "default": default if not required and scalar else None})
+    named = [param for param in params if len(param["name"]) <= MAX_PARAM_NAME]  # longer ones cannot be passed
+    if len(named) > MAX_SIGNATURE:  # beyond what a heartbeat carries: offered as taking anything
+        return {"params": named[:MAX_SIGNATURE], "any": True}
+    return {"params": named, "any": takes_any}

@@ -30,6 +30,9 @@ log = logging.getLogger("prunescope.worker.api")
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+SIGNATURE_FIELDS = {"model_params", "dataset_params"}  # heartbeat fields an API before them refuses
+
+
 class ApiRefused(Exception):
     """The API answered with a definite refusal (a 4xx other than a transient one)."""
 
@@ -84,6 +87,7 @@ class WorkerApi:
                                  headers={"Authorization": f"Bearer {token}"})
         self.batches = True  # False once the API turned out to have no batch path for epoch reports
         self.finish_epochs = True  # False once the API turned out to refuse epoch reports in a finish
+        self.old_heartbeat = False  # True once the API turned out to refuse the plugins' signatures in a heartbeat
 
     def close(self) -> None:
         self.http.close()
@@ -162,8 +166,16 @@ class WorkerApi:
 
     def heartbeat(self, beat: Heartbeat, lease: str | None) -> ReportAck:
         # One try: the next beat is the retry, and a beat must not hold up the one after it.
-        response = self.request("POST", WorkerPaths.heartbeat, retry_for=0, lease=lease,
-                                content=beat.model_dump_json(), headers={"Content-Type": "application/json"})
+        exclude = SIGNATURE_FIELDS if self.old_heartbeat else None
+        try:
+            response = self.request("POST", WorkerPaths.heartbeat, retry_for=0, lease=lease,
+                                    content=beat.model_dump_json(exclude=exclude),
+                                    headers={"Content-Type": "application/json"})
+        except ApiRefused as exc:
+            if exclude is None and any(exc.unknown_field(name) for name in SIGNATURE_FIELDS):
+                self.old_heartbeat = True  # an API older than the plugin signatures: beat without them from now on
+                return self.heartbeat(beat, lease)
+            raise
         return ReportAck.model_validate_json(response.content)
 
     def upload(self, run_id: int, lease: str, name: ArtifactName, file: Path, *, retry_for: float,

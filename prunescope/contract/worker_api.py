@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunescope.contract.config import NO_NUL
 from prunescope.contract.queue import QueueName
@@ -20,6 +20,7 @@ from prunescope.contract.records import (
     MaskPayload,
     RunSummary,
 )
+from prunescope.contract.sources import PluginParam
 
 LEASE_HEADER = "X-Prunescope-Lease"
 WORKER_PREFIX = "/api/worker"
@@ -30,6 +31,8 @@ MAX_REPORT_BATCH = 256  # epoch reports in one batch request
 
 MAX_OFFERED = 500  # plugin models, and datasets, one heartbeat names
 MAX_PLUGIN_ERRORS = 100
+MAX_SIGNATURE = 64  # keyword parameters of one plugin a heartbeat describes
+MAX_PARAM_NAME = 64  # as long as a `model.params` key may be
 
 class WorkerPaths:
     """Paths of the worker API, relative to the API's base URL."""
@@ -118,6 +121,24 @@ class FinishReport(WorkerMessage):
                     "transaction: a short run's end is one request, not a batch and then the finish")
 
 
+class PluginParamInfo(BaseModel):
+    name: str = Field(min_length=1, max_length=MAX_PARAM_NAME, pattern=NO_NUL)
+    required: bool = False
+    default: PluginParam = Field(default=None, description="The default, when it is a JSON scalar")
+
+    @field_validator("default")
+    @classmethod
+    def _short(cls, value: PluginParam) -> PluginParam:
+        return value[:200] if isinstance(value, str) else value
+
+
+class PluginSignature(BaseModel):
+    """The keyword parameters a plugin's build()/load() takes (`model.params`, `dataset.params`)."""
+
+    params: list[PluginParamInfo] = Field(default=[], max_length=MAX_SIGNATURE)
+    any: bool = Field(default=False, description="It takes **kwargs: any name is accepted")
+
+
 class Heartbeat(WorkerMessage):
     worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     hostname: str = Field(default="", max_length=200, pattern=NO_NUL)
@@ -129,5 +150,9 @@ class Heartbeat(WorkerMessage):
     models: dict[str, list[str]] = Field(default={}, max_length=MAX_OFFERED,
                                          description="Plugin models this worker can build: name -> prunable layers")
     datasets: list[str] = Field(default=[], max_length=MAX_OFFERED, description="Plugin datasets this worker can load")
+    model_params: dict[str, PluginSignature] = Field(default={}, max_length=MAX_OFFERED,
+                                                     description="Each plugin model's build() keyword parameters")
+    dataset_params: dict[str, PluginSignature] = Field(default={}, max_length=MAX_OFFERED,
+                                                       description="Each plugin dataset's load() keyword parameters")
     plugin_errors: list[str] = Field(default=[], max_length=MAX_PLUGIN_ERRORS,
                                      description="Plugins that failed to import")

@@ -297,3 +297,43 @@ def test_augmentation_is_shown_and_submitted_as_chosen(page: Any, worker: FakeWo
     augment.wait_for()
     assert augment.input_value() == ""  # the preset leaves it to the dataset's default
     assert worker.run(start_run(page))["config"]["dataset"]["augment"] is None
+
+
+def test_plugin_params_and_the_image_folder_path_have_fields(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    # The form had no field for model.params, dataset.params or dataset.path: a plugin model that needs a param,
+    # or the image_folder dataset it listed, could not be run from it (every submit was a 422).
+    watch.expect_failed_request("/api/runs")
+    beat = worker.client.post("/api/worker/heartbeat", headers=worker.auth, json={
+        "worker": "plugin-box", "queues": ["cpu"], "models": {"wide_net": []}, "datasets": ["scans"],
+        "model_params": {"wide_net": {"params": [{"name": "width", "required": True},
+                                                 {"name": "depth", "default": 2}], "any": False}}})
+    assert beat.status_code == 200, beat.text
+    page.goto("/runs/new?preset=gmp")
+    params = page.get_by_label("Model parameters")
+    page.get_by_label("Model", exact=True).wait_for()
+    assert not params.is_visible()
+    page.get_by_label("Model", exact=True).select_option("wide_net")
+    params.wait_for()
+    assert "build() takes: width (required), depth = 2" in page.locator("#f-model-params-help").inner_text()
+    page.get_by_role("button", name="Start run").click()
+    page.locator("#f-model-params-error", has_text="needs model.params width").wait_for()
+    params.fill('{"width": 8, "dpth": 3}')
+    page.get_by_role("button", name="Start run").click()
+    page.locator("#f-model-params-error", has_text="takes no parameter 'dpth'").wait_for()
+    params.fill('{"width": 8}')
+    run = worker.run(start_run(page))
+    assert run["config"]["model"] == {**run["config"]["model"], "name": "wide_net", "params": {"width": 8}}
+
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Dataset", exact=True).select_option("image_folder")
+    folder = page.get_by_label("Image folder")
+    folder.wait_for()
+    folder.fill("flowers/train")
+    page.get_by_label("Dataset", exact=True).select_option("scans")
+    assert not folder.is_visible() and page.get_by_label("Dataset parameters").is_visible()
+    page.get_by_label("Dataset parameters").fill('{"split": "a"}')
+    preview = json.loads(page.locator("#config-preview").text_content())
+    assert preview["dataset"]["params"] == {"split": "a"} and preview["dataset"]["path"] is None
+    page.get_by_label("Dataset", exact=True).select_option("image_folder")
+    preview = json.loads(page.locator("#config-preview").text_content())
+    assert preview["dataset"]["path"] == "flowers/train" and preview["dataset"]["params"] is None

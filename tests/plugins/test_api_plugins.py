@@ -65,6 +65,50 @@ def test_a_run_on_a_plugin_an_online_worker_offers_is_queued(client: TestClient)
     assert with_params.status_code == 201, with_params.text
 
 
+def test_a_plugin_that_needs_params_is_offered_with_its_signature_and_runs_are_checked(client: TestClient) -> None:
+    signature = {"params": [{"name": "width", "required": True, "default": None},
+                            {"name": "depth", "required": False, "default": 2}], "any": False}
+    _beat(client, models={"wide_net": []}, datasets=["scans"], model_params={"wide_net": signature},
+          dataset_params={"scans": {"params": [], "any": True}})
+    options = client.get("/api/options").json()
+    assert options["plugin_model_params"] == {"wide_net": signature}
+    assert options["plugin_dataset_params"] == {"scans": {"params": [], "any": True}}
+    config = digits_config(model={"name": "wide_net"}, dataset={"name": "scans"}, pruning={"target_sparsity": 0.5})
+    errors = _errors(client.post("/api/runs", json=config))
+    assert errors == {("body", "model", "params"): "model 'wide_net' needs model.params width (its build() has no "
+                                                   "default for them)"}  # and no "selects no prunable layer"
+    typo = _errors(client.post("/api/runs", json={**config, "model": {"name": "wide_net", "params": {
+        "width": 8, "dpth": 3}}}))
+    assert typo[("body", "model", "params", "dpth")] == ("model 'wide_net' takes no parameter 'dpth': it takes "
+                                                         "width, depth")
+    assert client.get("/api/runs").json()["total"] == 0
+    good = client.post("/api/runs", json={**config, "model": {"name": "wide_net", "params": {"width": 8}}})
+    assert good.status_code == 201, good.text
+
+
+def test_a_worker_beating_an_api_older_than_signatures_drops_them_and_beats_on() -> None:
+    import httpx
+
+    from prunescope.contract.worker_api import Heartbeat
+    from worker.api_client import WorkerApi
+
+    bodies: list[dict] = []
+
+    def old_api(request: httpx.Request) -> httpx.Response:
+        body = __import__("json").loads(request.content)
+        bodies.append(body)
+        extra = [{"type": "extra_forbidden", "loc": ["body", key], "msg": "Extra inputs are not permitted"}
+                 for key in ("model_params", "dataset_params") if key in body]
+        return httpx.Response(422, json={"detail": extra}) if extra else httpx.Response(200, json={"cancel": False})
+
+    api = WorkerApi("http://api", "t", transport=httpx.MockTransport(old_api))
+    beat = Heartbeat(worker="w", models={"m": []}, model_params={"m": {"params": [], "any": True}})
+    api.heartbeat(beat, None)
+    api.heartbeat(beat, None)
+    assert ["model_params" in body for body in bodies] == [True, False, False]  # learnt once, then left out
+    assert bodies[-1]["models"] == {"m": []}
+
+
 def test_layer_patterns_that_match_no_layer_are_a_422_at_the_field(client: TestClient) -> None:
     bad = digits_config(model={"name": "mlp"}, pruning={"target_sparsity": 0.5, "layers": {"include": ["conv*"]}})
     msg = _errors(client.post("/api/runs", json=bad))[("body", "pruning", "layers", "include")]

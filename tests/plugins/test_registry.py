@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import textwrap
 from importlib import metadata
@@ -48,7 +49,8 @@ def test_plugins_named_in_the_environment_build_models_and_load_data(tmp_path: P
     bundle = load_dataset({"name": "tiny_data", "params": {"n": 20}, "limit": 10}, tmp_path, model_name="tiny_net")
     assert isinstance(bundle, DataBundle) and bundle.train_size == 10
     caps = worker_capabilities()
-    assert caps == {"models": {"tiny_net": ["1.weight", "3.weight"]}, "datasets": ["tiny_data"], "plugin_errors": []}
+    assert caps["models"] == {"tiny_net": ["1.weight", "3.weight"]} and caps["datasets"] == ["tiny_data"]
+    assert caps["plugin_errors"] == []
 
 
 def test_a_plugin_that_fails_to_import_is_reported_not_raised(tmp_path: Path,
@@ -68,12 +70,13 @@ def test_a_plugin_that_fails_to_import_is_reported_not_raised(tmp_path: Path,
 def test_a_model_plugin_that_cannot_build_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRUNESCOPE_PLUGINS", "")
 
-    @prunescope.register_model("needs_arg")
-    def build(input_shape: tuple[int, int, int], num_classes: int, depth: int) -> torch.nn.Module:
-        return torch.nn.Linear(1, 1)
+    @prunescope.register_model("broken_build")
+    def build(input_shape: tuple[int, int, int], num_classes: int, depth: int = 2) -> torch.nn.Module:
+        raise RuntimeError("no such checkpoint")
 
     caps = worker_capabilities()
-    assert caps["models"] == {} and "needs_arg" in caps["plugin_errors"][0]
+    assert caps["models"] == {} and caps["model_params"] == {}
+    assert "'broken_build'" in caps["plugin_errors"][0] and "no such checkpoint" in caps["plugin_errors"][0]
 
 
 def test_no_config_makes_the_engine_import_a_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -135,6 +138,54 @@ def test_heartbeat_advertises_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("PRUNESCOPE_PLUGINS", module)
     body = heartbeat_body(WorkerIdentity("w", "h", ["cpu"], "cpu"), None)
     assert body.models == {"tiny_net": ["1.weight", "3.weight"]} and body.datasets == ["tiny_data"]
+    assert body.model_dump(mode="json")["model_params"] == {
+        "tiny_net": {"params": [{"name": "width", "required": False, "default": 4}], "any": False}}
+    assert body.model_dump(mode="json")["dataset_params"] == {
+        "tiny_data": {"params": [{"name": "n", "required": False, "default": 32}], "any": False}}
+
+
+def test_a_model_plugin_that_needs_params_is_offered_with_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `build(input_shape, num_classes, *, width)` could not be built without its params, so the worker reported it
+    # as a plugin that "failed to build" and never offered it: no run could use it, from the form or the API.
+    from torch import nn
+
+    monkeypatch.setenv("PRUNESCOPE_PLUGINS", "")
+
+    @prunescope.register_model("needs_width", input_shape=(1, 4, 4))
+    def needs_width(input_shape: tuple[int, int, int], num_classes: int, *, width: int,
+                    act: object = nn.ReLU, **extra: object) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, width), act(), nn.Linear(width, num_classes))
+
+    capabilities = worker_capabilities()
+    assert capabilities["models"] == {"needs_width": []}  # layers known once a run's params build it
+    assert capabilities["model_params"]["needs_width"] == {"params": [
+        {"name": "width", "required": True, "default": None},
+        {"name": "act", "required": False, "default": None}], "any": True}  # a class default is not JSON
+    assert capabilities["plugin_errors"] == []
+    model = build_model({"name": "needs_width", "params": {"width": 6}}, (1, 4, 4), 3)
+    assert model[1].out_features == 6
+
+
+def test_signatures_skip_the_positional_arguments_and_what_cannot_be_passed() -> None:
+    def odd(shape: object, classes: object, /, *args: object, mode: str = "a", rate: float = float("inf"),
+            **kw: object) -> None: ...
+
+    assert plugins.signature_of(odd, positional=2) == {"params": [
+        {"name": "mode", "required": False, "default": "a"},
+        {"name": "rate", "required": False, "default": None}], "any": True}
+
+    def load(data_dir: object, split: str = "train", *, size: int) -> None: ...
+
+    assert plugins.signature_of(load, positional=1) == {"params": [
+        {"name": "split", "required": False, "default": "train"},
+        {"name": "size", "required": True, "default": None}], "any": False}
+    def wide(*args: object, **kwargs: object) -> None: ...
+
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    wide.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, keyword) for name in ("s", "n")]
+        + [inspect.Parameter(f"p{i}", keyword, default=i) for i in range(70)])
+    assert plugins.signature_of(wide, positional=2)["any"] is True  # beyond 64: not checked by name
 
 
 def test_a_lazy_plugin_model_is_materialised_and_a_wrong_output_is_refused_by_name(
@@ -198,6 +249,31 @@ def test_the_api_checks_a_plugins_layers_only_where_it_knows_them() -> None:
                         {"target_sparsity": 0.5, "layers": {"include": ["7.weight"]}})
     assert not problems({"name": "p_depth"}, {"target_sparsity": 0.5, "granularity": "neuron",
                                               "layers": {"include": ["3.weight"]}})
+
+
+def test_the_api_checks_plugin_params_against_what_the_worker_says_build_and_load_take() -> None:
+    # Before, `model.params` were only tried on the worker: a typo ran the queue, then failed with a TypeError.
+    from backend.capabilities import Offer, run_problems
+    from prunescope.contract import parse_run_config
+    from prunescope.contract.worker_api import PluginSignature
+
+    offer = Offer(models={"p_width": [], "p_old": ["1.weight"]}, datasets=["d"],
+                  model_params={"p_width": PluginSignature.model_validate(
+                      {"params": [{"name": "width", "required": True}, {"name": "depth", "default": 2}]})},
+                  dataset_params={"d": PluginSignature.model_validate({"params": [{"name": "n"}], "any": True})})
+
+    def problems(model: dict, dataset: dict | None = None) -> dict[tuple, str]:
+        config = parse_run_config({"model": model, "dataset": dataset or {"name": "d"},
+                                   "pruning": {"target_sparsity": 0.5}})
+        return {tuple(p["loc"]): str(p["msg"]) for p in run_problems(config, offer)}  # type: ignore[arg-type]
+
+    assert problems({"name": "p_width"}) == {("body", "model", "params"): (
+        "model 'p_width' needs model.params width (its build() has no default for them)")}
+    assert problems({"name": "p_width", "params": {"width": 8, "depht": 3}}) == {
+        ("body", "model", "params", "depht"): "model 'p_width' takes no parameter 'depht': it takes width, depth"}
+    assert problems({"name": "p_width", "params": {"width": 8, "depth": 3}}) == {}  # layers checked by the worker
+    assert problems({"name": "p_old", "params": {"anything": 1}}) == {}  # a worker that gave no signature
+    assert problems({"name": "p_width", "params": {"width": 8}}, {"name": "d", "params": {"zz": 1}}) == {}  # **kw
 
 
 def test_a_worker_with_more_plugins_than_a_heartbeat_carries_still_beats(monkeypatch: pytest.MonkeyPatch,

@@ -16,6 +16,23 @@ export function fieldSections(options, schema, form) {
   const isNm = () => value("pruning.granularity") === "n:m";
   const recovery = () => value("pruning.recovery.kind");
   const F = (path, label, kind, extra = {}) => ({ path, label, kind, ...extra });
+  // Plugin models and datasets take keyword arguments (model.params / dataset.params); online workers say which.
+  const offered = { model: options.plugin_models ?? {}, dataset: options.plugin_datasets ?? [] };
+  const signatures = { model: options.plugin_model_params ?? {}, dataset: options.plugin_dataset_params ?? {} };
+  const isPlugin = (kind) => {
+    const name = value(`${kind}.name`);
+    return kind === "model" ? Object.hasOwn(offered.model, name) : offered.dataset.includes(name);
+  };
+  const paramsHelp = (kind) => {
+    const call = kind === "model" ? "build()" : "load()";
+    const signature = signatures[kind][value(`${kind}.name`)];
+    const intro = `A JSON object of ${call} keyword arguments, e.g. {"width": 64}. Empty: none`;
+    if (!signature) return intro;
+    const listed = signature.params.map((p) => (p.required ? `${p.name} (required)`
+      : `${p.name} = ${JSON.stringify(p.default)}`));
+    if (signature.any) listed.push("any other name");
+    return `${intro}. ${call} takes: ${listed.length ? listed.join(", ") : "nothing"}`;
+  };
   const perEpoch = () => {
     const steps = form.stepsPerEpoch();
     return steps ? ` (${steps} steps per epoch here)` : "";
@@ -31,7 +48,13 @@ export function fieldSections(options, schema, form) {
       F("model.name", "Model", "select", { options: options.models }),
       F("model.hidden", "Hidden layer widths", "intlist", { help: "Comma-separated, e.g. 300, 100",
         when: () => value("model.name") === "mlp", whenHidden: null }),
+      F("model.params", "Model parameters", "json", { when: () => isPlugin("model"), whenHidden: null,
+        help: () => paramsHelp("model") }),
       F("dataset.name", "Dataset", "select", { options: options.datasets }),
+      F("dataset.path", "Image folder", "text", { when: () => value("dataset.name") === "image_folder", whenHidden: null,
+        help: "A folder inside the worker's data directory (PRUNESCOPE_DATA_DIR), one subfolder of images per class" }),
+      F("dataset.params", "Dataset parameters", "json", { when: () => isPlugin("dataset"), whenHidden: null,
+        help: () => paramsHelp("dataset") }),
       F("dataset.limit", "Training samples (limit)", "int", { help: "Use only the first N training samples. Empty: all of them" }),
       F("dataset.augment", "Augment training images", "tristate"),
     ] },
@@ -197,6 +220,11 @@ export function readField(field, listMode = false) {
       // API's default, another experiment than the one on screen. It is kept as text, which nothing accepts.
       if (control.validity?.badInput) return listMode ? [NOT_A_NUMBER] : NOT_A_NUMBER;
       return listMode ? numberList(control.value) : toNumber(control.value);
+    case "json": { // an object, or the text as typed (the API names the field in its 422)
+      const text = control.value.trim();
+      if (!text) return null;
+      try { return JSON.parse(text); } catch { return text; }
+    }
     case "list": return splitList(control.value);
     case "intlist": { // empty: null, the API's default, rather than a model with no hidden layers
       const items = splitList(control.value).map(toNumber);
@@ -213,6 +241,7 @@ export function writeField(field, v) {
     case "tristate": control.value = v === true ? "true" : v === false ? "false" : ""; break;
     case "pair": control[0].value = v?.[0] ?? ""; control[1].value = v?.[1] ?? ""; break;
     case "list": case "intlist": control.value = Array.isArray(v) ? v.join(", ") : ""; break;
+    case "json": control.value = v === null || v === undefined ? "" : typeof v === "string" ? v : JSON.stringify(v); break;
     case "select":
       if (v === undefined || v === null) break;
       if (control.multiple) for (const o of control.options) o.selected = o.value === String(v);
