@@ -145,6 +145,12 @@ def finish_run(session: Session, run: Run, report: FinishReport, lease: str | No
     reported_for(session).forget(run.id)  # the lease ends here: its kept masks are never asked for again
     if report.status == WorkerOutcome.REQUEUE:
         run.dispatched, run.worker, run.lease = False, None, None
+        if run.cancel_requested:
+            # A cancel that met the hand-back (Ctrl-C on the worker, then Cancel): requeued, the run waited for a
+            # worker that would only end it, or forever when none was left.
+            runs.set_status(session, run, RunStatus.CANCELLED,
+                            reason=f"cancelled; worker {report.worker} shut down before it stopped the run")
+            return
         run.handbacks += 1  # a clean hand-back is not a failed attempt
         runs.set_status(session, run, RunStatus.QUEUED,
                         reason=f"worker {report.worker} shut down; requeued to resume from its checkpoint")

@@ -257,6 +257,23 @@ def test_worker_shutting_down_hands_the_run_back_and_the_next_claim_resumes(clie
     assert got.content == b"epoch-1"
 
 
+def test_a_cancel_that_meets_a_hand_back_ends_the_run_cancelled(client: TestClient) -> None:
+    # Ctrl-C on the worker and Cancel in the dashboard together: the hand-back requeued the run with its cancel
+    # still pending, and with no other worker it stayed "queued" for good (its checkpoint kept, its stream open).
+    run_id = submit(client)
+    start(client, run_id)
+    assert report(client, run_id, epoch_body(1)).status_code == 200
+    put = client.put(f"/api/worker/runs/{run_id}/artifacts/checkpoint.pt", content=b"epoch-1", headers=leased(run_id))
+    assert put.status_code == 204
+    assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    assert finish(client, run_id, "requeue").status_code == 204
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "cancelled" and run["finished_at"] is not None
+    assert run["epochs_done"] == 1
+    assert not start(client, run_id, "w2")["proceed"]
+    assert "shut down before it stopped the run" in client.get(f"/api/runs/{run_id}/events").text  # it ends
+
+
 def test_runs_are_not_reaped_until_workers_had_time_to_reach_a_restarted_api(client: TestClient) -> None:
     db = client.app.state.db  # type: ignore[attr-defined]
     run_id = submit(client)
