@@ -12,6 +12,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 from backend.artifacts import ArtifactName, artifact_path
 from backend.deps import (
@@ -136,6 +137,8 @@ async def upload_artifact(run_id: RunId, name: ArtifactName, request: Request, d
         # The lease may have passed to another attempt while the body streamed in: re-check under the
         # run's row lock, so that a superseded upload never replaces what the new attempt relies on.
         await run_in_threadpool(_replace_under_lease, db, run_id, lease, Path(tmp), target)
+    except ClientDisconnect as exc:  # a worker killed mid-upload: nothing is stored, and it is not a server error
+        raise AppError("the upload was cut off before its body was complete; nothing was stored") from exc
     except OSError as exc:
         raise StorageUnavailable(f"artifact storage unavailable: {exc.strerror or exc}",
                                  headers={"Retry-After": "2"}) from exc

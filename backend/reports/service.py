@@ -83,6 +83,15 @@ REPORT_STATE = select(Run.id, Run.status, Run.lease, Run.attempts, Run.epochs_to
 DELETE_EPOCH = delete(Epoch).where(Epoch.run_id == bindparam("rid"), Epoch.epoch == bindparam("n"))
 DELETE_SNAPSHOTS = delete(MaskSnapshot).where(MaskSnapshot.run_id == bindparam("rid"),
                                               MaskSnapshot.epoch == bindparam("n"))
+# Epochs an earlier attempt recorded after the one a resumed attempt reports: that attempt re-trains them from its
+# checkpoint. Kept, a mask delta stored for epoch k+1 would decode against the new attempt's epoch k (another
+# mask), giving bits neither attempt had, or none at all.
+STALE_EPOCHS = select(Epoch.epoch).where(Epoch.run_id == bindparam("rid"), Epoch.epoch > bindparam("n"),
+                                         Epoch.attempt < bindparam("attempt"))
+DELETE_STALE_EPOCHS = delete(Epoch).where(Epoch.run_id == bindparam("rid"), Epoch.epoch > bindparam("n"),
+                                          Epoch.attempt < bindparam("attempt"))
+DELETE_LATER_SNAPSHOTS = delete(MaskSnapshot).where(MaskSnapshot.run_id == bindparam("rid"),
+                                                    MaskSnapshot.epoch.in_(bindparam("epochs", expanding=True)))
 INSERT_EPOCH, INSERT_SNAPSHOTS, INSERT_EVENT = insert(Epoch), insert(MaskSnapshot), insert(RunEvent)
 UPDATE_RUN = update(Run).where(Run.id == bindparam("rid"))
 
@@ -114,6 +123,14 @@ def record_epochs_on(conn: Connection, run_id: int, reports: Sequence[EpochRepor
     if any(report.masks for report in ordered):
         with Session(bind=conn) as session:  # deltas are checked against the stored masks, in this transaction
             snapshots = snapshot_rows(session, run_id, [(r.epoch, r.masks) for r in ordered if r.masks], lease)
+    epochs_done = run.epochs_done
+    if run.attempts > 1:  # a resumed attempt: what an earlier one recorded after this epoch is re-trained
+        stale = {"rid": run_id, "n": ordered[0].epoch, "attempt": run.attempts}
+        later = list(conn.scalars(STALE_EPOCHS, stale))
+        if later:
+            conn.execute(DELETE_LATER_SNAPSHOTS, {"rid": run_id, "epochs": later})
+            conn.execute(DELETE_STALE_EPOCHS, stale)
+            epochs_done = 0  # the newest epoch is now among these reports
     for report in ordered:
         key = {"rid": run_id, "n": report.epoch}
         if conn.execute(DELETE_EPOCH, key).rowcount:
@@ -125,7 +142,7 @@ def record_epochs_on(conn: Connection, run_id: int, reports: Sequence[EpochRepor
     if snapshots:
         conn.execute(INSERT_SNAPSHOTS, snapshots)
     conn.execute(UPDATE_RUN, {"rid": run_id, "last_heartbeat_at": now,
-                              **runs.progress_after(ordered, run.epochs_done, run.best_test_acc)})
+                              **runs.progress_after(ordered, epochs_done, run.best_test_acc)})
     conn.execute(INSERT_EVENT, [{"run_id": run_id, "kind": "epoch", "data": record, "created_at": now}
                                 for record in records])
     cancel = bool(run.cancel_requested)
