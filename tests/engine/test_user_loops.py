@@ -269,8 +269,9 @@ def test_finalize_warns_when_the_schedule_never_reached_its_target() -> None:
         pruner.finalize()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        full = Pruner(nn.Sequential(nn.Linear(16, 4)), optimizer, {"target_sparsity": 0.5, "schedule": CONSTANT},
-                      epochs=1, steps_per_epoch=1)
+        other = nn.Sequential(nn.Linear(16, 4))
+        full = Pruner(other, torch.optim.SGD(other.parameters(), lr=0.05),
+                      {"target_sparsity": 0.5, "schedule": CONSTANT}, epochs=1, steps_per_epoch=1)
         full.finalize()  # the constant schedule is there from the start
 
 
@@ -308,3 +309,212 @@ def test_neuron_pruning_of_a_head_registered_first_and_selected_alone_fails_once
     F.cross_entropy(model(x), y).backward()
     with pytest.raises(ValueError, match=r"selects only the output layer 'head\.weight'"):
         optimizer.step()
+
+
+# ----- a second reviewer's architectures and loops (each test fails on the code before its fix) -----------------
+
+def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, n: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    for _ in range(n):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def test_a_parametrized_weight_is_left_dense_by_name_not_masked_as_a_copy() -> None:
+    # weight_norm's `module.weight` is computed: the Pruner masked a copy and reported 0.8 while the layer was dense.
+    from torch.nn.utils.parametrizations import weight_norm
+
+    model = nn.Sequential(weight_norm(nn.Linear(16, 16)), nn.ReLU(), nn.Linear(16, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.warns(UserWarning, match=r"0\.weight \(ParametrizedLinear under a parametrization such as weight_n"):
+        pruner = Pruner(model, optimizer, {"target_sparsity": 0.75, "schedule": CONSTANT}, epochs=1,
+                        steps_per_epoch=2)
+    assert [layer.name for layer in pruner.layers] == ["2.weight"]
+    x, y = _data()
+    _steps(model, optimizer, 2, x, y)
+    assert float((model[2].weight == 0).float().mean()) == pytest.approx(0.75)
+
+
+def test_unpruned_weight_matrices_are_named_once_at_the_start() -> None:
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 4))
+    with pytest.warns(UserWarning, match=r"train dense and are not counted in the sparsity: 0\.weight \(Embedding\)$"):
+        Pruner(model, torch.optim.SGD(model.parameters(), lr=0.1), {"target_sparsity": 0.5}, epochs=1,
+               steps_per_epoch=1)
+    tied = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 10))
+    tied[1].weight = tied[0].weight  # pruned through the decoder: not named
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Pruner(tied, torch.optim.SGD(tied.parameters(), lr=0.1), {"target_sparsity": 0.5}, epochs=1,
+               steps_per_epoch=1)
+
+
+class TiedTransformer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 16)
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.dec = nn.Linear(16, 20)
+        self.dec.weight = self.emb.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(self.emb(x)))
+
+
+@pytest.mark.parametrize("kind", ["splice", "feedback"])
+def test_dense_weight_methods_mask_weights_read_without_calling_their_module(kind: str) -> None:
+    # An attention block reads out_proj.weight without calling out_proj, and a tied embedding looks up its rows
+    # before the decoder runs: both trained on the dense weights while evaluation used the masked ones.
+    torch.manual_seed(0)
+    model = TiedTransformer()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # in_proj_weight is named as left dense
+        pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT, "recovery": {"kind": kind}},
+                        epochs=1, steps_per_epoch=3)
+    layers = {layer.name: layer for layer in pruner.layers}
+    out_proj, tied = layers["enc.self_attn.out_proj.weight"], layers["dec.weight"]
+    seen: list[tuple[bool, bool]] = []
+    model.enc.self_attn.register_forward_pre_hook(
+        lambda *_: seen.append((bool(out_proj.weight[~out_proj.mask].eq(0).all()), False)))
+    model.emb.register_forward_pre_hook(lambda *_: seen.append((False, bool(tied.weight[~tied.mask].eq(0).all()))))
+    x = torch.randint(0, 20, (4, 6))
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x).reshape(-1, 20), x.reshape(-1)).backward()
+        optimizer.step()
+    assert [tied_masked for _, tied_masked in seen[0::2]] == [True] * 3
+    assert [attention_masked for attention_masked, _ in seen[1::2]] == [True] * 3
+
+
+def test_a_model_compiled_before_the_pruner_runs_its_hooks() -> None:
+    # torch.compile does not guard on module hooks: a model that took one compiled step before the Pruner kept
+    # running its hook-free forward, training the dense network under feedback.
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    model = torch.compile(base, backend="eager")
+    optimizer = torch.optim.SGD(base.parameters(), lr=0.05)
+    x, y = _data()
+    _steps(model, optimizer, 1, x, y)
+    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT, "recovery": {"kind": "feedback"}},
+                    epochs=1, steps_per_epoch=3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        out = model(x)
+        with pruner.masked_weights(), torch.no_grad():
+            reference = base(x)
+        assert torch.allclose(out, reference)
+        F.cross_entropy(out, y).backward()
+        optimizer.step()
+
+
+def test_lbfgs_history_does_not_revive_pruned_weights() -> None:
+    # LBFGS keeps its history as flat vectors, which commit() could not mask: every pruned weight came back one
+    # step after the cut.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": {"kind": "one_shot", "start_epoch": 1}},
+                    epochs=2, steps_per_epoch=3)
+    x, y = _data()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(6):
+        optimizer.step(closure)
+    for layer in pruner.layers:
+        assert int((~layer.mask).sum()) > 0 and bool(layer.weight[~layer.mask].eq(0).all())
+
+
+@pytest.mark.parametrize("kind", ["splice", "feedback"])
+def test_an_evaluation_forward_leaves_the_dense_weights_in_the_parameters(kind: str) -> None:
+    # The usual end of an epoch: evaluate, then save. The evaluation forward swapped the masked weights in and left
+    # them there until the next step, so the checkpoint lost the dense weights (a resume diverged).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT, "recovery": {"kind": kind}},
+                    epochs=2, steps_per_epoch=3)
+    x, y = _data()
+    _steps(model, optimizer, 3, x, y)
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(x)
+    with torch.inference_mode():
+        model(x)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in dense.items())
+    with pruner.masked_weights(), torch.no_grad():
+        assert torch.equal(model(x), evaluated)  # that forward did run the masked network
+        assert int((model[0].weight == 0).sum()) > 0  # and masked_weights() keeps them in through its forwards
+    # A no-grad forward between a training forward and its backward leaves the masked weights for that backward.
+    model.train()
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    with torch.no_grad():
+        model(x)
+    assert int((model[0].weight == 0).sum()) > 0
+    loss.backward()
+    optimizer.step()
+
+
+def test_a_resumed_neuron_pruner_keeps_the_output_layer_its_first_forward_found() -> None:
+    # Head registered before body: the checkpoint did not say which layer keeps its rows, so the resumed Pruner
+    # took "registered last" (the body) and pruned 3 of the 4 classes.
+    class HeadFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(32, 4)
+            self.body = nn.Linear(16, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(F.relu(self.body(x)))
+
+    config = {"target_sparsity": 0.8, "granularity": "neuron",
+              "schedule": {"kind": "cubic", "start_epoch": 1, "end_epoch": 3}}
+    torch.manual_seed(0)
+    x, y = _data()
+    model = HeadFirst()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    pruner = Pruner(model, optimizer, config, epochs=4, steps_per_epoch=6)
+    _steps(model, optimizer, 12, x, y)
+    saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict()}
+    pruner.detach()
+    resumed = HeadFirst()
+    resumed.load_state_dict(saved["model"])
+    optimizer = torch.optim.SGD(resumed.parameters(), lr=0.05)
+    optimizer.load_state_dict(saved["optimizer"])
+    again = Pruner(resumed, optimizer, config, epochs=4, steps_per_epoch=6)
+    again.load_state_dict(saved["pruner"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "rows were pruned before the first forward" advice either
+        _steps(resumed, optimizer, 12, x, y)
+    again.finalize()
+    rows = {layer.name: int(layer.mask.any(dim=1).sum()) for layer in again.layers}
+    assert rows == {"head.weight": 4, "body.weight": 6}
+
+
+def test_layers_another_optimizer_steps_are_named() -> None:
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    body = torch.optim.SGD(model[0].parameters(), lr=0.05)
+    with pytest.warns(UserWarning, match=r"the optimizer given does not step 2\.weight"):
+        Pruner(model, body, {"target_sparsity": 0.8}, epochs=1, steps_per_epoch=1)
+
+
+@pytest.mark.parametrize("kind", ["none", "feedback"])
+def test_a_model_cast_after_the_pruner_trains_masked(kind: str) -> None:
+    # feedback's spare buffers stayed fp32: the first bf16 forward failed ("BFloat16 and Float").
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT, "recovery": {"kind": kind}},
+                    epochs=1, steps_per_epoch=3)
+    model.to(torch.bfloat16)
+    x, y = _data()
+    _steps(model, optimizer, 3, x.to(torch.bfloat16), y)
+    with pruner.masked_weights():
+        assert float((model[0].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
+        assert model[0].weight.dtype == torch.bfloat16

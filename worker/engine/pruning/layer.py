@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils import parametrize
 
 # Linear and every convolution (1d/2d/3d, transposed, grouped): a weight tensor whose first dimension is its rows.
 # A transposed convolution's rows are its *input* channels, so neuron granularity refuses it (take_layers).
@@ -47,12 +48,51 @@ def prunable_weights(model: nn.Module, include: list[str] | None = None,
     exclude = exclude or []
     out: list[tuple[str, Prunable]] = []
     for module_name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_MODULES):
+        # A weight computed by a parametrization (weight_norm, spectral_norm) is no Parameter of the module: masking
+        # the computed tensor would prune nothing (see `dense_weights`). One torch.nn.utils.prune holds stays, for
+        # take_layers to refuse with the fix.
+        if isinstance(module, PRUNABLE_MODULES) and (module._parameters.get("weight") is not None
+                                                     or "weight_orig" in module._parameters):
             name = f"{module_name}.weight" if module_name else "weight"
             if any(fnmatch.fnmatchcase(name, g) for g in include) and not any(
                     fnmatch.fnmatchcase(name, g) for g in exclude):
                 out.append((name, module))
     return out
+
+
+def dense_weights(model: nn.Module, pruned: set[int], include: list[str] | None = None,
+                  exclude: list[str] | None = None) -> list[str]:
+    """Weight matrices the Pruner leaves dense that a user may expect pruned (named, with why): embeddings,
+    recurrent and attention weights held as raw parameters, and Linear/Conv weights under a parametrization."""
+    include = include if include is not None else ["*"]
+    exclude = exclude or []
+
+    def wanted(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, g) for g in include) and not any(
+            fnmatch.fnmatchcase(name, g) for g in exclude)
+
+    found: list[str] = []
+    seen = set(pruned)
+    for module_name, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # a parametrized weight's original: named through its module below
+        prefix = f"{module_name}." if module_name else ""
+        kind = type(module).__name__
+        if isinstance(module, PRUNABLE_MODULES) and module._parameters.get("weight") is None:
+            if wanted(f"{prefix}weight") and "weight_orig" not in module._parameters:
+                found.append(f"{prefix}weight ({kind} under a parametrization such as weight_norm: "
+                             "torch.nn.utils.parametrize.remove_parametrizations() it to prune it)")
+            continue
+        for param_name, param in module._parameters.items():
+            name = f"{prefix}{param_name}"
+            if (param is None or isinstance(param, nn.parameter.UninitializedParameter) or param.dim() < 2
+                    or id(param) in seen
+                    or (isinstance(module, PRUNABLE_MODULES) and param_name == "weight")):
+                continue
+            seen.add(id(param))
+            if wanted(name):
+                found.append(f"{name} ({kind})")
+    return found
 
 
 @dataclass

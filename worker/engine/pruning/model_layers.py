@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from prunescope.contract import PruningConfig
-from worker.engine.pruning.layer import Prunable, PrunedLayer, PrunerHook, prunable_weights
+from worker.engine.pruning.layer import Prunable, PrunedLayer, PrunerHook, dense_weights, prunable_weights
 
 if TYPE_CHECKING:
     from worker.engine.pruning.pruner import Pruner
@@ -37,6 +37,12 @@ def take_layers(model: nn.Module, config: PruningConfig, owner: Pruner) -> list[
     for name, module in selected:
         first_of.setdefault(id(module.weight), (name, module))
     selected = list(first_of.values())
+    left_dense = dense_weights(model, {id(module.weight) for _, module in selected}, config.layers.include,
+                               config.layers.exclude)
+    if left_dense:
+        shown = ", ".join(left_dense[:8]) + (f" … ({len(left_dense)} in all)" if len(left_dense) > 8 else "")
+        warnings.warn(f"prunescope prunes the weights of nn.Linear and convolutions; these weights train dense and "
+                      f"are not counted in the sparsity: {shown}", stacklevel=3)
     output_name = prunable_weights(model)[-1][0]
     earlier: list[Pruner] = []
     for name, module in selected:  # every layer is checked before any is taken
@@ -93,6 +99,15 @@ class OutputLayerWatch:
         def ran(*_: Any) -> None:
             self.last = weight_id
         return ran
+
+    def settle_as(self, layers: list[PrunedLayer], output: set[str]) -> None:
+        """A checkpoint says which layers keep their rows (a resumed Pruner): stop watching and set them."""
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
+        for layer in layers:
+            layer.row_pruning = layer.name not in output
+            layer.refresh_keep()
 
     def settle(self, layers: list[PrunedLayer]) -> bool:
         """After the first backward: stop watching; True when the output layer changed (each layer's row_pruning

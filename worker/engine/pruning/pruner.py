@@ -21,6 +21,7 @@ loop calls `before_forward()`, `after_backward()` and `after_step()` itself (the
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,26 @@ from worker.engine.pruning.model_layers import OutputLayerWatch, take_layers
 from worker.engine.pruning.recovery import RECOVERIES, Recovery
 from worker.engine.pruning.schedule import SparsitySchedule
 from worker.engine.pruning.selection import SELECTIONS, Selection, selection_for
+
+
+def forget_compiled_forwards() -> None:
+    """`torch.compile` does not guard on module hooks: a model compiled before the Pruner hooked it (or hooks
+    removed after) keeps running the forward it compiled. Dropping compiled code makes it compile again, with
+    the hooks as they are now (a recompile; nothing when nothing was compiled)."""
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()
+
+
+def _warn_unstepped(layers: list[PrunedLayer], optimizer: torch.optim.Optimizer) -> None:
+    """Layers this optimizer does not step keep learning outside the masks: their gradients are masked in its
+    step hook only, and another optimizer's state (Adam moments) moves pruned weights again."""
+    stepped = {id(param) for group in optimizer.param_groups for param in group["params"]}
+    missing = [layer.name for layer in layers if layer.weight.requires_grad and id(layer.weight) not in stepped]
+    if missing:
+        warnings.warn(f"Pruner: the optimizer given does not step {', '.join(missing)}: another optimizer would move "
+                      "its pruned weights again. Give the Pruner the optimizer that steps them (one Pruner per "
+                      "optimizer, each on its own layers via pruning.layers), or freeze them", stacklevel=3)
 
 
 class Pruner:
@@ -84,7 +105,11 @@ class Pruner:
         self._hooks: list[Any] = []
         self._released = False
         self._started = False
+        self._depth = 0  # nesting of hooked modules' forwards (splice/feedback)
+        self._restore_after = False  # the running forward swaps the dense weights back when it ends
+        self._pinned = False  # inside masked_weights(): the masked weights stay in
         self._refresh_masked_pairs()
+        _warn_unstepped(self.layers, optimizer)
         if attach:
             self.attach()
 
@@ -97,12 +122,46 @@ class Pruner:
         self._hooks = [self.optimizer.register_step_pre_hook(PrunerHook(self._step_pre_hook)),
                        self.optimizer.register_step_post_hook(PrunerHook(lambda *_: self._after_step()))]
         if self._dense:
-            # On every pruned module, not the model: a loop that calls submodules (`model.head(model.body(x))`)
-            # must train the masked network too. The first hook of a forward swaps all layers in.
-            swap_in = PrunerHook(lambda *_: self._before_forward())
-            self._hooks += [layer.module.register_forward_pre_hook(swap_in) for layer in self.layers]
+            # On every pruned module, every module that holds one (an attention block reads its out_proj's weight
+            # without calling it) and every module sharing a pruned weight (a tied embedding), not only the model:
+            # a loop that calls submodules (`model.head(model.body(x))`) must train the masked network too. The
+            # first hook of a forward swaps all layers in; a forward without autograd (evaluation) swaps the dense
+            # weights back when it ends, so a state_dict() taken after it still holds them.
+            enter, leave = PrunerHook(self._forward_enter), PrunerHook(self._forward_leave)
+            for module in self._swap_modules():
+                self._hooks.append(module.register_forward_pre_hook(enter))
+                self._hooks.append(module.register_forward_hook(leave, always_call=True))
+        forget_compiled_forwards()
         self.start()
         return self
+
+    def _swap_modules(self) -> list[nn.Module]:
+        pruned = {id(layer.weight) for layer in self.layers}
+        holders = {id(layer.module) for layer in self.layers}
+        names = {name for name, module in self.model.named_modules() if id(module) in holders}
+        chosen = []
+        for name, module in self.model.named_modules():
+            holds = any(held == name or held.startswith(f"{name}.") or not name for held in names)
+            shares = any(id(param) in pruned for param in module._parameters.values() if param is not None)
+            if holds or shares:
+                chosen.append(module)
+        return chosen
+
+    def _forward_enter(self, *_: Any) -> None:
+        if self._depth == 0:
+            # Only a forward that found the dense weights in place and records no graph puts them back: a training
+            # forward's backward needs the masked ones until the step.
+            self._restore_after = (self._copy is not None and not self._copy.swapped and not self._pinned
+                                   and not torch.is_grad_enabled())
+        self._depth += 1
+        self._before_forward()
+
+    def _forward_leave(self, *_: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0 and self._restore_after:
+            self._restore_after = False
+            if self._copy is not None and self._copy.swapped:
+                self._copy.swap_dense_back()
 
     def _step_pre_hook(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
@@ -127,9 +186,12 @@ class Pruner:
 
     def detach(self) -> None:
         """Remove the optimizer/model hooks (the explicit protocol works again)."""
+        had_module_hooks = len(self._hooks) > 2
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
+        if had_module_hooks:
+            forget_compiled_forwards()
 
     @property
     def attached(self) -> bool:
@@ -193,11 +255,33 @@ class Pruner:
 
     def _before_forward(self) -> None:
         if self._copy is not None and not self._copy.swapped:
+            self._follow_moves()
             self._copy.swap_masked_in()
+
+    def _follow_moves(self) -> None:
+        """`model.to(dtype/device)` after the Pruner was built: its masks (module buffers) moved with the model,
+        the float masks and spare buffers did not. Re-derive them (a few comparisons a step otherwise)."""
+        moved = False
+        for layer in self.layers:
+            buffer = layer.module._buffers.get("weight_mask")
+            if buffer is not None and buffer is not layer.mask:
+                layer.mask = buffer
+                moved = True
+            if moved or layer.keep.dtype != layer.weight.dtype or layer.keep.device != layer.weight.device:
+                layer.mask = layer.mask.to(layer.weight.device)
+                layer.module._buffers["weight_mask"] = layer.mask
+                layer.refresh_keep()
+                moved = True
+        if moved:
+            self._refresh_masked_pairs()
+            if self._copy is not None:
+                self._copy = DenseCopy(self.layers)
 
     def _before_step(self) -> None:
         if self._copy is not None and self._copy.swapped:
             self._copy.swap_dense_back()
+        else:
+            self._follow_moves()
         if self._output.pending and self._output.settle(self.layers):
             self._refuse_output_only()  # the layer that ran last may be the only one selected
             self._copy = DenseCopy(self.layers) if self._dense else None
@@ -238,10 +322,13 @@ class Pruner:
         if self._copy is None or self._copy.swapped:
             yield
             return
+        self._follow_moves()
         self._copy.swap_masked_in()
+        self._pinned = True
         try:
             yield
         finally:
+            self._pinned = False
             self._copy.swap_dense_back()
 
     def finalize(self, *, warn_short: bool = True) -> None:
@@ -309,9 +396,13 @@ class Pruner:
         def per_layer(attr: str) -> dict[str, Any]:
             return {layer.name: getattr(layer, attr) for layer in self.layers}
 
+        # Under neuron granularity, which layer keeps its rows (the output layer the first forward found): a resumed
+        # Pruner would otherwise guess "registered last" again, and its masks are no longer all ones to correct it.
+        output = [layer.name for layer in self.layers if not layer.row_pruning] if self.selection.neuron else []
         return {"step": self.step, "started": self._started, "masks": per_layer("mask"),
                 "threshold": per_layer("threshold"), "pruned": per_layer("pruned"), "regrown": per_layer("regrown"),
-                "generator": self.generator.get_state(), "criterion": self.criterion.state_dict()}
+                "generator": self.generator.get_state(), "criterion": self.criterion.state_dict(),
+                "output_layers": None if self._output.pending else output}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -322,6 +413,12 @@ class Pruner:
             layer.refresh_keep()
             layer.threshold = state["threshold"][layer.name]
             layer.pruned, layer.regrown = int(state["pruned"][layer.name]), int(state["regrown"][layer.name])
+        output = state.get("output_layers")
+        if output is not None and self.selection.neuron:
+            self._output.settle_as(self.layers, set(output))
+            self._refuse_output_only()
+            self._copy = DenseCopy(self.layers) if self._dense else None
+            self._hook_criterion(True)
         self.criterion.load_state_dict(state["criterion"])
         self._refresh_masked_pairs()
 
@@ -348,6 +445,10 @@ class Pruner:
         for layer, (unit_keep, theta) in zip(self.layers, choices, strict=True):
             layer.threshold = theta
             self.commit(layer, self.recovery.merge(layer.expand(unit_keep, neuron), layer.mask))
+        if not self._dense and isinstance(self.optimizer, torch.optim.LBFGS):
+            # Its history is flat vectors over all parameters (not shaped like one, so commit() cannot mask it):
+            # kept, it moves the weights just pruned on the next step. It starts again from the new masks.
+            self.optimizer.state.clear()
         self.criterion.masks_updated()
 
     def commit(self, layer: PrunedLayer, new: torch.Tensor) -> None:
