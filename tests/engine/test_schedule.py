@@ -67,3 +67,15 @@ def test_unset_update_interval_means_once_per_epoch_whatever_the_dataset() -> No
         cubic = schedule(0.9, 5, steps_per_epoch, kind="cubic", start_epoch=1, end_epoch=4, every_steps=None)
         updates = [step for step in range(1, 5 * steps_per_epoch + 1) if cubic.updates_at(step)]
         assert updates == [steps_per_epoch * e for e in (1, 2, 3, 4)]
+
+
+def test_scores_that_need_a_step_wait_for_it_once_then_keep_the_grid() -> None:
+    # Gradient/activation criteria with start_epoch 0: the first update moved to step 1 and the whole grid with it
+    # (13, 25 instead of 12, 24), so each epoch's record showed the epoch before's update.
+    config = ScheduleConfig(kind="cubic", start_epoch=0, end_epoch=3)
+    plain = SparsitySchedule.from_config(config, final=0.7, epochs=3, steps_per_epoch=12)
+    waits = SparsitySchedule.from_config(config, final=0.7, epochs=3, steps_per_epoch=12, needs_steps=True)
+    assert [s for s in range(40) if plain.updates_at(s)] == [0, 12, 24, 36]
+    assert [s for s in range(40) if waits.updates_at(s)] == [1, 12, 24, 36]
+    assert [waits.sparsity_at(s) for s in (12, 24, 36)] == [plain.sparsity_at(s) for s in (12, 24, 36)]
+    assert waits.sparsity_at(0) == 0.0 and 0 < waits.sparsity_at(1) < plain.sparsity_at(12)

@@ -207,8 +207,8 @@ class RandomRegrowth(Recovery):
         magnitude update judges it (off the grid, with a ramp from epoch 1 of 938 steps and k = 100, it
         got 38 steps).
         """
-        since = step - self.schedule.start_step
-        return since > 0 and step <= self.drop.end_step and since % self.drop.every_steps == 0
+        since = step - self.schedule.origin
+        return step > self.schedule.start_step and step <= self.drop.end_step and since % self.drop.every_steps == 0
 
     def after_step(self, step: int, pruner: Pruner) -> None:
         if self.drop_due(step):

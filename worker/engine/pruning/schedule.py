@@ -25,6 +25,13 @@ class SparsitySchedule:
     end_step: int
     every_steps: int
     initial: float = 0.0
+    anchor_step: int | None = None  # the update grid's origin when the first update had to move (see from_config)
+
+    @property
+    def origin(self) -> int:
+        """Where the ramp and the update grid count from: `start_epoch`'s step, even when the first update waits
+        for a training step (gradient and activation scores): those runs update on the same steps as the others."""
+        return self.start_step if self.anchor_step is None else self.anchor_step
 
     @classmethod
     def from_config(cls, schedule: ScheduleConfig, *, final: float, epochs: int, steps_per_epoch: int,
@@ -38,11 +45,13 @@ class SparsitySchedule:
                 raise ValueError(f"pruning.schedule.{label} ({value}) is after the last epoch ({epochs})")
         # Unset: once per epoch, whatever the dataset's size (a fixed count suits only one dataset).
         every = steps_per_epoch if schedule.every_steps is None else schedule.every_steps
-        start = start_epoch * steps_per_epoch
-        if needs_steps:
-            start = max(start, 1)  # gradient/activation scores need one training step before they mean anything
+        anchor = start_epoch * steps_per_epoch
+        # Gradient/activation scores need one training step before they mean anything: the first update waits for
+        # it, the later ones stay on the grid counted from `start_epoch` (they ran one step late before).
+        start = max(anchor, 1) if needs_steps else anchor
         end = max(start, end_epoch * steps_per_epoch)
-        return cls(kind=schedule.kind, final=final, start_step=start, end_step=end, every_steps=every)
+        return cls(kind=schedule.kind, final=final, start_step=start, end_step=end, every_steps=every,
+                   anchor_step=anchor if anchor != start else None)
 
     def sparsity_at(self, step: int) -> float:
         """The target sparsity after `step` optimizer steps."""
@@ -50,7 +59,7 @@ class SparsitySchedule:
             return self.initial
         if self.kind in ("constant", "one_shot") or step >= self.end_step:
             return self.final
-        progress = (step - self.start_step) / (self.end_step - self.start_step)
+        progress = (step - self.origin) / (self.end_step - self.origin)
         if self.kind == "linear":
             return self.initial + (self.final - self.initial) * progress
         return self.final + (self.initial - self.final) * (1.0 - progress) ** 3
@@ -61,11 +70,11 @@ class SparsitySchedule:
             return step == self.start_step
         if step < self.start_step or step > self.end_step:
             return False
-        return (step - self.start_step) % self.every_steps == 0 or step == self.end_step
+        return (step - self.origin) % self.every_steps == 0 or step in (self.start_step, self.end_step)
 
     def aligned(self, step: int) -> bool:
         """Whether `step` is on the schedule's update grid (used by recoveries that go on after end_step)."""
-        return step >= self.start_step and (step - self.start_step) % self.every_steps == 0
+        return step >= self.start_step and (step - self.origin) % self.every_steps == 0
 
 
 @dataclass(frozen=True)
