@@ -236,6 +236,11 @@ def pruning_problems(p: PruningConfig) -> list[Problem]:
     out: list[Problem] = []
     rec = p.recovery.kind
     if p.granularity == "n:m":
+        if p.scope != "layer" or p.distribution != "uniform":
+            out.append(Problem("granularity 'n:m' keeps n of every m weights in every layer: scope 'global' and "
+                               "distribution 'erk' do not apply", ("granularity",),
+                               *([("scope",)] if p.scope != "layer" else []),
+                               *([("distribution",)] if p.distribution != "uniform" else [])))
         if p.n_m is None:
             out.append(Problem("granularity 'n:m' needs n_m, e.g. [2, 4]", ("n_m",), ("granularity",)))
         elif p.n_m[0] >= p.n_m[1]:
@@ -272,6 +277,16 @@ def pruning_problems(p: PruningConfig) -> list[Problem]:
                            ("distribution",), ("scope",)))
     if isinstance(p.threshold, StdScaleThreshold) and p.scope == "global":
         out.append(Problem("threshold {'std_scale': q} is per layer: use scope 'layer'", ("threshold",), ("scope",)))
+    if isinstance(p.threshold, StdScaleThreshold) and p.criterion != "magnitude":
+        # θ = q·std of the weights, compared with |w·g| or movement scores orders of magnitude smaller: 100 % pruned.
+        out.append(Problem(f"threshold {{'std_scale': q}} is q·std of the weights (Han et al.'s rule for |w|): use "
+                           f"criterion 'magnitude', an absolute threshold in criterion '{p.criterion}''s units, or "
+                           "target_sparsity", ("threshold",), ("criterion",)))
+    if isinstance(p.threshold, StdScaleThreshold) and p.granularity == "neuron":
+        out.append(Problem("threshold {'std_scale': q} compares single weights with q·std of the weights; a "
+                           "neuron's mean |w| is on the same side for nearly every row, so it prunes a layer whole "
+                           "or not at all: use target_sparsity with granularity 'neuron'",
+                           ("threshold",), ("granularity",)))
     sched = p.schedule
     if sched.end_epoch is not None and sched.end_epoch < sched.start_epoch:
         out.append(Problem("schedule.end_epoch must be ≥ schedule.start_epoch",
@@ -341,6 +356,20 @@ class RunConfig(Strict):
                                                  "CPU, or device 'cuda' or 'auto'", ("training", "precision"),
                                                  ("device",))],
                            {("training", "precision"): "fp16", ("device",): "cpu"})
+        return self
+
+    @model_validator(mode="after")
+    def _neurons_can_return(self) -> RunConfig:
+        p = self.pruning
+        if (p is not None and p.granularity == "neuron" and p.dense_weights
+                and self.model.name in choices(ModelName)):
+            # Measured: 24 runs of neuron + splice/feedback regrew nothing and matched recovery 'none' bit for bit.
+            raise_problems("RunConfig", [Problem(
+                f"recovery '{p.recovery.kind}' cannot bring a pruned neuron back in a built-in model: its units "
+                "feed a ReLU, so a pruned neuron outputs 0 and its dense weights get no gradient (it would train as "
+                "recovery 'none'); use recovery 'none' with granularity 'neuron', or granularity 'unstructured'",
+                ("pruning", "recovery", "kind"), ("pruning", "granularity"))],
+                {("pruning", "recovery", "kind"): p.recovery.kind, ("pruning", "granularity"): p.granularity})
         return self
 
     def strategy(self) -> str:

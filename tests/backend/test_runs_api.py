@@ -46,6 +46,15 @@ def test_submitted_run_is_stored_as_queued_and_readable(client: TestClient) -> N
         # neuron granularity on the output layer alone would prune nothing (its rows are the classes)
         ({"pruning": {"target_sparsity": 0.7, "granularity": "neuron", "layers": {"include": ["fc3*"]}}},
          "only the output layer"),
+        # Each of these ran and "completed" at chance (a reviewer's configs): Han's q·std against Taylor scores, or
+        # against a neuron's mean |w|, pruned 100 %; neuron + splice regrew nothing (ReLU gives a dead row no
+        # gradient); n:m silently ignored scope and distribution.
+        ({"pruning": {"threshold": {"std_scale": 0.5}, "criterion": "gradient"}}, "Han et al.'s rule"),
+        ({"pruning": {"threshold": {"std_scale": 1.5}, "granularity": "neuron"}}, "a layer whole"),
+        ({"pruning": {"target_sparsity": 0.75, "granularity": "neuron", "recovery": {"kind": "splice"}}},
+         "cannot bring a pruned neuron back"),
+        ({"pruning": {"granularity": "n:m", "n_m": [2, 4], "scope": "global"}}, "do not apply"),
+        ({"pruning": {"granularity": "n:m", "n_m": [2, 4], "distribution": "erk"}}, "distribution"),
     ],
 )
 def test_invalid_config_is_rejected_naming_the_field_and_nothing_is_stored(

@@ -14,7 +14,7 @@ from worker.engine.networks import build_model
 from worker.engine.training import run_training
 
 
-@pytest.mark.parametrize(("model", "recovery"), [("lenet300_100", "none"), ("lenet5", "feedback"),
+@pytest.mark.parametrize(("model", "recovery"), [("lenet300_100", "none"), ("lenet5", "none"),
                                                  ("small_cnn", "none")])
 def test_neuron_pruned_model_shrinks_to_a_smaller_model_with_equal_outputs(
         tmp_path: Path, make_config: Callable[..., dict], model: str, recovery: str) -> None:

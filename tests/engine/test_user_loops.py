@@ -275,16 +275,18 @@ def test_finalize_warns_when_the_schedule_never_reached_its_target() -> None:
         full.finalize()  # the constant schedule is there from the start
 
 
-@pytest.mark.parametrize("scope", ["global", "layer"])
-def test_neuron_pruning_leaves_every_hidden_layer_a_neuron(scope: str) -> None:
+@pytest.mark.parametrize("sparsity", [{"scope": "global", "target_sparsity": 0.99},
+                                      {"scope": "layer", "target_sparsity": 0.99}, {"threshold": 10.0}])
+def test_neuron_pruning_leaves_every_hidden_layer_a_neuron(sparsity: dict) -> None:
     # Global neuron pruning at 0.9 emptied LeNet's fc2 (fc3 then saw no input): a dead network that "completed".
+    # A threshold above every row's score did the same to every hidden layer.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4), nn.ReLU(), nn.Linear(4, 4))
     with torch.no_grad():
         model[2].weight.mul_(1e-3)  # the small layer scores lowest: the first to go under a global ranking
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    pruner = Pruner(model, optimizer, {"target_sparsity": 0.99, "granularity": "neuron", "scope": scope,
-                                       "schedule": CONSTANT}, epochs=1, steps_per_epoch=2)
+    pruner = Pruner(model, optimizer, {**sparsity, "granularity": "neuron", "schedule": CONSTANT},
+                    epochs=1, steps_per_epoch=2)
     for layer in pruner.layers[:2]:
         assert int(layer.unit_mask(True).sum()) >= 1, layer.name
 

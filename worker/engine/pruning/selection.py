@@ -82,8 +82,15 @@ class ThresholdSelection(Selection):
                recovery: Recovery) -> list[Choice]:
         out: list[Choice] = []
         for layer, s, um in zip(self.layers, scores, unit_masks, strict=True):
-            choice = recovery.threshold_keep(s, um, self.theta(layer))
-            out.append((torch.ones_like(um), None) if self.neuron and not layer.row_pruning else choice)
+            if self.neuron and not layer.row_pruning:
+                out.append((torch.ones_like(um), None))
+                continue
+            keep, theta = recovery.threshold_keep(s, um, self.theta(layer))
+            if self.neuron and not bool(keep.any()):
+                # At least one neuron a layer, as under a target: with none the whole network is dead.
+                keep = torch.zeros_like(keep)
+                keep[int(torch.argmax(s))] = True
+            out.append((keep, theta))
         return out
 
 
