@@ -168,8 +168,9 @@ class RecoveryConfig(Strict):
     margin: float = Field(default=0.1, ge=0, lt=1, description="splice: hysteresis around θ.")
     drop_fraction: float = Field(default=0.3, gt=0, le=1, description="random/gradient: share dropped per update.")
     decay: DropDecay = "cosine"
-    every_steps: int = Field(default=100, ge=1, le=1_000_000,
-                             description="random/gradient: optimizer steps between drop-and-grow updates.")
+    every_steps: int | None = Field(default=None, ge=1, le=1_000_000,
+                                    description="random/gradient: optimizer steps between drop-and-grow updates. "
+                                                "Empty: 100, or once per epoch when an epoch has fewer steps.")
     end_epoch: int | None = Field(default=None, ge=0, le=MAX_EPOCHS,
                                   description="Masks stop changing after this epoch. Empty: splice/feedback "
                                               "go on to the last epoch; random/gradient stop at the "

@@ -21,7 +21,7 @@ from worker.engine.pruning import Pruner
 from worker.engine.training import run_training, train_main, train_step
 
 RIGL = {"target_sparsity": 0.8, "schedule": {"kind": "constant", "start_epoch": 0},
-        "recovery": {"kind": "gradient", "every_steps": 4, "end_epoch": 1}}
+        "recovery": {"kind": "gradient", "every_steps": 2, "end_epoch": 1}}
 GMP = {"target_sparsity": 0.8, "schedule": {"kind": "cubic", "start_epoch": 0, "end_epoch": 1, "every_steps": 4}}
 DPF = {"target_sparsity": 0.8, "schedule": {"kind": "cubic", "start_epoch": 0, "end_epoch": 1, "every_steps": 4},
        "recovery": {"kind": "feedback", "end_epoch": 1}}

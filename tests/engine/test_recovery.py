@@ -177,3 +177,27 @@ def test_regrowth_under_a_gradual_ramp_runs_on_the_ramps_update_steps(kind: str)
 
     _train(model, opt, pruner, 30, check)
     assert regrew_at == [14, 18, 22, 26]  # at 30 the cosine-decayed drop fraction has reached 0
+
+
+@pytest.mark.parametrize("kind", ["random", "gradient"])
+def test_drop_and_grow_runs_at_least_once_an_epoch_by_default(kind: str) -> None:
+    # A fixed default of 100 steps on 12-step epochs came after the last drop-and-grow step (96): the run trained
+    # static sparse, labelled SET or RigL, with `regrown` 0 in every epoch.
+    pruning = {"target_sparsity": 0.8, "schedule": {"kind": "constant", "start_epoch": 0},
+               "recovery": {"kind": kind}}
+    model, opt, pruner = _setup(pruning, steps_per_epoch=12, epochs=10)
+    assert pruner.recovery.drop.every_steps == 12  # type: ignore[attr-defined]
+    _train(model, opt, pruner, 96)
+    assert sum(layer.regrown for layer in pruner.layers) > 0
+    _, _, long_epochs = _setup(pruning, steps_per_epoch=469, epochs=2)
+    assert long_epochs.recovery.drop.every_steps == 100  # type: ignore[attr-defined]  # RigL's ΔT where it fits
+
+
+def test_an_interval_past_the_drop_and_grow_phase_is_refused_by_name() -> None:
+    pruning = {"target_sparsity": 0.8, "schedule": {"kind": "constant", "start_epoch": 0},
+               "recovery": {"kind": "gradient", "every_steps": 100}}
+    with pytest.raises(ValueError, match=r"every_steps \(100\) is longer than the drop-and-grow phase \(until step "
+                                         r"96, the end of epoch 8 at 12 steps an epoch\): .* at most 96 steps"):
+        _setup(pruning, steps_per_epoch=12, epochs=10)
+    _setup({**pruning, "recovery": {"kind": "gradient", "every_steps": 100, "end_epoch": 0}}, steps_per_epoch=12,
+           epochs=10)  # no drop-and-grow phase asked for: static sparse on purpose

@@ -117,7 +117,8 @@ export function fieldSections(options, schema, form) {
       F("pruning.recovery.decay", "Drop-fraction decay", "select", { options: options.drop_decays,
         when: () => REGROWTH.includes(recovery()), help: "cosine: shrinks to 0 by the stop epoch; constant: stays" }),
       F("pruning.recovery.every_steps", "Update masks every (steps)", "int", { stepsAdvice: true,
-        when: () => REGROWTH.includes(recovery()), help: () => `Optimizer steps between drop-and-regrow updates${perEpoch()}` }),
+        when: () => REGROWTH.includes(recovery()),
+        help: () => `Optimizer steps between drop-and-regrow updates. Empty: 100, or once per epoch when an epoch is shorter${perEpoch()}` }),
       F("pruning.recovery.end_epoch", "Stop mask updates at epoch", "int", { when: () => recovery() !== "none", whenHidden: null,
         help: () => (REGROWTH.includes(recovery())
           ? "Drop-and-regrow stops after this epoch. Empty: at the schedule's end epoch"

@@ -253,7 +253,7 @@ export async function newRunPage(root, ctx) {
       field.note.textContent = tooLong
         ? `Longer than an epoch${listMode ? " in some runs" : ""} (${shortest.steps} steps on ${shortest.dataset} at `
           + `batch ${shortest.batch}): masks change only every ${(v / shortest.steps).toFixed(1)} epochs. `
-          + "Empty means once per epoch."
+          + "Empty: at least once an epoch."
         : "";
     }
     // The recovery interval has a default of its own; it is advised against the same epoch length.

@@ -167,6 +167,9 @@ class Splice(Feedback):
         return keep, theta
 
 
+DEFAULT_DROP_EVERY = 100  # RigL's ΔT
+
+
 class RandomRegrowth(Recovery):
     """SET (Mocanu et al. 2018): drop the smallest share, regrow as many elsewhere at random, fresh values."""
 
@@ -176,8 +179,19 @@ class RandomRegrowth(Recovery):
                          generator=generator)
         rec = config.recovery
         end_step = schedule.end_step if rec.end_epoch is None else rec.end_epoch * steps_per_epoch
-        self.drop = DropSchedule(drop_fraction=rec.drop_fraction, decay=rec.decay, every_steps=rec.every_steps,
+        # Unset: RigL's 100 steps, but at least once an epoch: on a small dataset (12 steps an epoch) a fixed 100
+        # often came after the last drop-and-grow step, and the run trained static sparse under the name RigL.
+        every = rec.every_steps if rec.every_steps is not None else min(DEFAULT_DROP_EVERY, steps_per_epoch)
+        self.drop = DropSchedule(drop_fraction=rec.drop_fraction, decay=rec.decay, every_steps=every,
                                  end_step=end_step)
+        origin, start = schedule.origin, schedule.start_step
+        first = origin + every * ((start - origin) // every + 1)  # the first drop step after the schedule starts
+        if start < end_step < first:
+            epoch = end_step // steps_per_epoch
+            last = f"step {end_step}, the end of epoch {epoch} at {steps_per_epoch} steps an epoch"
+            raise ValueError(f"pruning.recovery.every_steps ({every}) is longer than the drop-and-grow phase (until "
+                             f"{last}): no weight would ever move; use at most {end_step - start} steps, or a later "
+                             "pruning.recovery.end_epoch")
 
     def grow_scores(self, index: int, after_drop: torch.Tensor,
                     inactive_before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
