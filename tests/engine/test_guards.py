@@ -193,3 +193,41 @@ def test_non_finite_loss_fails_at_once(tmp_path: Path, make_config: Callable[...
     config = make_config(None, training={"epochs": 1, "lr": 100.0, "momentum": 0.9})
     with pytest.raises(TrainingDiverged, match=r"diverged.*lower training\.lr"):
         run_training(config, data_dir=tmp_path)
+
+
+def test_a_run_that_ends_at_chance_fails_even_if_it_never_left_it() -> None:
+    # Sparse from the start at 99.9 %, or a layer emptied by a global ranking at step 0: accuracy at chance from
+    # the first record on, loss at a uniform guess's, so no streak rule fired and the run "completed" at 8 %.
+    guard = _guard()
+    for epoch in range(1, 10):
+        guard.check(epoch, 2.30, 0.08, pruning_started=True, steps=12, last=False)
+    with pytest.raises(TrainingDiverged, match=r"ended at chance \(test acc 8 % in its last epoch 10, chance 10 %, "
+                                               r"best 8 %.*never learnt .*check training\.lr"):
+        guard.check(10, 2.30, 0.08, pruning_started=True, steps=12, last=True)
+    cut = CollapseGuard(num_classes=10, hint="lower training.lr", emptied_hint="use scope 'layer'")
+    with pytest.raises(TrainingDiverged, match=r"pruning removed every weight of fc2\.weight, which cuts the network: "
+                                               r"use scope 'layer'"):
+        cut.check(1, 2.30, 0.08, pruning_started=True, steps=120, last=True, emptied=["fc2.weight"])
+
+
+def test_a_run_too_short_to_judge_may_end_at_chance() -> None:
+    guard = _guard()  # a smoke test: two epochs of a few steps
+    guard.check(1, 2.30, 0.1, pruning_started=True, steps=10, last=False)
+    guard.check(2, 2.30, 0.1, pruning_started=True, steps=10, last=True)
+    resumed = _guard()  # the step count survives a checkpoint
+    resumed.load_state_dict({**guard.state_dict(), "total_steps": MIN_STEPS})
+    with pytest.raises(TrainingDiverged, match="ended at chance"):
+        resumed.check(3, 2.30, 0.1, pruning_started=True, steps=1, last=True)
+
+
+def test_a_global_ranking_that_empties_a_layer_at_step_0_fails_naming_it(tmp_path: Path,
+                                                                        make_config: Callable[..., dict]) -> None:
+    # A reviewer's config: global scope sparse from the start pruned fc2 whole (its initial weights are smaller),
+    # SET could never refill it, and the run "completed" at 8 % on digits.
+    config = make_config({"target_sparsity": 0.9, "scope": "global", "schedule": {"kind": "constant",
+                                                                                  "start_epoch": 0},
+                          "recovery": {"kind": "random"}},
+                         model={"name": "mlp", "hidden": [128, 64]}, training={"epochs": 8, "batch_size": 32},
+                         dataset={"name": "digits"})
+    with pytest.raises(TrainingDiverged, match=r"removed every weight of fc2\.weight.*scope 'global' ranks all"):
+        run_training(config, data_dir=tmp_path)

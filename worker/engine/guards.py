@@ -14,6 +14,10 @@ per epoch:
   near ln C may just not have learnt yet (a tiny learning rate, a handful of samples: an untrained network's
   loss is ln C or a little above), and is left alone.
 
+- at the run's last epoch, after at least `MIN_STEPS` steps in all, test accuracy at chance whatever came before:
+  a run that never left chance (sparse from the start at 99.9 %, a layer emptied by a global ranking at step 0)
+  is no result either, and must not end `completed`. When a pruned layer has no weight left, the message says so.
+
 The step minimum matters for runs of a few steps an epoch (small data, large batches): a network cut hard after
 two steps of training can sit at chance for a few steps and then recover, so two one-step epochs are no verdict
 while the run has steps left; at its last epoch they are (it ends where it is). With MNIST's 469 steps an
@@ -23,6 +27,7 @@ epoch, the rule is two epochs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +42,16 @@ DIVERGED_FACTOR = 1.1  # x ln C: an untrained network's loss, seen 2.31-2.36 for
 
 class TrainingDiverged(ValueError):
     """The run cannot produce a useful model any more; the message says what to change."""
+
+
+def emptied_advice(config: RunConfig) -> str:
+    """What to change when pruning left a layer with no weight."""
+    p = config.pruning
+    if p is not None and p.scope == "global":
+        return ("scope 'global' ranks all layers together, and a layer whose weights start smaller (more inputs) can "
+                "lose all of them; use scope 'layer' (or distribution 'erk'), a lower target, or a later "
+                "schedule.start_epoch so that weights are ranked after some training")
+    return "a lower pruning.target_sparsity or threshold"
 
 
 def advice(config: RunConfig) -> str:
@@ -58,12 +73,14 @@ class CollapseGuard:
 
     num_classes: int
     hint: str
+    emptied_hint: str = "a lower pruning.target_sparsity or threshold"
     best_loss: float = math.inf
     best_acc: float = 0.0
     exploded_epochs: int = 0
     chance_epochs: int = 0
     exploded_steps: int = 0
     chance_steps: int = 0
+    total_steps: int = 0
 
     @property
     def chance_level(self) -> float:
@@ -75,13 +92,18 @@ class CollapseGuard:
         return min(2 * self.chance_level, (1 + self.chance_level) / 2)
 
     def check(self, epoch: int, train_loss: float, test_acc: float, pruning_started: bool, *, steps: int,
-              last: bool) -> None:
-        """One epoch's verdict; `steps` is how many optimizer steps the epoch took, `last` whether it ends the run."""
+              last: bool, emptied: Sequence[str] = ()) -> None:
+        """One epoch's verdict; `steps` is how many optimizer steps the epoch took, `last` whether it ends the run,
+        `emptied` the pruned layers with no weight left."""
         self.check_finite(epoch, train_loss)
         uniform_loss = math.log(self.num_classes)
         never_learnt = self.never_learnt
+        self.total_steps += steps
         when = "after pruning " if pruning_started and not never_learnt else ""
         hint = self.lr_hint if never_learnt else self.hint
+        if emptied:
+            shown = ", ".join(emptied[:5]) + (f" and {len(emptied) - 5} more" if len(emptied) > 5 else "")
+            hint = f"pruning removed every weight of {shown}, which cuts the network: {self.emptied_hint}"
         exploded = train_loss > max(EXPLOSION_FACTOR * self.best_loss, uniform_loss)
         self.exploded_epochs = self.exploded_epochs + 1 if exploded else 0
         self.exploded_steps = self.exploded_steps + steps if exploded else 0
@@ -99,6 +121,15 @@ class CollapseGuard:
                 f"(test acc {100 * test_acc:.0f} % in epoch {epoch}, "
                 f"chance {100 / self.num_classes:.0f} %, best so far {100 * self.best_acc:.0f} %, "
                 f"train loss {train_loss:.3g}): {hint}")
+        if last and self.total_steps >= MIN_STEPS and test_acc <= self.chance_level:
+            if self.best_acc < self.learnt_level and not emptied:  # accuracy never left chance, whatever the loss
+                hint = (f"the network never learnt (its training loss was never below a uniform guess's ln "
+                        f"{self.num_classes} = {uniform_loss:.2f}): check training.lr (too high diverges, too low "
+                        "never moves) and, for a run sparse from its start, a lower pruning.target_sparsity")
+            raise TrainingDiverged(
+                f"the run ended at chance (test acc {100 * test_acc:.0f} % in its last epoch {epoch}, chance "
+                f"{100 / self.num_classes:.0f} %, best {100 * max(self.best_acc, test_acc):.0f} %, train loss "
+                f"{train_loss:.3g}): {hint}")
         self.best_loss = min(self.best_loss, train_loss)
         self.best_acc = max(self.best_acc, test_acc)
 
@@ -122,13 +153,14 @@ class CollapseGuard:
     def state_dict(self) -> dict[str, Any]:
         return {"best_loss": self.best_loss, "best_acc": self.best_acc, "exploded_epochs": self.exploded_epochs,
                 "chance_epochs": self.chance_epochs, "exploded_steps": self.exploded_steps,
-                "chance_steps": self.chance_steps}
+                "chance_steps": self.chance_steps, "total_steps": self.total_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("best_loss", "best_acc"):
             setattr(self, key, float(state[key]))
         for key in ("exploded_epochs", "chance_epochs"):
             setattr(self, key, int(state[key]))
+        self.total_steps = int(state.get("total_steps", MIN_STEPS))  # older checkpoints: a run long enough
         for key in ("exploded_steps", "chance_steps"):
             # a checkpoint from before the step minimum: its streak counts as long enough, as it did then
             setattr(self, key, int(state.get(key, MIN_STEPS if state[key.replace("steps", "epochs")] else 0)))

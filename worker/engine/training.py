@@ -24,7 +24,7 @@ from worker.engine.checkpoint import Checkpoint, restore_rng, rng_state
 from worker.engine.checkpoint_slot import CheckpointSlot
 from worker.engine.datasets import Data, eval_batches, load_dataset, train_batches
 from worker.engine.export import export_model
-from worker.engine.guards import CollapseGuard, advice
+from worker.engine.guards import CollapseGuard, advice, emptied_advice
 from worker.engine.networks import build_model
 from worker.engine.precision import FP32, Compute
 from worker.engine.pruning import Pruner, prunable_weights
@@ -225,7 +225,7 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
         pruner = Pruner(model, optimizer, config.pruning, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
                         seed=training.seed, attach=False)
     shuffle = torch.Generator().manual_seed(training.seed)
-    guard = CollapseGuard(num_classes=data.num_classes, hint=advice(config))
+    guard = CollapseGuard(num_classes=data.num_classes, hint=advice(config), emptied_hint=emptied_advice(config))
     config_doc = config.model_dump(mode="json")
 
     first_epoch, best_acc, final_acc, prior_wall = 1, 0.0, 0.0, 0.0
@@ -268,8 +268,9 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
         if on_epoch is not None:
             on_epoch(record, masks)
         # After the record: the epoch a failure message names is one the run's page shows.
+        emptied = [layer.name for layer in pruner.layers if not bool(layer.mask.any())] if pruner is not None else []
         guard.check(epoch, totals.loss, test_acc, pruning_started=pruner is not None and pruner.pruning_started,
-                    steps=steps_per_epoch, last=epoch == training.epochs)
+                    steps=steps_per_epoch, last=epoch == training.epochs, emptied=emptied)
         if checkpoint_path is not None or checkpoint_slot is not None:
             # Taken after on_epoch: a crash in between re-runs (and re-reports) the epoch, never loses it.
             state = Checkpoint(
