@@ -153,9 +153,12 @@ def run_problems(config: RunConfig, offer: Offer) -> list[dict[str, object]]:
             # so which layer is its output layer is known only once it runs: the engine refuses that case.
             errors.append({"loc": ("body", "pruning", "layers", "include"), "type": "no_layer_selected",
                            "input": chosen.include,
-                           "msg": f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers "
-                                  f"selects only the output layer {layers[-1]!r}, whose rows are the classes: "
-                                  f"nothing would be pruned"})
+                           "msg": (f"granularity 'neuron' prunes the neurons of hidden layers, and model {model!r} "
+                                   f"has none (its only prunable layer is the output layer {layers[-1]!r}): use "
+                                   "granularity 'unstructured', or give it hidden layers" if len(layers) == 1 else
+                                   f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers "
+                                   f"selects only the output layer {layers[-1]!r}, whose rows are the classes: "
+                                   f"nothing would be pruned")})
     return errors
 
 

@@ -55,6 +55,8 @@ def test_submitted_run_is_stored_as_queued_and_readable(client: TestClient) -> N
          "cannot bring a pruned neuron back"),
         ({"pruning": {"granularity": "n:m", "n_m": [2, 4], "scope": "global"}}, "do not apply"),
         ({"pruning": {"granularity": "n:m", "n_m": [2, 4], "distribution": "erk"}}, "distribution"),
+        ({"model": {"name": "mlp", "hidden": []}, "pruning": {"target_sparsity": 0.5, "granularity": "neuron"}},
+         "has none (its only prunable layer is the output layer"),
     ],
 )
 def test_invalid_config_is_rejected_naming_the_field_and_nothing_is_stored(

@@ -520,3 +520,11 @@ def test_a_model_cast_after_the_pruner_trains_masked(kind: str) -> None:
     with pruner.masked_weights():
         assert float((model[0].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
         assert model[0].weight.dtype == torch.bfloat16
+
+
+def test_neuron_pruning_of_a_model_without_hidden_layers_says_so() -> None:
+    # It blamed pruning.layers ("selects only the output layer") though no layers were chosen.
+    model = nn.Sequential(nn.Linear(16, 4))
+    with pytest.raises(ValueError, match=r"this model has none \(its only prunable layer is the output layer '0\."):
+        Pruner(model, torch.optim.SGD(model.parameters(), lr=0.1), {"target_sparsity": 0.5, "granularity": "neuron"},
+               epochs=1, steps_per_epoch=1)

@@ -33,7 +33,7 @@ from torch import nn
 
 from prunescope.contract import LayerStats, PruningConfig, parse_pruning
 from worker.engine.pruning.criteria import CRITERIA, Criterion
-from worker.engine.pruning.layer import DenseCopy, PrunedLayer, PrunerHook
+from worker.engine.pruning.layer import DenseCopy, PrunedLayer, PrunerHook, prunable_weights
 from worker.engine.pruning.model_layers import OutputLayerWatch, take_layers
 from worker.engine.pruning.recovery import RECOVERIES, Recovery
 from worker.engine.pruning.schedule import SparsitySchedule
@@ -234,6 +234,10 @@ class Pruner:
     def _refuse_output_only(self) -> None:
         if self.selection.neuron and not any(layer.row_pruning for layer in self.layers):
             output = next((layer.name for layer in self.layers if not layer.row_pruning), "?")
+            if len(prunable_weights(self.model)) == 1:
+                raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and this model has none "
+                                 f"(its only prunable layer is the output layer {output!r}): use granularity "
+                                 "'unstructured', or give it hidden layers")
             raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers selects "
                              f"only the output layer {output!r}, whose rows are the classes: nothing would be pruned")
 
