@@ -320,6 +320,8 @@ def test_plugin_params_and_the_image_folder_path_have_fields(page: Any, watch: P
     params.fill('{"width": 8, "dpth": 3}')
     page.get_by_role("button", name="Start run").click()
     page.locator("#f-model-params-error", has_text="takes no parameter 'dpth'").wait_for()
+    page.locator("#f-model-params").scroll_into_view_if_needed()
+    screenshot(page, "form-plugin-params", full_page=False)
     params.fill('{"width": 8}')
     run = worker.run(start_run(page))
     assert run["config"]["model"] == {**run["config"]["model"], "name": "wide_net", "params": {"width": 8}}
