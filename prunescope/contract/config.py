@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from prunescope.contract.base import Loc, Problem, Strict, choices, raise_problems
 from prunescope.contract.extensions import builtin_or_registered
@@ -175,6 +182,15 @@ class RecoveryConfig(Strict):
                                   description="Masks stop changing after this epoch. Empty: splice/feedback "
                                               "go on to the last epoch; random/gradient stop at the "
                                               "schedule's end_epoch.")
+
+    @model_serializer(mode="wrap")
+    def _unset_interval_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Stored and dispatched configs leave an unset every_steps out: a worker from before it could be unset
+        # (an int, default 100) refused `null` and failed every pruned run an upgraded API sent it.
+        data: dict[str, Any] = handler(self)
+        if data.get("every_steps", 0) is None:
+            del data["every_steps"]
+        return data
 
 
 class RegularizationConfig(Strict):

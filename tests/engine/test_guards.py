@@ -231,3 +231,11 @@ def test_a_global_ranking_that_empties_a_layer_at_step_0_fails_naming_it(tmp_pat
                          dataset={"name": "digits"})
     with pytest.raises(TrainingDiverged, match=r"removed every weight of fc2\.weight.*scope 'global' ranks all"):
         run_training(config, data_dir=tmp_path)
+
+
+def test_a_run_that_fits_its_data_but_ends_at_chance_is_not_told_it_never_learnt() -> None:
+    guard = _guard()
+    for epoch in range(1, 5):
+        guard.check(epoch, 0.4, 0.11, pruning_started=True, **LONG)
+    with pytest.raises(TrainingDiverged, match=r"training loss fell to 0\.3 but test accuracy never left chance"):
+        guard.check(5, 0.3, 0.11, pruning_started=True, steps=469, last=True)

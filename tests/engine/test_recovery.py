@@ -201,3 +201,17 @@ def test_an_interval_past_the_drop_and_grow_phase_is_refused_by_name() -> None:
         _setup(pruning, steps_per_epoch=12, epochs=10)
     _setup({**pruning, "recovery": {"kind": "gradient", "every_steps": 100, "end_epoch": 0}}, steps_per_epoch=12,
            epochs=10)  # no drop-and-grow phase asked for: static sparse on purpose
+
+
+def test_an_unset_interval_is_left_out_of_stored_configs() -> None:
+    # Stored as `"every_steps": null`, a worker from before the field could be unset (an int, default 100) refused
+    # the config and failed every pruned run an upgraded API sent it.
+    from prunescope.contract.config import RunConfig
+
+    config = RunConfig.model_validate({"pruning": {"target_sparsity": 0.5, "recovery": {"kind": "gradient"}}})
+    stored = config.model_dump(mode="json")
+    assert "every_steps" not in stored["pruning"]["recovery"]
+    assert RunConfig.model_validate(stored) == config
+    chosen = RunConfig.model_validate({"pruning": {"target_sparsity": 0.5,
+                                                   "recovery": {"kind": "gradient", "every_steps": 7}}})
+    assert chosen.model_dump(mode="json")["pruning"]["recovery"]["every_steps"] == 7

@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -528,3 +530,47 @@ def test_neuron_pruning_of_a_model_without_hidden_layers_says_so() -> None:
     with pytest.raises(ValueError, match=r"this model has none \(its only prunable layer is the output layer '0\."):
         Pruner(model, torch.optim.SGD(model.parameters(), lr=0.1), {"target_sparsity": 0.5, "granularity": "neuron"},
                epochs=1, steps_per_epoch=1)
+
+
+@pytest.mark.parametrize("kind", ["random", "gradient"])
+def test_lbfgs_history_restarts_after_drop_and_grow_too(kind: str) -> None:
+    # The restart sat in the schedule's mask update only; SET/RigL change masks through commit() between them.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3)
+    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT,
+                                       "recovery": {"kind": kind, "every_steps": 2}}, epochs=2, steps_per_epoch=4)
+    x, y = _data()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(8):
+        optimizer.step(closure)
+        for layer in pruner.layers:
+            assert bool(layer.weight[~layer.mask].eq(0).all())
+    assert sum(layer.regrown for layer in pruner.layers) > 0
+
+
+def test_only_pruners_that_hook_modules_drop_compiled_code() -> None:
+    # Every attach reset torch._dynamo: every compiled function in the process, related or not, compiled again.
+    compiled = []
+
+    def counting(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Callable[..., Any]:
+        compiled.append(1)
+        return graph.forward
+
+    double = torch.compile(lambda t: t * 2, backend=counting)
+    double(torch.ones(3))
+    model = nn.Sequential(nn.Linear(16, 4))
+    Pruner(model, torch.optim.SGD(model.parameters(), lr=0.1), {"target_sparsity": 0.5}, epochs=1, steps_per_epoch=1)
+    double(torch.ones(3))
+    assert len(compiled) == 1
+    other = nn.Sequential(nn.Linear(16, 4))
+    Pruner(other, torch.optim.SGD(other.parameters(), lr=0.1), {"target_sparsity": 0.5, "recovery": {"kind": "splice"}},
+           epochs=1, steps_per_epoch=1)
+    double(torch.ones(3))
+    assert len(compiled) == 2  # splice hooks modules: compiled forwards must see them

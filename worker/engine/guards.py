@@ -37,6 +37,7 @@ EXPLOSION_FACTOR = 10.0
 PATIENCE = 2
 MIN_STEPS = 50  # optimizer steps a bad streak must also last: a verdict after 2 one-step epochs is premature
 CHANCE_FACTOR = 1.5
+NEAR_UNIFORM = 0.9  # x ln C: a best training loss above this never learnt anything
 DIVERGED_FACTOR = 1.1  # x ln C: an untrained network's loss, seen 2.31-2.36 for C = 10, is not divergence
 
 
@@ -122,10 +123,16 @@ class CollapseGuard:
                 f"chance {100 / self.num_classes:.0f} %, best so far {100 * self.best_acc:.0f} %, "
                 f"train loss {train_loss:.3g}): {hint}")
         if last and self.total_steps >= MIN_STEPS and test_acc <= self.chance_level:
-            if self.best_acc < self.learnt_level and not emptied:  # accuracy never left chance, whatever the loss
-                hint = (f"the network never learnt (its training loss was never below a uniform guess's ln "
-                        f"{self.num_classes} = {uniform_loss:.2f}): check training.lr (too high diverges, too low "
-                        "never moves) and, for a run sparse from its start, a lower pruning.target_sparsity")
+            best_loss = min(self.best_loss, train_loss)
+            if self.best_acc < self.learnt_level and not emptied:  # test accuracy never left chance
+                if best_loss > NEAR_UNIFORM * uniform_loss:
+                    hint = (f"the network never learnt (its training loss stayed near a uniform guess's ln "
+                            f"{self.num_classes} = {uniform_loss:.2f}): check training.lr (too high diverges, too "
+                            "low never moves) and, for a run sparse from its start, a lower pruning.target_sparsity")
+                else:
+                    hint = (f"its training loss fell to {best_loss:.3g} but test accuracy never left chance: the "
+                            "model fits its training data without generalising (too few samples, or test labels "
+                            "unlike the training labels)")
             raise TrainingDiverged(
                 f"the run ended at chance (test acc {100 * test_acc:.0f} % in its last epoch {epoch}, chance "
                 f"{100 / self.num_classes:.0f} %, best {100 * max(self.best_acc, test_acc):.0f} %, train loss "

@@ -70,6 +70,9 @@ class Criterion:
     def masks_updated(self) -> None:
         """After a mask update: reset what is judged per interval."""
 
+    def follow(self) -> None:
+        """The model moved (device) after the Pruner was built: move what the criterion accumulates with it."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -98,6 +101,9 @@ class _Accumulated(Criterion):
 
     def weight_scores(self, index: int) -> torch.Tensor:
         return self.acc[index].clone()
+
+    def follow(self) -> None:
+        self.acc = [acc.to(layer.weight.device) for acc, layer in zip(self.acc, self.layers, strict=True)]
 
     def state_dict(self) -> dict[str, Any]:
         return {"acc": {layer.name: acc for layer, acc in zip(self.layers, self.acc, strict=True)}}
@@ -187,6 +193,11 @@ class Activation(Criterion):
         self.sums = [None] * len(self.layers)
         self.zeros = [None] * len(self.layers)
         self.counts = [0] * len(self.layers)
+
+    def follow(self) -> None:
+        devices = [layer.weight.device for layer in self.layers]
+        self.sums = [None if t is None else t.to(d) for t, d in zip(self.sums, devices, strict=True)]
+        self.zeros = [None if t is None else t.to(d) for t, d in zip(self.zeros, devices, strict=True)]
 
     def state_dict(self) -> dict[str, Any]:
         names = [layer.name for layer in self.layers]

@@ -131,7 +131,8 @@ class Pruner:
             for module in self._swap_modules():
                 self._hooks.append(module.register_forward_pre_hook(enter))
                 self._hooks.append(module.register_forward_hook(leave, always_call=True))
-        forget_compiled_forwards()
+        if self._dense or self._criterion_hooks or self._output.pending:  # module hooks a compiled forward misses
+            forget_compiled_forwards()
         self.start()
         return self
 
@@ -203,6 +204,7 @@ class Pruner:
         does the explicit protocol's first call: calling it first is optional."""
         if self._started:
             return
+        self._follow_moves()  # a model moved after the Pruner was built: the step-0 masks go where it is now
         if self.step == 0 and self._schedule_due(0):
             self._update_masks(0)
         self._started = True
@@ -278,6 +280,7 @@ class Pruner:
                 moved = True
         if moved:
             self._refresh_masked_pairs()
+            self.criterion.follow()
             if self._copy is not None:
                 self._copy = DenseCopy(self.layers)
 
@@ -449,10 +452,6 @@ class Pruner:
         for layer, (unit_keep, theta) in zip(self.layers, choices, strict=True):
             layer.threshold = theta
             self.commit(layer, self.recovery.merge(layer.expand(unit_keep, neuron), layer.mask))
-        if not self._dense and isinstance(self.optimizer, torch.optim.LBFGS):
-            # Its history is flat vectors over all parameters (not shaped like one, so commit() cannot mask it):
-            # kept, it moves the weights just pruned on the next step. It starts again from the new masks.
-            self.optimizer.state.clear()
         self.criterion.masks_updated()
 
     def commit(self, layer: PrunedLayer, new: torch.Tensor) -> None:
@@ -465,6 +464,10 @@ class Pruner:
         self._refresh_masked_pairs()
         if self._dense:
             return  # dense weights and their optimizer state keep learning; the mask only gates forward
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            # Its history is flat vectors over all parameters (not shaped like one, so it cannot be masked below):
+            # kept, it moves the weights just pruned (or dropped by SET/RigL) on the next step. It starts again.
+            self.optimizer.state.clear()
         with torch.no_grad():
             layer.weight.mul_(layer.keep)
             if layer.bias_keep is not None and layer.bias is not None:

@@ -190,8 +190,9 @@ class RandomRegrowth(Recovery):
             epoch = end_step // steps_per_epoch
             last = f"step {end_step}, the end of epoch {epoch} at {steps_per_epoch} steps an epoch"
             raise ValueError(f"pruning.recovery.every_steps ({every}) is longer than the drop-and-grow phase (until "
-                             f"{last}): no weight would ever move; use at most {end_step - start} steps, or a later "
-                             "pruning.recovery.end_epoch")
+                             f"{last}): no weight would ever move; use at most {end_step - start} steps, leave it "
+                             "unset (at least once an epoch; configs stored before it could be unset carry the old "
+                             "default 100), or a later pruning.recovery.end_epoch")
 
     def grow_scores(self, index: int, after_drop: torch.Tensor,
                     inactive_before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
