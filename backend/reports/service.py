@@ -92,6 +92,7 @@ DELETE_STALE_EPOCHS = delete(Epoch).where(Epoch.run_id == bindparam("rid"), Epoc
                                           Epoch.attempt < bindparam("attempt"))
 DELETE_LATER_SNAPSHOTS = delete(MaskSnapshot).where(MaskSnapshot.run_id == bindparam("rid"),
                                                     MaskSnapshot.epoch.in_(bindparam("epochs", expanding=True)))
+BEST_TEST_ACC = select(func.max(Epoch.test_acc)).where(Epoch.run_id == bindparam("rid"))
 INSERT_EPOCH, INSERT_SNAPSHOTS, INSERT_EVENT = insert(Epoch), insert(MaskSnapshot), insert(RunEvent)
 UPDATE_RUN = update(Run).where(Run.id == bindparam("rid"))
 
@@ -123,26 +124,30 @@ def record_epochs_on(conn: Connection, run_id: int, reports: Sequence[EpochRepor
     if any(report.masks for report in ordered):
         with Session(bind=conn) as session:  # deltas are checked against the stored masks, in this transaction
             snapshots = snapshot_rows(session, run_id, [(r.epoch, r.masks) for r in ordered if r.masks], lease)
-    epochs_done = run.epochs_done
+    epochs_done, best_test_acc, best_is_stale = run.epochs_done, run.best_test_acc, False
     if run.attempts > 1:  # a resumed attempt: what an earlier one recorded after this epoch is re-trained
         stale = {"rid": run_id, "n": ordered[0].epoch, "attempt": run.attempts}
         later = list(conn.scalars(STALE_EPOCHS, stale))
         if later:
             conn.execute(DELETE_LATER_SNAPSHOTS, {"rid": run_id, "epochs": later})
             conn.execute(DELETE_STALE_EPOCHS, stale)
-            epochs_done = 0  # the newest epoch is now among these reports
+            epochs_done, best_is_stale = 0, True  # the newest epoch is now among these reports
     for report in ordered:
         key = {"rid": run_id, "n": report.epoch}
         if conn.execute(DELETE_EPOCH, key).rowcount:
             # A replayed epoch: its snapshots go too (they are only ever stored with their epoch's row).
             conn.execute(DELETE_SNAPSHOTS, key)
+    if best_is_stale:  # the best accuracy is one of the epochs that remain (a dropped epoch may have held it)
+        best_test_acc = conn.scalar(BEST_TEST_ACC, {"rid": run_id})
     now = utcnow()
     records = [{**report.model_dump(exclude={"worker", "masks"}), "attempt": run.attempts} for report in ordered]
     conn.execute(INSERT_EPOCH, [{**record, "run_id": run_id, "recorded_at": now} for record in records])
     if snapshots:
         conn.execute(INSERT_SNAPSHOTS, snapshots)
-    conn.execute(UPDATE_RUN, {"rid": run_id, "last_heartbeat_at": now,
-                              **runs.progress_after(ordered, epochs_done, run.best_test_acc)})
+    progress = runs.progress_after(ordered, epochs_done, best_test_acc)
+    if best_is_stale:
+        progress.setdefault("best_test_acc", best_test_acc)
+    conn.execute(UPDATE_RUN, {"rid": run_id, "last_heartbeat_at": now, **progress})
     conn.execute(INSERT_EVENT, [{"run_id": run_id, "kind": "epoch", "data": record, "created_at": now}
                                 for record in records])
     cancel = bool(run.cancel_requested)

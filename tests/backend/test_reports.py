@@ -99,6 +99,8 @@ def test_a_resumed_attempt_drops_what_earlier_attempts_recorded_after_its_epoch(
     assert report(client, run_id, body).status_code == 200
     epochs = client.get(f"/api/runs/{run_id}/epochs").json()["items"]
     assert [(e["epoch"], e["attempt"]) for e in epochs] == [(1, 1), (2, 2)]
+    # The best accuracy is one the stored epochs hold (attempt 1's dropped epoch 3 had 0.8; now epoch 1's 0.6).
+    assert client.get(f"/api/runs/{run_id}").json()["best_test_acc"] == max(e["test_acc"] for e in epochs)
     grid = client.get(f"/api/runs/{run_id}/masks/fc1.weight", params={"epoch": 2, "max_cells": 10_000}).json()
     assert np.array_equal(np.array(grid["density"]) == 1.0, other)
     assert client.get(f"/api/runs/{run_id}/masks/fc1.weight", params={"epoch": 3}).status_code == 404
