@@ -251,6 +251,13 @@ def test_runs_list_shows_configs_beside_results_filters_and_groups(page: Any, wo
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the runs list scrolls sideways on a phone ({width} px)"
     screenshot(page, "runs-grouped-390", full_page=False)
+    page.get_by_label("Group by").select_option("")
+    row = page.locator("#runs-table tbody tr").first
+    row.locator("td.c-duration").wait_for()
+    name, duration, created = (row.locator(f"td.{c}").bounding_box() for c in ("c-name", "c-duration", "c-created_at"))
+    assert name and duration and created
+    # Duration fell into the select box's 28 px column, its label under "Created" ("DuratiCreated").
+    assert duration["x"] >= name["x"] - 1 and duration["x"] + duration["width"] <= created["x"] + 1
 
 
 def test_the_form_preview_is_the_submitted_json(page: Any) -> None:
@@ -277,6 +284,9 @@ def test_a_constant_schedule_shows_its_start_epoch_which_defaults_to_0(page: Any
     assert start.input_value() == "0"
     page.locator("#f-pruning-schedule-start-epoch-note", has_text="Set to 0 for a constant schedule").wait_for()
     page.get_by_label("Schedule", exact=True).select_option("cubic")
+    # Back on a gradual schedule the preset's start returns (it kept 0: a cubic run pruned before its first step).
+    assert start.input_value() == "1"
+    assert page.locator("#f-pruning-schedule-start-epoch-note").inner_text() == ""
     start.fill("3")
     page.get_by_label("Schedule", exact=True).select_option("constant")
     assert start.input_value() == "3"
@@ -322,6 +332,9 @@ def test_plugin_params_and_the_image_folder_path_have_fields(page: Any, watch: P
     page.locator("#f-model-params-error", has_text="takes no parameter 'dpth'").wait_for()
     page.locator("#f-model-params").scroll_into_view_if_needed()
     screenshot(page, "form-plugin-params", full_page=False)
+    params.fill('{width: 8')  # not JSON: said here, not as the API's "Input should be a valid dictionary"
+    page.get_by_role("button", name="Start run").click()
+    page.locator("#f-model-params-error", has_text="not a JSON object").wait_for()
     params.fill('{"width": 8}')
     run = worker.run(start_run(page))
     assert run["config"]["model"] == {**run["config"]["model"], "name": "wide_net", "params": {"width": 8}}
@@ -339,3 +352,22 @@ def test_plugin_params_and_the_image_folder_path_have_fields(page: Any, watch: P
     page.get_by_label("Dataset", exact=True).select_option("image_folder")
     preview = json.loads(page.locator("#config-preview").text_content())
     assert preview["dataset"]["path"] == "flowers/train" and preview["dataset"]["params"] is None
+
+
+def test_checkboxes_with_long_help_keep_their_size(page: Any) -> None:
+    page.goto("/runs/new?preset=gmp")
+    for label in ("Channels-last", "torch.compile", "Nesterov momentum"):
+        box = page.get_by_label(label, exact=True).bounding_box()
+        assert box is not None and box["width"] >= 12, (label, box)  # squeezed to 4-5 px by its help text
+
+
+def test_a_sweep_over_epochs_says_the_other_epoch_fields_are_not_rescaled(page: Any) -> None:
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Sweep: try several values of some fields").check()
+    page.get_by_label("Epochs").fill("2, 30")
+    note = page.locator("#f-training-epochs-note")
+    note.wait_for()
+    assert "Every run keeps schedule start 1, schedule end 15" in note.inner_text()
+    assert "not rescaled" in note.inner_text()
+    page.get_by_label("Epochs").fill("30")
+    assert note.inner_text() == ""

@@ -63,6 +63,11 @@ def test_a_failed_run_gives_one_line_and_the_traceback_behind_a_disclosure(page:
     annotation = chart(page, "chart-loss", "el.layout.annotations[0].text")
     assert "failed" in annotation
     assert chart(page, "chart-loss", "el.layout.xaxis.visible") is False
+    # Every panel says so: the histogram and threshold said "Waiting for the first epoch", the mask "not yet".
+    for panel in ("chart-threshold", "chart-histogram"):
+        text = chart(page, panel, "el.layout.annotations?.[0]?.text")
+        assert text == "The run failed before it recorded an epoch", (panel, text)
+    page.locator("#mask-note", has_text="The run failed before it recorded an epoch").wait_for()
 
 
 def test_empty_charts_of_a_queued_run_say_what_they_wait_for(page: Any, worker: FakeWorker) -> None:

@@ -26,7 +26,7 @@ export function fieldSections(options, schema, form) {
   const paramsHelp = (kind) => {
     const call = kind === "model" ? "build()" : "load()";
     const signature = signatures[kind][value(`${kind}.name`)];
-    const intro = `A JSON object of ${call} keyword arguments, e.g. {"width": 64}. Empty: none`;
+    const intro = `A JSON object of ${call} keyword arguments, e.g. ${kind === "model" ? '{"width": 64}' : '{"split": "train"}'}. Empty: none`;
     if (!signature) return intro;
     const listed = signature.params.map((p) => (p.required ? `${p.name} (required)`
       : `${p.name} = ${JSON.stringify(p.default)}`));
@@ -141,7 +141,7 @@ export function buildField(spec, schema) {
   const node = spec.schemaNode ? spec.schemaNode() : spec.virtual ? {} : schemaAt(schema, spec.path);
   const error = h("div", { class: "field-error", id: `${id}-error`, "aria-live": "polite" });
   const note = h("div", { class: "field-note", id: `${id}-note`, "aria-live": "polite" });
-  const helpText = spec.help ?? node.description;
+  const helpText = spec.help ?? node.description?.replaceAll("`", ""); // the schema's descriptions are Markdown
   const help = helpText ? h("div", { class: "help", id: `${id}-help` }) : null;
   const describedBy = [help ? `${id}-help` : null, `${id}-note`, `${id}-error`].filter(Boolean).join(" ");
   let control;
@@ -206,7 +206,14 @@ export const NOT_A_NUMBER = "(not a number)";
 
 /** The visible fields whose box shows text the browser cannot read as a number. */
 export const unreadableFields = (fields, visible) => [...fields.values()].filter(
-  (field) => visible(field.spec) && [field.control].flat().some((c) => c.validity?.badInput));
+  (field) => visible(field.spec) && (notJsonObject(field) || [field.control].flat().some((c) => c.validity?.badInput)));
+
+/** A JSON field holding text that is not a JSON object (`{width: 8`): said here, not as the API's "valid dictionary". */
+export function notJsonObject(field) {
+  if (field.spec.kind !== "json") return false;
+  const value = readField(field);
+  return value !== null && (typeof value !== "object" || Array.isArray(value));
+}
 
 /** The value of one field; in list mode, sweepable fields give an array of values. */
 export function readField(field, listMode = false) {

@@ -53,7 +53,8 @@ export function numberList(text) {
 
 // Training-set sizes of the built-in datasets as worker/engine/datasets.py loads them (digits: 1797 images,
 // a fixed fifth held out for test). Plugin datasets are unknown here: the form then gives no step advice.
-export const TRAIN_SAMPLES = { digits: 1438, mnist: 60000, fashion_mnist: 60000, cifar10: 50000, synthetic: 1024 };
+export const TRAIN_SAMPLES = { digits: 1438, mnist: 60000, fashion_mnist: 60000, cifar10: 50000, cifar100: 50000,
+  synthetic: 1024 };
 
 /** Optimizer steps per epoch (the engine keeps the last partial batch), or null when the size is unknown. */
 export function stepsPerEpoch(dataset, limit, batchSize) {

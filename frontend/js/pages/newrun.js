@@ -4,7 +4,9 @@
 
 import { api, ApiError, isAbort, loadCatalog } from "../api.js";
 import { h } from "../dom.js";
-import { buildField, fieldSections, readField, setListMode, sweepable, unreadableFields, writeField } from "./newrun-fields.js";
+import {
+  buildField, fieldSections, notJsonObject, readField, setListMode, sweepable, unreadableFields, writeField,
+} from "./newrun-fields.js";
 import { getPath, rescaleEpoch, schemaAt, setPath, stepsPerEpoch } from "./newrun-schema.js";
 
 const SECTION_OF = { name: "run", tags: "run", device: "run", preset: "run", model: "model", dataset: "model",
@@ -257,6 +259,19 @@ export async function newRunPage(root, ctx) {
         : "";
     }
     // The recovery interval has a default of its own; it is advised against the same epoch length.
+    if (listMode) {
+      // A sweep over Epochs keeps every other epoch field as typed: a 4-epoch run with end epoch 2 of a
+      // 2-epoch one prunes by half-time. Say so where the list is typed.
+      const epochsNote = fields.get("training.epochs").note;
+      const fixed = EPOCH_FIELDS.filter(([p]) => visible(fields.get(p).spec) && Number.isInteger(single(p)))
+        .map(([p, label]) => `${label} ${single(p)}`);
+      const listed = values("training.epochs").filter(Number.isInteger);
+      const several = new Set(listed).size > 1;
+      epochsNote.classList.toggle("warn", several && fixed.length > 0);
+      epochsNote.textContent = several && fixed.length
+        ? `Every run keeps ${fixed.join(", ")}: epoch fields are not rescaled for each Epochs value; sweep them too, or make one sweep per length.`
+        : "";
+    }
   }
 
   function refresh() {
@@ -331,14 +346,25 @@ export async function newRunPage(root, ctx) {
   epochsInput.addEventListener("focus", snapshotEpochs);
   epochsInput.addEventListener("input", rescaleEpochs);
   // A constant schedule is sparse from the start by default (start epoch 0); a start the user typed is kept.
+  // Leaving `constant` again gives back the start it replaced (a cubic run kept the 0 and pruned before step 1).
   const scheduleKind = fields.get("pruning.schedule.kind");
+  let startBeforeConstant = null;
   scheduleKind.control.addEventListener("change", () => {
     const start = fields.get("pruning.schedule.start_epoch");
-    if (listMode || scheduleKind.control.value !== "constant" || single("pruning.schedule.start_epoch") !== 1) return;
+    if (listMode) return;
+    if (scheduleKind.control.value !== "constant") {
+      if (startBeforeConstant !== null && single("pruning.schedule.start_epoch") === 0) writeField(start, startBeforeConstant);
+      startBeforeConstant = null;
+      start.note.textContent = "";
+      return;
+    }
+    if (single("pruning.schedule.start_epoch") !== 1) return;
+    startBeforeConstant = 1;
     writeField(start, 0);
     start.note.classList.remove("warn");
     start.note.textContent = "Set to 0 for a constant schedule: sparse before the first step.";
   });
+  fields.get("pruning.schedule.start_epoch").control.addEventListener("input", () => { startBeforeConstant = null; });
   formEl.addEventListener("input", refresh);
   formEl.addEventListener("change", refresh);
   sweepToggle.addEventListener("change", () => {
@@ -347,6 +373,7 @@ export async function newRunPage(root, ctx) {
     for (const field of fields.values()) setListMode(field, listMode);
     // Lists are not rescaled: a "Rescaled from ..." note would describe an edit the switch has undone.
     fields.get("training.epochs").note.textContent = "";
+    fields.get("training.epochs").note.classList.remove("warn");
     snapshotEpochs();
     refresh();
   });
@@ -362,7 +389,8 @@ export async function newRunPage(root, ctx) {
     const unreadable = unreadableFields(fields, visible);
     if (unreadable.length) {
       showErrors(unreadable.map((field) => ({ loc: (field.spec.errorKey || field.spec.path).split("."),
-        msg: "not a number: the box shows text that cannot be read as one (e.g. \"2e\")" })));
+        msg: notJsonObject(field) ? "not a JSON object: write it as {\"name\": value, …}, with quoted names"
+          : "not a number: the box shows text that cannot be read as one (e.g. \"2e\")" })));
       return;
     }
     const body = collect();

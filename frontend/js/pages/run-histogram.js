@@ -18,7 +18,7 @@ export function steps(edges, counts) {
 }
 
 /** `el`, `show(layer, epoch)` to call on every inspector render, and `purge()`. */
-export function weightHistogram({ base, signal, uirev, exportName }) {
+export function weightHistogram({ base, signal, uirev, exportName, waiting = () => "Waiting for the first epoch" }) {
   const chart = h("div", { class: "chart", id: "chart-histogram", role: "figure",
     "aria-label": "Weight magnitudes of the selected layer at the selected epoch, with its pruning threshold" });
   const caption = h("p", { class: "muted chart-caption", id: "histogram-caption" });
@@ -48,7 +48,7 @@ export function weightHistogram({ base, signal, uirev, exportName }) {
       title: `${exportName()}: ${layer} weight magnitudes, epoch ${epoch}` };
     if (!layer || !epoch) {
       caption.textContent = "";
-      draw(chart, [], emptyLayout("Waiting for the first epoch"), `${uirev}-histogram`, exportAs);
+      draw(chart, [], emptyLayout(waiting()), `${uirev}-histogram`, exportAs);
       return;
     }
     const key = `${layer}@${epoch}`;

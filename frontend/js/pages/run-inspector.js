@@ -31,7 +31,8 @@ export function cellsFor(shape) {
 }
 
 /** `el`, and `update(sorted, names)` to call whenever the run's epochs change. */
-export function maskInspector({ base, signal, uirev, onCleanup, exportName = () => "run" }) {
+export function maskInspector({ base, signal, uirev, onCleanup, exportName = () => "run",
+  waiting = () => "Waiting for the first epoch" }) {
   // Everything the inspector knows and shows, in one place.
   const state = {
     sorted: [], index: -1, following: true, layer: null, playing: null,
@@ -82,7 +83,7 @@ export function maskInspector({ base, signal, uirev, onCleanup, exportName = () 
     h("p", { class: "muted chart-caption", text: "The layer's threshold θ at each epoch (the score cut of its last mask "
       + "update), from its layer statistics; the histogram beside it shows θ among the weights at the selected epoch." }),
     thresholdTitle, charts.threshold);
-  const histogram = weightHistogram({ base, signal, uirev, exportName });
+  const histogram = weightHistogram({ base, signal, uirev, exportName, waiting });
   const layerTableBody = h("tbody");
   const layerTableCaption = h("caption", { class: "muted table-caption" });
   const layerTable = h("table", { id: "layer-table" }, layerTableCaption,
@@ -200,7 +201,8 @@ export function maskInspector({ base, signal, uirev, onCleanup, exportName = () 
     }
     const epoch = record ? maskEpochFor(state.layer, record.epoch) : null;
     if (epoch === null) {
-      maskNote.textContent = masks.layers.length ? "No mask snapshot at or before this epoch." : "No mask snapshot recorded yet.";
+      maskNote.textContent = masks.layers.length ? "No mask snapshot at or before this epoch."
+        : record ? "No mask snapshot recorded yet." : `${waiting()}.`;
       charts.mask.hidden = true;
       maskTitle.textContent = "";
       return;
@@ -376,7 +378,7 @@ export function maskInspector({ base, signal, uirev, onCleanup, exportName = () 
     const exportAs = { filename: `${exportName()}-threshold-${layer}`, title: `${exportName()}: ${layer} pruning threshold` };
     if (!points.length) {
       thresholdTitle.textContent = "";
-      draw(charts.threshold, [], emptyLayout(layer ? `No threshold recorded for ${layer}` : "Waiting for the first epoch"), `${uirev}-threshold`, exportAs);
+      draw(charts.threshold, [], emptyLayout(layer && state.sorted.length ? `No threshold recorded for ${layer}` : waiting()), `${uirev}-threshold`, exportAs);
       return;
     }
     const total = state.sorted[state.sorted.length - 1].epoch;

@@ -166,7 +166,8 @@ export async function runPage(root, ctx) {
   // ---- charts ---------------------------------------------------------------------------------------
   const metrics = metricCharts(uirev);
   const exportName = () => `run-${runId}-${slug(run.name)}`;
-  const inspector = maskInspector({ base, signal: ctx.signal, uirev, onCleanup: ctx.onCleanup, exportName });
+  const inspector = maskInspector({ base, signal: ctx.signal, uirev, onCleanup: ctx.onCleanup, exportName,
+    waiting: () => waitingFor(run) });
   const emptyNote = h("p", { class: "muted", id: "no-epochs" });
   const steps = tracked ? stepChart({ runId, signal: ctx.signal, uirev, exportName }) : null;
 
