@@ -82,6 +82,19 @@ def take_layers(model: nn.Module, config: PruningConfig, owner: Pruner) -> list[
     return layers
 
 
+def refuse_output_only(model: nn.Module, layers: list[PrunedLayer]) -> None:
+    """Neuron granularity with only the output layer selected (its rows are the classes) would prune nothing."""
+    if any(layer.row_pruning for layer in layers):
+        return
+    output = next((layer.name for layer in layers if not layer.row_pruning), "?")
+    if len(prunable_weights(model)) == 1:
+        raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and this model has none (its "
+                         f"only prunable layer is the output layer {output!r}): use granularity 'unstructured', or "
+                         "give it hidden layers")
+    raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers selects only the "
+                     f"output layer {output!r}, whose rows are the classes: nothing would be pruned")
+
+
 class OutputLayerWatch:
     """Neuron granularity keeps the output layer's rows (its classes). The last Linear/Conv registered is taken for
     it until the first forward shows which one runs last: a model may register its head before its body."""

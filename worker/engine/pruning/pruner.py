@@ -21,8 +21,6 @@ loop calls `before_forward()`, `after_backward()` and `after_step()` itself (the
 
 from __future__ import annotations
 
-import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,31 +31,19 @@ from torch import nn
 
 from prunescope.contract import LayerStats, PruningConfig, parse_pruning
 from worker.engine.pruning.criteria import CRITERIA, Criterion
-from worker.engine.pruning.layer import DenseCopy, PrunedLayer, PrunerHook, prunable_weights
-from worker.engine.pruning.model_layers import OutputLayerWatch, take_layers
+from worker.engine.pruning.hooking import (
+    ForwardSwap,
+    follow_moves,
+    forget_compiled_forwards,
+    step_pre_hook,
+    swap_modules,
+    warn_unstepped,
+)
+from worker.engine.pruning.layer import DenseCopy, PrunedLayer, PrunerHook
+from worker.engine.pruning.model_layers import OutputLayerWatch, refuse_output_only, take_layers
 from worker.engine.pruning.recovery import RECOVERIES, Recovery
-from worker.engine.pruning.schedule import SparsitySchedule
+from worker.engine.pruning.schedule import SparsitySchedule, warn_if_short
 from worker.engine.pruning.selection import SELECTIONS, Selection, selection_for
-
-
-def forget_compiled_forwards() -> None:
-    """`torch.compile` does not guard on module hooks: a model compiled before the Pruner hooked it (or hooks
-    removed after) keeps running the forward it compiled. Dropping compiled code makes it compile again, with
-    the hooks as they are now (a recompile; nothing when nothing was compiled)."""
-    dynamo = sys.modules.get("torch._dynamo")
-    if dynamo is not None:
-        dynamo.reset()
-
-
-def _warn_unstepped(layers: list[PrunedLayer], optimizer: torch.optim.Optimizer) -> None:
-    """Layers this optimizer does not step keep learning outside the masks: their gradients are masked in its
-    step hook only, and another optimizer's state (Adam moments) moves pruned weights again."""
-    stepped = {id(param) for group in optimizer.param_groups for param in group["params"]}
-    missing = [layer.name for layer in layers if layer.weight.requires_grad and id(layer.weight) not in stepped]
-    if missing:
-        warnings.warn(f"Pruner: the optimizer given does not step {', '.join(missing)}: another optimizer would move "
-                      "its pruned weights again. Give the Pruner the optimizer that steps them (one Pruner per "
-                      "optimizer, each on its own layers via pruning.layers), or freeze them", stacklevel=3)
 
 
 class Pruner:
@@ -105,11 +91,9 @@ class Pruner:
         self._hooks: list[Any] = []
         self._released = False
         self._started = False
-        self._depth = 0  # nesting of hooked modules' forwards (splice/feedback)
-        self._restore_after = False  # the running forward swaps the dense weights back when it ends
-        self._pinned = False  # inside masked_weights(): the masked weights stay in
+        self._swap = ForwardSwap(lambda: self._copy, self._before_forward)  # splice/feedback's forward hooks
         self._refresh_masked_pairs()
-        _warn_unstepped(self.layers, optimizer)
+        warn_unstepped(self.layers, optimizer)
         if attach:
             self.attach()
 
@@ -119,71 +103,17 @@ class Pruner:
         self._refuse_if_released()
         if self._hooks:
             return self
-        self._hooks = [self.optimizer.register_step_pre_hook(PrunerHook(self._step_pre_hook)),
+        self._hooks = [self.optimizer.register_step_pre_hook(
+            PrunerHook(step_pre_hook(self._before_forward, self._before_step))),
                        self.optimizer.register_step_post_hook(PrunerHook(lambda *_: self._after_step()))]
         if self._dense:
-            # On every pruned module, every module that holds one (an attention block reads its out_proj's weight
-            # without calling it) and every module sharing a pruned weight (a tied embedding), not only the model:
-            # a loop that calls submodules (`model.head(model.body(x))`) must train the masked network too. The
-            # first hook of a forward swaps all layers in; a forward without autograd (evaluation) swaps the dense
-            # weights back when it ends, so a state_dict() taken after it still holds them.
-            enter, leave = PrunerHook(self._forward_enter), PrunerHook(self._forward_leave)
-            for module in self._swap_modules():
-                self._hooks.append(module.register_forward_pre_hook(enter))
-                self._hooks.append(module.register_forward_hook(leave, always_call=True))
+            for module in swap_modules(self.model, self.layers):
+                self._hooks.append(module.register_forward_pre_hook(PrunerHook(self._swap.enter)))
+                self._hooks.append(module.register_forward_hook(PrunerHook(self._swap.leave), always_call=True))
         if self._dense or self._criterion_hooks or self._output.pending:  # module hooks a compiled forward misses
             forget_compiled_forwards()
         self.start()
         return self
-
-    def _swap_modules(self) -> list[nn.Module]:
-        pruned = {id(layer.weight) for layer in self.layers}
-        holders = {id(layer.module) for layer in self.layers}
-        names = {name for name, module in self.model.named_modules() if id(module) in holders}
-        chosen = []
-        for name, module in self.model.named_modules():
-            holds = any(held == name or held.startswith(f"{name}.") or not name for held in names)
-            shares = any(id(param) in pruned for param in module._parameters.values() if param is not None)
-            if holds or shares:
-                chosen.append(module)
-        return chosen
-
-    def _forward_enter(self, *_: Any) -> None:
-        if self._depth == 0:
-            # Only a forward that found the dense weights in place and records no graph puts them back: a training
-            # forward's backward needs the masked ones until the step.
-            self._restore_after = (self._copy is not None and not self._copy.swapped and not self._pinned
-                                   and not torch.is_grad_enabled())
-        self._depth += 1
-        self._before_forward()
-
-    def _forward_leave(self, *_: Any) -> None:
-        self._depth = max(0, self._depth - 1)
-        if self._depth == 0 and self._restore_after:
-            self._restore_after = False
-            if self._copy is not None and self._copy.swapped:
-                self._copy.swap_dense_back()
-
-    def _step_pre_hook(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        """Before `optimizer.step()`. With a closure (LBFGS, or SGD given one) the gradient is taken inside the
-        step, so the per-step work wraps the closure: masked weights in, the closure, then dense weights back and
-        gradients masked, each time the optimizer calls it."""
-        # `args` are step()'s own: the optimizer, then the closure when it is passed by position.
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
-        if closure is None:
-            self._before_step()
-            return None
-
-        def masked_closure() -> Any:
-            self._before_forward()
-            loss = closure()
-            self._before_step()
-            return loss
-
-        if "closure" in kwargs:
-            return args, {**kwargs, "closure": masked_closure}
-        return (args[0], masked_closure, *args[2:]), kwargs
 
     def detach(self) -> None:
         """Remove the optimizer/model hooks (the explicit protocol works again)."""
@@ -234,14 +164,8 @@ class Pruner:
         self._hook_criterion(False)
 
     def _refuse_output_only(self) -> None:
-        if self.selection.neuron and not any(layer.row_pruning for layer in self.layers):
-            output = next((layer.name for layer in self.layers if not layer.row_pruning), "?")
-            if len(prunable_weights(self.model)) == 1:
-                raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and this model has none "
-                                 f"(its only prunable layer is the output layer {output!r}): use granularity "
-                                 "'unstructured', or give it hidden layers")
-            raise ValueError(f"granularity 'neuron' prunes the neurons of hidden layers, and pruning.layers selects "
-                             f"only the output layer {output!r}, whose rows are the classes: nothing would be pruned")
+        if self.selection.neuron:
+            refuse_output_only(self.model, self.layers)
 
     def _hook_criterion(self, on: bool) -> None:
         """(Re)place the criterion's forward hooks (activation statistics), or only remove them."""
@@ -265,20 +189,7 @@ class Pruner:
             self._copy.swap_masked_in()
 
     def _follow_moves(self) -> None:
-        """`model.to(dtype/device)` after the Pruner was built: its masks (module buffers) moved with the model,
-        the float masks and spare buffers did not. Re-derive them (a few comparisons a step otherwise)."""
-        moved = False
-        for layer in self.layers:
-            buffer = layer.module._buffers.get("weight_mask")
-            if buffer is not None and buffer is not layer.mask:
-                layer.mask = buffer
-                moved = True
-            if moved or layer.keep.dtype != layer.weight.dtype or layer.keep.device != layer.weight.device:
-                layer.mask = layer.mask.to(layer.weight.device)
-                layer.module._buffers["weight_mask"] = layer.mask
-                layer.refresh_keep()
-                moved = True
-        if moved:
+        if follow_moves(self.layers):
             self._refresh_masked_pairs()
             self.criterion.follow()
             if self._copy is not None:
@@ -331,11 +242,11 @@ class Pruner:
             return
         self._follow_moves()
         self._copy.swap_masked_in()
-        self._pinned = True
+        self._swap.pinned = True
         try:
             yield
         finally:
-            self._pinned = False
+            self._swap.pinned = False
             self._copy.swap_dense_back()
 
     def finalize(self, *, warn_short: bool = True) -> None:
@@ -351,18 +262,7 @@ class Pruner:
         self._hook_criterion(False)
         self.detach()
         if warn_short:
-            self._warn_if_short()
-
-    def _warn_if_short(self) -> None:
-        """A schedule that never reached its target: almost always `steps_per_epoch` counted batches, not steps."""
-        target = self.config.target_sparsity
-        if target is None or self.config.n_m is not None or self.schedule.sparsity_at(self.step) >= target:
-            return
-        warnings.warn(
-            f"Pruner.finalize(): the schedule reaches sparsity {self.config.target_sparsity} after "
-            f"{self.schedule.end_step} optimizer steps, but {self.step} ran (sparsity now {self.sparsity():.4f}). "
-            "steps_per_epoch counts optimizer steps: with gradient accumulation it is len(loader) // accumulation "
-            "steps, not len(loader)", stacklevel=3)
+            warn_if_short(self.schedule, self.config, self.step, self.sparsity())
 
     def sparsity(self) -> float:
         """The share of the pruned layers' weights that are masked now."""

@@ -10,9 +10,10 @@ update "at epoch k" shows in epoch k's record, as the contract's `ScheduleConfig
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
-from prunescope.contract.config import ScheduleConfig
+from prunescope.contract.config import PruningConfig, ScheduleConfig
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,17 @@ class SparsitySchedule:
     def aligned(self, step: int) -> bool:
         """Whether `step` is on the schedule's update grid (used by recoveries that go on after end_step)."""
         return step >= self.start_step and (step - self.origin) % self.every_steps == 0
+
+
+def warn_if_short(schedule: SparsitySchedule, config: PruningConfig, step: int, sparsity: float) -> None:
+    """A schedule that never reached its target: almost always `steps_per_epoch` counted batches, not steps."""
+    target = config.target_sparsity
+    if target is None or config.n_m is not None or schedule.sparsity_at(step) >= target:
+        return
+    warnings.warn(
+        f"Pruner.finalize(): the schedule reaches sparsity {target} after {schedule.end_step} optimizer steps, but "
+        f"{step} ran (sparsity now {sparsity:.4f}). steps_per_epoch counts optimizer steps: with gradient "
+        "accumulation it is len(loader) // accumulation steps, not len(loader)", stacklevel=3)
 
 
 @dataclass(frozen=True)
