@@ -35,7 +35,7 @@ def warn_unstepped(layers: list[PrunedLayer], optimizer: torch.optim.Optimizer) 
     if missing:
         warnings.warn(f"Pruner: the optimizer given does not step {', '.join(missing)}: another optimizer would move "
                       "its pruned weights again. Give the Pruner the optimizer that steps them (one Pruner per "
-                      "optimizer, each on its own layers via pruning.layers), or freeze them", stacklevel=4)
+                      "optimizer, each on its own layers via pruning.layers), or freeze them", stacklevel=3)
 
 
 def step_pre_hook(before_forward: Callable[[], None], before_step: Callable[[], None]) -> StepPreHook:
