@@ -317,6 +317,16 @@ def test_neuron_pruning_of_a_head_registered_first_and_selected_alone_fails_once
 
 # ----- a second reviewer's architectures and loops (each test fails on the code before its fix) -----------------
 
+def _sparse_mlp(kind: str, *, epochs: int) -> tuple[nn.Sequential, torch.optim.Optimizer, Pruner]:
+    """An MLP at 80 % from the first step with recovery `kind`, three steps an epoch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT, "recovery": {"kind": kind}},
+                    epochs=epochs, steps_per_epoch=3)
+    return model, optimizer, pruner
+
+
 def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, n: int, x: torch.Tensor, y: torch.Tensor) -> None:
     for _ in range(n):
         optimizer.zero_grad()
@@ -445,11 +455,7 @@ def test_lbfgs_history_does_not_revive_pruned_weights(pruning: dict) -> None:
 def test_an_evaluation_forward_leaves_the_dense_weights_in_the_parameters(kind: str) -> None:
     # The usual end of an epoch: evaluate, then save. The evaluation forward swapped the masked weights in and left
     # them there until the next step, so the checkpoint lost the dense weights (a resume diverged).
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT, "recovery": {"kind": kind}},
-                    epochs=2, steps_per_epoch=3)
+    model, optimizer, pruner = _sparse_mlp(kind, epochs=2)
     x, y = _data()
     _steps(model, optimizer, 3, x, y)
     dense = {k: v.clone() for k, v in model.state_dict().items()}
@@ -519,11 +525,7 @@ def test_layers_another_optimizer_steps_are_named() -> None:
 @pytest.mark.parametrize("kind", ["none", "feedback"])
 def test_a_model_cast_after_the_pruner_trains_masked(kind: str) -> None:
     # feedback's spare buffers stayed fp32: the first bf16 forward failed ("BFloat16 and Float").
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    pruner = Pruner(model, optimizer, {"target_sparsity": 0.8, "schedule": CONSTANT, "recovery": {"kind": kind}},
-                    epochs=1, steps_per_epoch=3)
+    model, optimizer, pruner = _sparse_mlp(kind, epochs=1)
     model.to(torch.bfloat16)
     x, y = _data()
     _steps(model, optimizer, 3, x.to(torch.bfloat16), y)
