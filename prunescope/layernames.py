@@ -60,9 +60,13 @@ def _fc(count: int) -> list[str]:
     return [f"fc{i}.weight" for i in range(1, count + 1)]
 
 
+def selected(name: str, include: list[str] | None, exclude: list[str] | None) -> bool:
+    """Whether `pruning.layers` selects `name`: it matches an include glob (default `*`) and no exclude glob
+    (case-sensitive). The API's check and the engine's pruner both decide with this."""
+    return (any(fnmatch.fnmatchcase(name, g) for g in (include if include is not None else ["*"]))
+            and not any(fnmatch.fnmatchcase(name, g) for g in exclude or []))
+
+
 def select_layers(names: list[str], include: list[str] | None, exclude: list[str] | None) -> list[str]:
-    """The names `pruning.layers` selects: matching an include glob and no exclude glob (case-sensitive)."""
-    include = include if include is not None else ["*"]
-    exclude = exclude or []
-    return [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in include)
-            and not any(fnmatch.fnmatchcase(n, g) for g in exclude)]
+    """The names `pruning.layers` selects, in order."""
+    return [n for n in names if selected(n, include, exclude)]

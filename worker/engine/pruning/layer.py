@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
+
+from prunescope.layernames import selected
 
 # Linear and every convolution (1d/2d/3d, transposed, grouped): a weight tensor whose first dimension is its rows.
 # A transposed convolution's rows are its *input* channels, so neuron granularity refuses it (take_layers).
@@ -44,8 +45,6 @@ class PrunerHook:
 def prunable_weights(model: nn.Module, include: list[str] | None = None,
                      exclude: list[str] | None = None) -> list[tuple[str, Prunable]]:
     """(parameter name, module) of every Linear/Conv weight whose name matches the include/exclude globs."""
-    include = include if include is not None else ["*"]
-    exclude = exclude or []
     out: list[tuple[str, Prunable]] = []
     for module_name, module in model.named_modules():
         # A weight computed by a parametrization (weight_norm, spectral_norm) is no Parameter of the module: masking
@@ -54,8 +53,7 @@ def prunable_weights(model: nn.Module, include: list[str] | None = None,
         if isinstance(module, PRUNABLE_MODULES) and (module._parameters.get("weight") is not None
                                                      or "weight_orig" in module._parameters):
             name = f"{module_name}.weight" if module_name else "weight"
-            if any(fnmatch.fnmatchcase(name, g) for g in include) and not any(
-                    fnmatch.fnmatchcase(name, g) for g in exclude):
+            if selected(name, include, exclude):
                 out.append((name, module))
     return out
 
@@ -64,13 +62,6 @@ def dense_weights(model: nn.Module, pruned: set[int], include: list[str] | None 
                   exclude: list[str] | None = None) -> list[str]:
     """Weight matrices the Pruner leaves dense that a user may expect pruned (named, with why): embeddings,
     recurrent and attention weights held as raw parameters, and Linear/Conv weights under a parametrization."""
-    include = include if include is not None else ["*"]
-    exclude = exclude or []
-
-    def wanted(name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, g) for g in include) and not any(
-            fnmatch.fnmatchcase(name, g) for g in exclude)
-
     found: list[str] = []
     seen = set(pruned)
     for module_name, module in model.named_modules():
@@ -79,7 +70,7 @@ def dense_weights(model: nn.Module, pruned: set[int], include: list[str] | None 
         prefix = f"{module_name}." if module_name else ""
         kind = type(module).__name__
         if isinstance(module, PRUNABLE_MODULES) and module._parameters.get("weight") is None:
-            if wanted(f"{prefix}weight") and "weight_orig" not in module._parameters:
+            if selected(f"{prefix}weight", include, exclude) and "weight_orig" not in module._parameters:
                 found.append(f"{prefix}weight ({kind} under a parametrization such as weight_norm: "
                              "torch.nn.utils.parametrize.remove_parametrizations() it to prune it)")
             continue
@@ -90,7 +81,7 @@ def dense_weights(model: nn.Module, pruned: set[int], include: list[str] | None 
                     or (isinstance(module, PRUNABLE_MODULES) and param_name == "weight")):
                 continue
             seen.add(id(param))
-            if wanted(name):
+            if selected(name, include, exclude):
                 found.append(f"{name} ({kind})")
     return found
 
