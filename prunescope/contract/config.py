@@ -6,6 +6,7 @@ Cross-field rules raise errors located at every field involved, so a form marks 
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,8 +19,9 @@ from pydantic import (
 )
 
 from prunescope.contract.base import Loc, Problem, Strict, choices, raise_problems
+from prunescope.contract.datasets import TRAIN_SAMPLES, steps_per_epoch
 from prunescope.contract.extensions import builtin_or_registered
-from prunescope.contract.pruning_rules import pruning_problems
+from prunescope.contract.pruning_rules import dense_recovery_end_problem, drop_phase_problem, pruning_problems
 from prunescope.contract.sources import (
     PLUGIN_NAME,
     WIDTH_MODELS,
@@ -156,7 +158,8 @@ class ScheduleConfig(Strict):
     kind: ScheduleKind = "cubic"
     start_epoch: int = Field(default=1, ge=0, le=MAX_EPOCHS,
                              description="First mask update at the end of this epoch (0: before the first step, "
-                                         "so the run is sparse from its start).")
+                                         "so the run is sparse from its start). Default: 1; 0 for kind "
+                                         "constant (sparse from the start).")
     end_epoch: int | None = Field(default=None, ge=0, le=MAX_EPOCHS,
                                   description="Target sparsity reached at the end of this epoch; "
                                               "default: 3/4 of the epochs.")
@@ -164,6 +167,19 @@ class ScheduleConfig(Strict):
                                     description="Optimizer steps between mask updates, counted from the first "
                                                 "update; one always happens at the end of end_epoch; default: "
                                                 "once per epoch.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _constant_starts_sparse(cls, data: Any) -> Any:
+        # SET/RigL's schedule: a `constant` target from the first step unless start_epoch says otherwise (with the
+        # default 1 its first epoch trained dense while its record said "sparsity 0.9").
+        if isinstance(data, dict) and data.get("kind") == "constant" and data.get("start_epoch") is None:
+            return {**data, "start_epoch": 0}
+        return data
+
+    def end_epoch_for(self, epochs: int) -> int:
+        """The epoch whose end reaches the target in a run of `epochs` epochs (end_epoch, or its default)."""
+        return self.end_epoch if self.end_epoch is not None else max(self.start_epoch, math.ceil(0.75 * epochs))
 
 
 class RecoveryConfig(Strict):
@@ -300,6 +316,16 @@ class RunConfig(Strict):
                 problems.append(Problem(f"{label} ({value}) is after the last epoch ({epochs})",
                                         loc, ("training", "epochs")))
                 values[loc] = value
+        if (why := dense_recovery_end_problem(p, epochs)) is not None:
+            problems.append(Problem(why, ("pruning", "recovery", "end_epoch"), ("pruning", "schedule", "end_epoch")))
+            values[("pruning", "recovery", "end_epoch")] = p.recovery.end_epoch
+            values[("pruning", "schedule", "end_epoch")] = p.schedule.end_epoch
+        steps = steps_per_epoch(self.dataset.name, self.dataset.limit, self.training.batch_size)
+        if not problems and steps is not None and (why := drop_phase_problem(p, epochs, steps)) is not None:
+            # The engine refuses it at start; for a built-in dataset the steps are known here, so the form is told.
+            problems.append(Problem(why, ("pruning", "recovery", "every_steps"), ("pruning", "recovery", "end_epoch")))
+            values[("pruning", "recovery", "every_steps")] = p.recovery.every_steps
+            values[("pruning", "recovery", "end_epoch")] = p.recovery.end_epoch
         values[("training", "epochs")] = epochs
         raise_problems("RunConfig", problems, values)
         return self
@@ -358,6 +384,6 @@ OPTION_ALIASES: dict[str, Any] = {
 }
 
 
-def option_lists() -> dict[str, list[str]]:
-    """Every enumeration of the config by its `/api/options` key."""
-    return {key: choices(alias) for key, alias in OPTION_ALIASES.items()}
+def option_lists() -> dict[str, Any]:
+    """Every enumeration of the config by its `/api/options` key, and the built-in datasets' training sizes."""
+    return {**{key: choices(alias) for key, alias in OPTION_ALIASES.items()}, "train_samples": dict(TRAIN_SAMPLES)}

@@ -53,6 +53,14 @@ def pruning_problems(p: PruningConfig) -> list[Problem]:
         if p.target_sparsity is None and p.granularity != "n:m":
             out.append(Problem(f"recovery '{rec}' keeps a fixed sparsity: set target_sparsity",
                                ("recovery", "kind"), ("target_sparsity",)))
+        end, start = p.recovery.end_epoch, p.schedule.start_epoch
+        if end is not None and end <= start and p.granularity != "n:m":
+            # Drop-and-grow runs after the schedule's first update (the end of start_epoch) until end_epoch's end.
+            out.append(Problem(f"recovery.end_epoch ({end}) must be after schedule.start_epoch ({start}): "
+                               f"'{rec}' drops and regrows from the schedule's first update (the end of epoch "
+                               f"{start}) until the end of recovery.end_epoch, so no weight would ever move (for "
+                               "static sparse training, use recovery 'none')",
+                               ("recovery", "end_epoch"), ("schedule", "start_epoch")))
     if p.distribution == "erk" and p.scope != "layer":
         out.append(Problem("distribution 'erk' allocates per-layer densities: use scope 'layer'",
                            ("distribution",), ("scope",)))
@@ -73,3 +81,47 @@ def pruning_problems(p: PruningConfig) -> list[Problem]:
         out.append(Problem("schedule.end_epoch must be ≥ schedule.start_epoch",
                            ("schedule", "end_epoch"), ("schedule", "start_epoch")))
     return out
+
+
+def dense_recovery_end_problem(p: PruningConfig, epochs: int) -> str | None:
+    """Why splice/feedback's recovery.end_epoch cannot hold in a run of `epochs` epochs (None: it can)."""
+    rec_end, sched_end = p.recovery.end_epoch, p.schedule.end_epoch_for(epochs)
+    if not p.dense_weights or p.schedule.kind == "one_shot" or rec_end is None or rec_end >= sched_end:
+        return None
+    # Every update of the ramp re-decides splice/feedback masks from the dense weights: they change anyway.
+    return (f"pruning.recovery.end_epoch ({rec_end}) is before the schedule's end (epoch {sched_end}): under "
+            f"'{p.recovery.kind}' every update of the schedule re-decides the masks from the dense weights, so they "
+            f"would change until epoch {sched_end}; use a recovery.end_epoch ≥ {sched_end}, or leave it unset (to "
+            "the last epoch)")
+
+
+#: RigL's ΔT: the drop-and-grow interval when recovery.every_steps is unset (at least once an epoch).
+DEFAULT_DROP_EVERY = 100
+
+
+def drop_interval(p: PruningConfig, steps_per_epoch: int) -> int:
+    """Steps between SET/RigL drop-and-grow updates: recovery.every_steps, else 100 or once an epoch if shorter."""
+    every = p.recovery.every_steps
+    return every if every is not None else min(DEFAULT_DROP_EVERY, steps_per_epoch)
+
+
+def drop_phase_problem(p: PruningConfig, epochs: int, steps_per_epoch: int) -> str | None:
+    """Why SET/RigL would never drop and regrow a weight (an interval longer than the whole phase), or None."""
+    from prunescope.contract.config import REGROWTH_RECOVERIES
+
+    if p.recovery.kind not in REGROWTH_RECOVERIES:
+        return None
+    every, start = drop_interval(p, steps_per_epoch), p.schedule.start_epoch * steps_per_epoch
+    end_epoch = p.recovery.end_epoch if p.recovery.end_epoch is not None else p.schedule.end_epoch_for(epochs)
+    end_step = max(start, end_epoch * steps_per_epoch)
+    if end_step <= start:  # an explicit recovery.end_epoch this early is refused by `pruning_problems`
+        return (f"recovery '{p.recovery.kind}' drops and regrows from the schedule's first update (the end of epoch "
+                f"{p.schedule.start_epoch}) until the end of recovery.end_epoch (unset: the schedule's end_epoch, "
+                f"{end_epoch}), so no weight would ever move: set a later recovery.end_epoch or schedule.end_epoch, "
+                "or use recovery 'none' for static sparse training")
+    if end_step >= start + every:  # the first drop comes `every` steps after the schedule's first update
+        return None
+    return (f"pruning.recovery.every_steps ({every}) is longer than the drop-and-grow phase (until step {end_step}, "
+            f"the end of epoch {end_epoch} at {steps_per_epoch} steps an epoch): no weight would ever move; use at "
+            f"most {end_step - start} steps, leave it unset (at least once an epoch; configs stored before it could "
+            "be unset carry the old default 100), or a later pruning.recovery.end_epoch")

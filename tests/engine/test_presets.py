@@ -60,6 +60,8 @@ def test_preset_validates_and_trains_one_epoch_on_tiny_data(tmp_path: Path, name
                 if block.get(key) is not None:
                     block[key] = min(block[key], 1)  # 0 (sparse from the first step) stays 0
             block["every_steps"] = 1
+        if config["pruning"]["recovery"]["kind"] in ("random", "gradient"):
+            config["pruning"]["schedule"]["start_epoch"] = 0  # one epoch holds the whole drop-and-grow phase
     config = RunConfig.model_validate(config).model_dump(mode="json")
     records = Epochs()
     summary = run_training(config, data_dir=tmp_path, on_epoch=records)

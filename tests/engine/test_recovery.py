@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 
 from worker.engine.pruning.pruner import Pruner
@@ -199,8 +200,11 @@ def test_an_interval_past_the_drop_and_grow_phase_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"every_steps \(100\) is longer than the drop-and-grow phase \(until step "
                                          r"96, the end of epoch 8 at 12 steps an epoch\): .* at most 96 steps"):
         _setup(pruning, steps_per_epoch=12, epochs=10)
-    _setup({**pruning, "recovery": {"kind": "gradient", "every_steps": 100, "end_epoch": 0}}, steps_per_epoch=12,
-           epochs=10)  # no drop-and-grow phase asked for: static sparse on purpose
+    # No drop-and-grow phase at all (end_epoch ≤ start_epoch) is refused too: it trained as recovery 'none' under
+    # the name RigL; static sparse training says so with recovery 'none'.
+    with pytest.raises(ValidationError, match=r"recovery.end_epoch \(0\) must be after schedule.start_epoch \(0\)"):
+        _setup({**pruning, "recovery": {"kind": "gradient", "every_steps": 100, "end_epoch": 0}}, steps_per_epoch=12,
+               epochs=10)
 
 
 def test_an_unset_interval_is_left_out_of_stored_configs() -> None:

@@ -41,6 +41,7 @@ from worker.engine.pruning.hooking import (
 )
 from worker.engine.pruning.layer import DenseCopy, PrunedLayer, PrunerHook
 from worker.engine.pruning.model_layers import OutputLayerWatch, refuse_output_only, take_layers
+from worker.engine.pruning.ranking import n_m_pruned
 from worker.engine.pruning.recovery import RECOVERIES, Recovery
 from worker.engine.pruning.schedule import SparsitySchedule, warn_if_short
 from worker.engine.pruning.selection import SELECTIONS, Selection, selection_for
@@ -275,13 +276,15 @@ class Pruner:
         return self.step >= self.schedule.start_step
 
     def target_at(self, step: int) -> float | None:
-        """The schedule's target sparsity after `step` steps (None when a threshold decides)."""
-        if self.config.n_m is not None:
-            n, m = self.config.n_m
-            return 1 - n / m if step >= self.schedule.start_step else 0.0
+        """The schedule's target sparsity after `step` steps, as of its last update (None when a threshold decides)."""
+        if self.config.n_m is not None:  # 1 - n/m, less where a row's width is not a multiple of m
+            if step < self.schedule.start_step:
+                return 0.0
+            pruned = sum(n_m_pruned(tuple(layer.weight.shape), *self.config.n_m) for layer in self.layers)
+            return pruned / sum(layer.weight.numel() for layer in self.layers)
         if self.config.target_sparsity is None:
             return None
-        return self.schedule.sparsity_at(step)
+        return self.schedule.applied_at(step)
 
     def epoch_stats(self) -> tuple[list[LayerStats], dict[str, np.ndarray]]:
         """Per-layer stats since the previous call, and mask snapshots; resets the churn counters."""

@@ -99,11 +99,19 @@ def n_m_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return keep.view(rows.shape[0], padded_width)[:, :width].reshape(scores.shape)
 
 
-def erk_densities(shapes: list[tuple[int, ...]], density: float) -> list[float]:
-    """Erdős-Rényi-Kernel densities (Evci et al. 2020): ∝ Σdims/Πdims, capped at 1, overall = density."""
+def n_m_pruned(shape: tuple[int, ...], n: int, m: int) -> int:
+    """How many weights `n_m_mask` prunes in a weight of `shape`: m - n of every full group of m, and of a row's
+    last, shorter group only what exceeds n."""
+    rows, width = shape[0], math.prod(shape[1:])
+    return rows * ((width // m) * (m - n) + max(0, width % m - n))
+
+
+def erk_densities(shapes: list[tuple[int, ...]], density: float, *, dense: set[int] | None = None) -> list[float]:
+    """Erdős-Rényi-Kernel densities (Evci et al. 2020): ∝ Σdims/Πdims, capped at 1, overall = density; the layers
+    in `dense` are kept whole and count against the budget."""
     sizes = [math.prod(shape) for shape in shapes]
     raw = [sum(shape) / math.prod(shape) for shape in shapes]
-    dense: set[int] = set()
+    dense = set(dense or ())
     while True:
         budget = density * sum(sizes) - sum(sizes[i] for i in dense)
         weight = sum(raw[i] * sizes[i] for i in range(len(shapes)) if i not in dense)

@@ -17,6 +17,7 @@ import torch
 
 from prunescope.contract import PruningConfig
 from prunescope.contract.extensions import register_extra_name
+from prunescope.contract.pruning_rules import dense_recovery_end_problem, drop_interval, drop_phase_problem
 from worker.engine.pruning.layer import PrunedLayer
 from worker.engine.pruning.schedule import DropSchedule, SparsitySchedule
 
@@ -104,6 +105,8 @@ class Feedback(Recovery):
                  epochs: int, steps_per_epoch: int, generator: torch.Generator) -> None:
         super().__init__(config, layers, schedule, epochs=epochs, steps_per_epoch=steps_per_epoch,
                          generator=generator)
+        if (why := dense_recovery_end_problem(config, epochs)) is not None:  # a tracked run's Pruner lands here
+            raise ValueError(why)
         self.bounded = config.criterion == "magnitude" and config.granularity != "neuron"
 
     @property
@@ -112,7 +115,10 @@ class Feedback(Recovery):
         return 1.0
 
     def updates_after_schedule(self, step: int) -> bool:
-        return self.schedule.end_step < step <= self.end_step and self.schedule.aligned(step)
+        # A one_shot schedule ends at its cut: splicing starts there, not at the ramp end it has no use for (¾ of
+        # the run by default, which left the masks static until then).
+        end = self.schedule.start_step if self.schedule.kind == "one_shot" else self.schedule.end_step
+        return end < step <= self.end_step and self.schedule.aligned(step)
 
     def rank(self, scores: list[torch.Tensor], unit_masks: list[torch.Tensor],
              by_target: bool) -> list[torch.Tensor]:
@@ -167,11 +173,16 @@ class Splice(Feedback):
         return keep, theta
 
 
-DEFAULT_DROP_EVERY = 100  # RigL's ΔT
-
-
 class RandomRegrowth(Recovery):
-    """SET (Mocanu et al. 2018): drop the smallest share, regrow as many elsewhere at random, fresh values."""
+    """SET (Mocanu et al. 2018): drop the smallest share, regrow as many elsewhere at random, fresh values.
+
+    The schedule's own updates prune among the active weights only, as under `none`: a weight comes back by
+    drop-and-grow alone. (Re-deciding over all weights, a `random` criterion re-drew the whole mask at each
+    update and kept mostly pruned zeros: the network sat at chance; movement and gradient scores kept some.)
+    """
+
+    rank = NoRecovery.rank
+    merge = NoRecovery.merge
 
     def __init__(self, config: PruningConfig, layers: list[PrunedLayer], schedule: SparsitySchedule, *,
                  epochs: int, steps_per_epoch: int, generator: torch.Generator) -> None:
@@ -181,18 +192,10 @@ class RandomRegrowth(Recovery):
         end_step = schedule.end_step if rec.end_epoch is None else rec.end_epoch * steps_per_epoch
         # Unset: RigL's 100 steps, but at least once an epoch: on a small dataset (12 steps an epoch) a fixed 100
         # often came after the last drop-and-grow step, and the run trained static sparse under the name RigL.
-        every = rec.every_steps if rec.every_steps is not None else min(DEFAULT_DROP_EVERY, steps_per_epoch)
-        self.drop = DropSchedule(drop_fraction=rec.drop_fraction, decay=rec.decay, every_steps=every,
-                                 end_step=end_step)
-        origin, start = schedule.origin, schedule.start_step
-        first = origin + every * ((start - origin) // every + 1)  # the first drop step after the schedule starts
-        if start < end_step < first:
-            epoch = end_step // steps_per_epoch
-            last = f"step {end_step}, the end of epoch {epoch} at {steps_per_epoch} steps an epoch"
-            raise ValueError(f"pruning.recovery.every_steps ({every}) is longer than the drop-and-grow phase (until "
-                             f"{last}): no weight would ever move; use at most {end_step - start} steps, leave it "
-                             "unset (at least once an epoch; configs stored before it could be unset carry the old "
-                             "default 100), or a later pruning.recovery.end_epoch")
+        self.drop = DropSchedule(drop_fraction=rec.drop_fraction, decay=rec.decay,
+                                 every_steps=drop_interval(config, steps_per_epoch), end_step=end_step)
+        if (why := drop_phase_problem(config, epochs, steps_per_epoch)) is not None:  # the API checks known datasets
+            raise ValueError(why)
 
     def grow_scores(self, index: int, after_drop: torch.Tensor,
                     inactive_before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

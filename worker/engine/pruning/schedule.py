@@ -38,7 +38,7 @@ class SparsitySchedule:
     def from_config(cls, schedule: ScheduleConfig, *, final: float, epochs: int, steps_per_epoch: int,
                     needs_steps: bool = False) -> SparsitySchedule:
         start_epoch = schedule.start_epoch
-        end_epoch = schedule.end_epoch if schedule.end_epoch is not None else max(start_epoch, math.ceil(0.75 * epochs))
+        end_epoch = schedule.end_epoch_for(epochs)
         if end_epoch < start_epoch:
             raise ValueError(f"schedule.end_epoch ({end_epoch}) must be ≥ schedule.start_epoch ({start_epoch})")
         for label, value in (("start_epoch", start_epoch), ("end_epoch", end_epoch)):
@@ -64,6 +64,14 @@ class SparsitySchedule:
         if self.kind == "linear":
             return self.initial + (self.final - self.initial) * progress
         return self.final + (self.initial - self.final) * (1.0 - progress) ** 3
+
+    def applied_at(self, step: int) -> float:
+        """The target of the last update at or before `step`: what the masks hold after `step` steps (the curve
+        between two updates is never applied, so a record shows the staircase the masks follow)."""
+        if step < self.start_step or self.kind in ("constant", "one_shot") or step >= self.end_step:
+            return self.sparsity_at(step)
+        return self.sparsity_at(max(self.start_step, self.origin + (step - self.origin) // self.every_steps
+                                    * self.every_steps))
 
     def updates_at(self, step: int) -> bool:
         """Whether the pruning schedule recomputes masks after `step` steps."""

@@ -4,6 +4,7 @@ or global, over weights or whole neurons. One class per rule, chosen by `selecti
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
@@ -36,10 +37,20 @@ class Selection(ABC):
         self.config = config
         self.layers = layers
         self.neuron = config.granularity == "neuron"
-        target = config.target_sparsity or 0.0
-        shapes = [tuple(layer.weight.shape) for layer in layers]
-        self.densities = (erk_densities(shapes, 1 - target) if config.distribution == "erk"
-                          else [1 - target] * len(layers))
+        self._densities: tuple[tuple[bool, ...], list[float]] | None = None
+
+    @property
+    def densities(self) -> list[float]:
+        """Each layer's density at the target (uniform, or ERK). Under `neuron` the output layer stays dense, so
+        ERK shares the budget among the others (which layer that is settles in the first forward)."""
+        fixed = tuple(self.neuron and not layer.row_pruning for layer in self.layers)
+        if self._densities is None or self._densities[0] != fixed:
+            target = self.config.target_sparsity or 0.0
+            shapes = [tuple(layer.weight.shape) for layer in self.layers]
+            dense = {i for i, is_fixed in enumerate(fixed) if is_fixed}
+            self._densities = fixed, (erk_densities(shapes, 1 - target, dense=dense)
+                                      if self.config.distribution == "erk" else [1 - target] * len(self.layers))
+        return self._densities[1]
 
     @abstractmethod
     def select(self, scores: list[torch.Tensor], unit_masks: list[torch.Tensor], sparsity: float,
@@ -123,8 +134,10 @@ class NeuronLayerTopK(Selection):
             if not layer.row_pruning:
                 out.append((torch.ones_like(s, dtype=torch.bool), None))
                 continue
-            # At least one neuron a layer: with none it passes nothing on and the whole network is dead.
-            out.append(keep_top(s, max(1, layer.rows - prune_count(self.layer_sparsity(i, sparsity), layer.rows))))
+            # Whole rows, rounded down: the layer never passes its share, so the run never passes its target. At
+            # least one neuron a layer: with none it passes nothing on and the whole network is dead.
+            pruned = math.floor(self.layer_sparsity(i, sparsity) * layer.rows + 1e-9)
+            out.append(keep_top(s, max(1, layer.rows - pruned)))
         return out
 
 
