@@ -81,7 +81,8 @@ class Dispatcher:
         root = self.settings.resolved_artifact_dir / "runs"
         if not root.is_dir():
             return []
-        held = {int(path.parent.name): path for path in root.glob("*/checkpoint.pt") if path.parent.name.isdigit()}
+        held = {int(path.parent.name): path for path in root.glob("*/checkpoint.pt")
+                if path.parent.name.isascii() and path.parent.name.isdigit()}  # not '²': int() refuses it
         if not held:
             return []
         with self.db.session() as session:
@@ -153,20 +154,30 @@ class Dispatcher:
             self.wake()
 
     def requeue_lost_messages(self) -> None:
-        """Runs sent long ago but never started, while their queue is empty, were lost by the broker (restart)."""
+        """Runs sent long ago but never started are sent again: while their queue is empty (the broker lost them:
+        a restart), or for an `auto` run on the GPU queue once no GPU worker is online (to the CPU queue: it
+        waited forever for a GPU worker that went away while a CPU worker idled). A stale message a worker takes
+        later is answered `proceed: false`, as any duplicate."""
         cutoff = utcnow() - timedelta(seconds=self.settings.redispatch_seconds)
         with self.db.session() as session:
-            stale = list(session.execute(select(Run.id, Run.queue).where(
+            stale = list(session.execute(select(Run.id, Run.queue, Run.device).where(
                 Run.status == "queued", Run.dispatched.is_(True), Run.dispatched_at < cutoff)))
-        if not stale:
-            return
-        empty = {queue for queue in {q for _, q in stale} if queue and self._queue_length(queue) == 0}
-        lost = [run_id for run_id, queue in stale if queue in empty]
-        if lost:
+            if not stale:
+                return
+            gpu_online = any("gpu" in w.queues for w in online_workers(session, self.settings.heartbeat_timeout))
+        empty = {queue for queue in {q for _, q, _ in stale} if queue and self._queue_length(queue) == 0}
+        lost = [run_id for run_id, queue, _ in stale if queue in empty]
+        moved = [run_id for run_id, queue, device in stale
+                 if queue not in empty and queue != queue_for(device, gpu_online)]
+        if lost or moved:
             with self.db.writing() as session:
-                for run in session.scalars(select(Run).where(Run.id.in_(lost))):
+                for run in session.scalars(select(Run).where(Run.id.in_(lost + moved))):
                     run.dispatched = False
+        if lost:
             log.warning("runs %s were lost by the broker; sending them again", lost)
+        if moved:
+            log.warning("runs %s waited on a queue no online worker takes; sending them to %s", moved,
+                        queue_for("auto", gpu_online))
 
     def _queue_length(self, queue: str) -> int | None:
         try:

@@ -139,3 +139,26 @@ def test_a_tick_with_no_silent_run_takes_no_write_lock(client: TestClient, monke
     dispatcher.reap_silent_runs()
     assert writes() - before == 1
     assert client.get(f"/api/runs/{run_id}").json()["status"] == "queued"  # requeued to resume
+
+
+def test_an_auto_run_waiting_on_the_gpu_queue_moves_to_the_cpu_queue_when_no_gpu_worker_is_left(
+        broker_client: TestClient) -> None:
+    from backend.tables import Worker
+    from tests.backend.conftest import WORKER
+
+    app = broker_client.app
+    beat = broker_client.post("/api/worker/heartbeat", json={"worker": "gpu-1", "queues": ["gpu"], "device": "cuda"},
+                              headers=WORKER)
+    assert beat.status_code == 200
+    run_id = broker_client.post("/api/runs", json=digits_config(device="auto")).json()["id"]
+    app.state.dispatcher.dispatch_pending()  # type: ignore[attr-defined]
+    assert broker_client.get(f"/api/runs/{run_id}").json()["queue"] == "gpu"
+    with app.state.db.writing() as session:  # type: ignore[attr-defined]
+        session.get(Run, run_id).dispatched_at = utcnow() - timedelta(hours=1)
+    app.state.dispatcher.tick()  # type: ignore[attr-defined]
+    assert _queued_messages(broker_client, "cpu") == []  # the GPU worker is still online: the run waits for it
+    with app.state.db.writing() as session:  # type: ignore[attr-defined]
+        session.get(Worker, "gpu-1").last_heartbeat = utcnow() - timedelta(hours=1)
+    app.state.dispatcher.tick()  # type: ignore[attr-defined]
+    assert len(_queued_messages(broker_client, "cpu")) == 1
+    assert broker_client.get(f"/api/runs/{run_id}").json()["queue"] == "cpu"
