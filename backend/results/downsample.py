@@ -7,10 +7,12 @@ from numpy.typing import ArrayLike, NDArray
 
 
 def minmax_indices(y: ArrayLike, max_points: int) -> NDArray[np.intp]:
-    """Indices (ascending) of at most `max_points` points: each bucket's minimum and maximum.
+    """Indices (ascending) of at most `max_points` points: each bucket's minimum and maximum, and (from 4 points
+    on) the series' first and last points.
 
-    Like M4 without the first/last points: a line drawn through them covers the same vertical range per
-    bucket as the full series, so a single spike survives however long the series is.
+    Like M4: a line drawn through them covers the same vertical range per bucket as the full series, so a single
+    spike survives however long the series is, and a live chart keeps its newest point (it lost the newest epoch
+    whenever that was neither its bucket's minimum nor its maximum).
     """
     values = np.asarray(y, dtype=np.float64)
     n = values.shape[0]
@@ -18,6 +20,13 @@ def minmax_indices(y: ArrayLike, max_points: int) -> NDArray[np.intp]:
         raise ValueError("max_points must be at least 2")
     if n <= max_points:
         return np.arange(n, dtype=np.intp)
+    if max_points < 4:
+        return _bucket_extremes(values, max_points)
+    return np.union1d(_bucket_extremes(values, max_points - 2), [0, n - 1]).astype(np.intp)
+
+
+def _bucket_extremes(values: NDArray[np.float64], max_points: int) -> NDArray[np.intp]:
+    n = values.shape[0]
     size = -(-n // (max_points // 2))  # points per bucket, rounded up
     buckets = -(-n // size)  # ≤ max_points // 2, and the last bucket is not empty
     # Pad with the last value: within its bucket argmin/argmax return the first tie, an index < n.

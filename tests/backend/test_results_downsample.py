@@ -37,7 +37,7 @@ def test_every_buckets_extremes_are_kept() -> None:
     keep = minmax_indices(y, 100)
     assert len(keep) <= 100
     kept = set(keep.tolist())
-    size = -(-len(y) // 50)
+    size = -(-len(y) // 49)  # (100 - 2: the first and last points) // 2 buckets
     for start in range(0, len(y), size):
         bucket = y[start:start + size]
         assert start + int(bucket.argmax()) in kept
@@ -60,3 +60,15 @@ def test_missing_values_are_dropped_and_flat_series_do_not_repeat_points() -> No
 def test_max_points_below_two_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 2"):
         minmax_indices(np.zeros(10), 1)
+
+
+def test_a_downsampled_series_keeps_its_first_and_newest_points() -> None:
+    # 300 epochs of a falling loss at 50 points: epoch 300 was neither its bucket's min nor max (it ties the
+    # bucket's values only by chance), so a live chart lost its newest epoch.
+    rng = np.random.default_rng(0)
+    y = np.linspace(2.0, 0.1, 300) + rng.normal(0, 0.05, 300)
+    for max_points in (4, 7, 50, 101):
+        keep = minmax_indices(y, max_points)
+        assert keep[0] == 0 and keep[-1] == 299 and len(keep) <= max_points
+        assert np.all(np.diff(keep) > 0)
+        assert y.argmin() in keep and y.argmax() in keep
