@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import CursorResult, delete, insert, select
 from sqlalchemy.orm import Session
 
-from backend.errors import Conflict, NotFound
+from backend.errors import Conflict, Invalid, NotFound
 from backend.events import record_event, record_events, table_of
 from backend.maskviews.cache import reported_for
 from backend.maskviews.ingest import snapshot_rows
+from backend.maskviews.service import mask_at
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
+from prunescope import maskcodec
 from prunescope.contract.config import Device, PruningConfig, RunConfig
 from prunescope.contract.status import FINISHED_STATUSES
 from prunescope.contract.tracking import (
@@ -103,23 +105,68 @@ def record_batch(session: Session, run: Run, batch: TrackedBatch) -> BatchAck:
             run.config = {**run.config, "pruning": batch.pruning.model_dump(mode="json")}
     if batch.epochs_total is not None:
         run.epochs_total = batch.epochs_total
-    epochs = sorted({e.epoch: e for e in batch.epochs}.values(), key=lambda e: e.epoch)  # last copy wins
-    if epochs:
-        _store_epochs(session, run, epochs)
+    for part in _parts(batch.epochs):
+        _store_epochs(session, run, part)
     if batch.points:
         _store_points(session, run, batch)
     if run.status == "running":
         run.last_heartbeat_at = utcnow()
     cancel = run.cancel_requested or run.status == "cancelled"
     return BatchAck(cancel=cancel, reason="cancel requested" if cancel else None, epochs_done=run.epochs_done,
-                    stored_epochs=len(epochs), stored_points=len({p.step for p in batch.points}))
+                    stored_epochs=len({e.epoch for e in batch.epochs}),
+                    stored_points=len({p.step for p in batch.points}))
+
+
+def _parts(epochs: list[TrackedEpoch]) -> list[list[TrackedEpoch]]:
+    """The batch's epochs in the order logged, cut before each epoch logged again, each part by epoch.
+
+    A mask delta is encoded against the epoch logged just before it, so an epoch replayed within a batch
+    ([1, 2, 1]) is stored after the epochs logged before it, as if it came in the next batch: the 2 between the
+    two 1s decodes against the first 1, the one it was encoded against. A batch without replays is one part."""
+    parts: list[list[TrackedEpoch]] = []
+    current: dict[int, TrackedEpoch] = {}
+    for epoch in epochs:
+        if epoch.epoch in current:
+            parts.append(sorted(current.values(), key=lambda e: e.epoch))
+            current = {}
+        current[epoch.epoch] = epoch
+    if current:
+        parts.append(sorted(current.values(), key=lambda e: e.epoch))
+    return parts
+
+
+def _keyframes_after(session: Session, run_id: int, numbers: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+    """A replayed epoch e replaces itself only: epoch e+1's stored deltas (when e+1 is not replaced too) were
+    encoded against the old e, so they are stored again as key frames of the masks they decode to now, from the
+    old chain. Returns the ids of the rows to replace and their key-frame rows."""
+    after = sorted({n + 1 for n in numbers} - set(numbers))
+    rows = session.execute(select(MaskSnapshot.id, MaskSnapshot.layer, MaskSnapshot.epoch, MaskSnapshot.shape)
+                           .where(MaskSnapshot.run_id == run_id, MaskSnapshot.epoch.in_(after),
+                                  MaskSnapshot.encoding == maskcodec.DELTA)).all() if after else []
+    ids, keyframes = [], []
+    for row_id, layer, epoch, shape in rows:
+        try:
+            mask = mask_at(session, run_id, layer, epoch)
+        except (NotFound, Invalid):
+            continue  # a chain that does not decode now: nothing to keep
+        data = maskcodec.encode(mask).data
+        ids.append(row_id)
+        keyframes.append({"run_id": run_id, "layer": layer, "epoch": epoch, "shape": list(shape),
+                          "encoding": maskcodec.KEY, "data": data, "nbytes": len(data)})
+    return ids, keyframes
 
 
 def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> None:
     numbers = [e.epoch for e in epochs]
     snapshots = snapshot_rows(session, run.id, [(e.epoch, e.masks) for e in epochs], run.lease)
-    session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch.in_(numbers)))
+    deleted = session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch.in_(numbers)))
+    replaced = cast(CursorResult[Any], deleted).rowcount
+    # Only a batch that replays an epoch (a tracked run stores an epoch's masks with its record) looks further.
+    ids, keyframes = _keyframes_after(session, run.id, numbers) if replaced else ([], [])
     session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch.in_(numbers)))
+    if ids:
+        session.execute(delete(MaskSnapshot).where(MaskSnapshot.id.in_(ids)))
+    snapshots += keyframes
     now = utcnow()
     rows, events = [], []
     for e in epochs:

@@ -10,6 +10,7 @@ import secrets
 import socket
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -110,6 +111,7 @@ class Run:
         self._pruner: Any = None
         self._epoch = 0
         self._finished = False
+        self._not_finite: set[str] = set()  # names a NaN/inf was logged under (warned once each)
         self._pid = os.getpid()  # its sender thread lives in this process only (a fork copies no threads)
         _open_runs.add(self)
         _finish_at_child_exit()
@@ -146,6 +148,7 @@ class Run:
         Raises `RunCancelled` once the run was cancelled from the dashboard."""
         self._check()
         values = {name: _scalar(name, value) for name, value in scalars.items()}
+        self._warn_not_finite(scalars, values, f"epoch {epoch}" if step is None else f"step {step}")
         if step is not None:
             point = TrackedPoint.model_validate({"step": step, "epoch": epoch or self._epoch + 1, "values": values})
             self._sender.put("point", point.model_dump())
@@ -170,6 +173,17 @@ class Run:
             record["extra"] = extra
         self._epoch = max(self._epoch, epoch)
         self._sender.put("epoch", (record, masks))
+
+    def _warn_not_finite(self, scalars: dict[str, Any], values: dict[str, Any], where: str) -> None:
+        """A NaN/inf is stored as null (JSON has neither): said once per name, at the first, so that a diverged loss
+        does not pass unnoticed as a run whose losses are simply missing. The script goes on (its choice)."""
+        for name, value in values.items():
+            if value is None and scalars[name] is not None and name not in self._not_finite:
+                self._not_finite.add(name)
+                shown = float(scalars[name].item() if hasattr(scalars[name], "item") else scalars[name])
+                warnings.warn(f"run.log: {name} is {shown} at {where}, not a finite number: it is stored as null (no "
+                              f"value), and so are its later non-finite values, without another warning",
+                              RuntimeWarning, stacklevel=3)
 
     def _fill_from_masks(self, known: dict[str, Any], masks: dict[str, np.ndarray]) -> None:
         total = sum(int(m.size) for m in masks.values())
@@ -220,8 +234,8 @@ class Run:
                  tb: TracebackType | None) -> None:
         if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             self.finish("completed")  # sys.exit(0) is a script ending well
-        elif isinstance(exc, RunCancelled):
-            self.finish("cancelled")
+        elif isinstance(exc, RunCancelled | KeyboardInterrupt):
+            self.finish("cancelled")  # the dashboard's cancel, or Ctrl-C: stopped on purpose (re-raised all the same)
         else:
             text = "".join(traceback.format_exception(kind, exc, tb)[-12:])
             self.finish("failed", error=f"{type(exc).__name__}: {exc}\n{text}")

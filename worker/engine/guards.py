@@ -27,11 +27,12 @@ epoch, the rule is two epochs.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prunescope.contract import RunConfig
+from prunescope.contract import PruningConfig, RunConfig
 
 EXPLOSION_FACTOR = 10.0
 PATIENCE = 2
@@ -45,14 +46,28 @@ class TrainingDiverged(ValueError):
     """The run cannot produce a useful model any more; the message says what to change."""
 
 
-def emptied_advice(config: RunConfig) -> str:
-    """What to change when pruning left a layer with no weight."""
-    p = config.pruning
+def emptied_advice(config: RunConfig | PruningConfig) -> str:
+    """What to change when pruning left a layer with no weight (a run config, or its pruning block)."""
+    p = config.pruning if isinstance(config, RunConfig) else config
     if p is not None and p.scope == "global":
         return ("scope 'global' ranks all layers together, and a layer whose weights start smaller (more inputs) can "
                 "lose all of them; use scope 'layer' (or distribution 'erk'), a lower target, or a later "
                 "schedule.start_epoch so that weights are ranked after some training")
     return "a lower pruning.target_sparsity or threshold"
+
+
+def emptied_message(emptied: Sequence[str], hint: str) -> str:
+    """Which pruned layers have no weight left, and `hint` (`emptied_advice`)."""
+    shown = ", ".join(emptied[:5]) + (f" and {len(emptied) - 5} more" if len(emptied) > 5 else "")
+    return f"pruning removed every weight of {shown}, which cuts the network: {hint}"
+
+
+def warn_emptied(layer: str, pruning: PruningConfig, warned: set[str]) -> None:
+    """A Pruner in the user's own loop says so (once per layer in `warned`) when an update empties a layer: that
+    loop has no guard to end the run, which would otherwise train at chance with nothing said."""
+    if layer not in warned:
+        warned.add(layer)
+        warnings.warn(f"Pruner: {emptied_message([layer], emptied_advice(pruning))}", stacklevel=4)
 
 
 def advice(config: RunConfig) -> str:
@@ -103,8 +118,7 @@ class CollapseGuard:
         when = "after pruning " if pruning_started and not never_learnt else ""
         hint = self.lr_hint if never_learnt else self.hint
         if emptied:
-            shown = ", ".join(emptied[:5]) + (f" and {len(emptied) - 5} more" if len(emptied) > 5 else "")
-            hint = f"pruning removed every weight of {shown}, which cuts the network: {self.emptied_hint}"
+            hint = emptied_message(emptied, self.emptied_hint)
         exploded = train_loss > max(EXPLOSION_FACTOR * self.best_loss, uniform_loss)
         self.exploded_epochs = self.exploded_epochs + 1 if exploded else 0
         self.exploded_steps = self.exploded_steps + steps if exploded else 0

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from prunescope.contract import LayerStats, PruningConfig, parse_pruning
+from worker.engine.guards import warn_emptied
 from worker.engine.pruning.criteria import CRITERIA, Criterion
 from worker.engine.pruning.hooking import (
     ForwardSwap,
@@ -92,6 +93,7 @@ class Pruner:
         self._hooks: list[Any] = []
         self._released = False
         self._started = False
+        self._emptied: set[str] = set()  # layers an update left with no weight (warned once each)
         self._swap = ForwardSwap(lambda: self._copy, self._before_forward)  # splice/feedback's forward hooks
         self._refresh_masked_pairs()
         warn_unstepped(self.layers, optimizer)
@@ -365,6 +367,8 @@ class Pruner:
         layer.mask.copy_(new)
         layer.refresh_keep()
         self._refresh_masked_pairs()
+        if layer.name not in self._emptied and not bool(new.any()):
+            warn_emptied(layer.name, self.config, self._emptied)
         if self._dense:
             return  # dense weights and their optimizer state keep learning; the mask only gates forward
         if isinstance(self.optimizer, torch.optim.LBFGS):
