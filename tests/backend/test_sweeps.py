@@ -166,3 +166,44 @@ def test_a_grid_value_that_overflows_to_infinity_is_a_422_not_a_500(client: Test
     response = client.post("/api/sweeps", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert "training.seed" in response.text
+
+
+def _configs(client: TestClient, body: dict[str, Any]) -> list[dict[str, Any]]:
+    response = client.post("/api/sweeps", json=body)
+    assert response.status_code == 201, response.text
+    return [client.get(f"/api/runs/{r['id']}").json()["config"] for r in response.json()["runs"]]
+
+
+def test_fields_that_hang_on_a_varied_choice_are_left_out_where_they_do_not_apply(client: TestClient) -> None:
+    # The form sends a dependent field when any combination needs it; each of these sweeps was a 422 for the
+    # combinations it did not apply to.
+    nm = _configs(client, {"name": "nm", "base": {**BASE, "pruning": {"target_sparsity": 0.5, "n_m": [2, 4],
+                                                                     "distribution": "uniform"}},
+                           "grid": {"pruning.granularity": ["unstructured", "n:m"]}})
+    assert [(c["pruning"]["granularity"], c["pruning"]["target_sparsity"], c["pruning"]["n_m"]) for c in nm] == [
+        ("unstructured", 0.5, None), ("n:m", None, [2, 4])]
+    models = _configs(client, {"name": "m", "base": {**BASE, "model": {"name": "mlp", "hidden": [64]}},
+                               "grid": {"model.name": ["lenet300_100", "mlp"]}})
+    assert [(c["model"]["name"], c["model"]["hidden"]) for c in models] == [("lenet300_100", None), ("mlp", [64])]
+    optimizers = _configs(client, {"name": "o", "base": {**BASE, "training": {**BASE["training"], "nesterov": True}},
+                                   "grid": {"training.optimizer": ["sgd", "adam"]}})
+    assert [(c["training"]["optimizer"], c["training"]["nesterov"]) for c in optimizers] == [
+        ("sgd", True), ("adam", False)]
+
+
+def test_a_dependent_field_that_applies_to_no_combination_is_still_refused(client: TestClient) -> None:
+    body = {"name": "x", "base": {**BASE, "model": {"name": "mlp", "hidden": [64]}},
+            "grid": {"model.name": ["lenet300_100", "lenet5"]}}
+    response = client.post("/api/sweeps", json=body)
+    assert response.status_code == 422
+    assert "model.hidden applies only to model.name 'mlp'" in response.text
+
+
+def test_overlapping_grid_paths_are_refused(client: TestClient) -> None:
+    # The later path silently won: two runs named lr=0.5 and lr=0.01 both trained at 0.2.
+    response = client.post("/api/sweeps", json={"name": "ov", "base": BASE,
+                                                "grid": {"training.lr": [0.5, 0.01], "training": [{"lr": 0.2}]}})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "grid", "training.lr"] and "overlap" in error["msg"]
+    assert runs_total(client) == 0
