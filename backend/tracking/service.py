@@ -19,6 +19,7 @@ from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
 from prunescope import maskcodec
 from prunescope.contract.config import Device, PruningConfig, RunConfig
+from prunescope.contract.records import RunSummary
 from prunescope.contract.status import FINISHED_STATUSES
 from prunescope.contract.tracking import (
     BatchAck,
@@ -170,7 +171,7 @@ def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> Non
     now = utcnow()
     rows, events = [], []
     for e in epochs:
-        record = e.model_dump(exclude={"masks", "extra"})
+        record = {**e.model_dump(exclude={"masks", "extra"}), "attempt": run.attempts}  # a script: one attempt
         rows.append({**record, "run_id": run.id, "extra": e.extra or None, "recorded_at": now})
         events.append({**record, "extra": e.extra} if e.extra else record)
     # One executemany each for the epochs and their events: a 1000-epoch sync is a few statements, not
@@ -203,8 +204,11 @@ def finish_tracked_run(session: Session, run: Run, body: TrackedFinish) -> None:
             return  # the same end again, or a cancel that already ended it
         raise Conflict(f"run {run.id} already ended {run.status}; it cannot now be {status}")
     reported_for(session).forget(run.id)  # its kept masks (a revived run replays the stored chain once)
-    if body.summary is not None:
-        runs.apply_summary(run, body.summary, status)
+    # A script that sends no summary gets the one its records give (it was null: the run page had no final figures).
+    summary = body.summary if body.summary is not None else RunSummary(**{key: value for key, value in (
+        ("final_test_acc", run.test_acc), ("best_test_acc", run.best_test_acc), ("final_sparsity", run.sparsity),
+        ("epochs_done", run.epochs_done)) if value is not None})
+    runs.apply_summary(run, summary, status)
     run.error = None if status == "completed" else run.error
     runs.set_status(session, run, status, error=body.error)
 

@@ -67,6 +67,9 @@ def test_tracked_run_keeps_record_columns_and_other_scalars_and_lists_as_tracked
     assert detail["config"] == {"arch": "resnet20", "lr": 0.1, "nested": {"depth": [1, 2]}}
     assert detail["model"] == "resnet20" and detail["epochs_done"] == 3 and detail["test_acc"] == pytest.approx(0.8)
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["attempt"] for e in epochs] == [1, 1, 1]  # SPEC: every epoch record names its attempt (was null)
+    assert detail["summary"] == {"final_test_acc": pytest.approx(0.8), "best_test_acc": pytest.approx(0.8),
+                                 "epochs_done": 3}  # none sent: the records' (was null)
     assert epochs[1]["train_loss"] == pytest.approx(0.5)
     assert epochs[1]["extra"] == {"grad_norm": 2.5, "diverged": None}
     assert [r["kind"] for r in listed] == ["tracked"]
