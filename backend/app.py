@@ -40,6 +40,7 @@ from backend.security import (
     WORKER_PREFIX,
     JsonTooLarge,
     SecurityMiddleware,
+    TokenGate,
     allowed_hosts,
     reject_unsafe_json,
     too_large,
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool = Tru
     # time compressing than computing).
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)
+    app.add_middleware(TokenGate)  # inside SecurityMiddleware: its 401s carry the security headers
     hosts = settings.allowed_hosts.split(",") if settings.allowed_hosts is not None else None
     app.add_middleware(SecurityMiddleware, hosts=allowed_hosts(hosts, settings.host))
     app.include_router(runs.router)

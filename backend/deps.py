@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
 from backend.db import Database
@@ -98,24 +99,48 @@ WritableRunDep = Annotated[Run, Depends(get_run_for_write)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def _matches(credentials: HTTPAuthorizationCredentials | None, token: str) -> bool:
-    return credentials is not None and hmac.compare_digest(credentials.credentials.encode(), token.encode())
+def presented_token(authorization: str | None) -> str | None:
+    """The token an `Authorization: Bearer …` header carries, read as HTTPBearer reads it; None without one."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    return credentials if authorization and scheme.lower() == "bearer" and credentials else None
+
+
+def api_token_refusal(api_token: str | None, presented: str | None) -> Unauthorized | None:
+    """Why a write is refused when PRUNESCOPE_API_TOKEN is set and `presented` is not it; None when allowed."""
+    if api_token and not _matches(presented, api_token):
+        return Unauthorized("this endpoint needs `Authorization: Bearer <API token>`",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+def worker_token_refusal(worker_token: str, presented: str | None) -> Unauthorized | None:
+    """Why a worker report is refused when `presented` is not the worker token; None when allowed."""
+    if not _matches(presented, worker_token):
+        return Unauthorized("worker reports need `Authorization: Bearer <worker token>`",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+def _matches(presented: str | None, token: str) -> bool:
+    return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
+
+
+def _credentials(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    return credentials.credentials if credentials is not None else None
 
 
 async def require_api_token(settings: SettingsDep, credentials: Credentials) -> None:
     """Write endpoints: when PRUNESCOPE_API_TOKEN is set, a matching Bearer token is required."""
-    token = settings.api_token
-    if token and not _matches(credentials, token):
-        raise Unauthorized("this endpoint needs `Authorization: Bearer <API token>`",
-                           headers={"WWW-Authenticate": "Bearer"})
+    refusal = api_token_refusal(settings.api_token, _credentials(credentials))
+    if refusal is not None:
+        raise refusal
 
 
 async def require_worker_token(request: Request, credentials: Credentials) -> None:
     """Worker reports always need the worker token."""
-    token: str = request.app.state.worker_token
-    if not _matches(credentials, token):
-        raise Unauthorized("worker reports need `Authorization: Bearer <worker token>`",
-                           headers={"WWW-Authenticate": "Bearer"})
+    refusal = worker_token_refusal(request.app.state.worker_token, _credentials(credentials))
+    if refusal is not None:
+        raise refusal
 
 
 ApiWrite = Depends(require_api_token)

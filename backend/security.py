@@ -1,19 +1,34 @@
-"""Request guards every response passes through: allowed Host, write intent (same origin, JSON), security headers."""
+"""Request guards every response passes through: allowed Host, write intent (same origin, JSON), tokens before
+bodies, security headers."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import orjson
 from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.routing import BaseRoute, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.errors import Invalid
+from backend.deps import (
+    api_token_refusal,
+    presented_token,
+    require_api_token,
+    require_worker_token,
+    worker_token_refusal,
+)
+from backend.errors import Invalid, Unauthorized
 
 # Plotly draws with inline style attributes (d3 `.attr("style", …)`), so styles need 'unsafe-inline'; scripts
 # never do: the dashboard has no inline script and no eval.
@@ -32,6 +47,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Workers talk to these with the worker token and upload artifacts as octet streams; browsers never do.
 WORKER_PREFIX = "/api/worker/"
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+# Bodies larger than this are checked for NaN/Infinity in a worker thread, not on the event loop.
+THREAD_PARSE_BYTES = 1 << 20
 
 
 def allowed_hosts(configured: Iterable[str] | None, bind_host: str) -> frozenset[str] | None:
@@ -114,16 +131,100 @@ class SecurityMiddleware:
         return send_with_headers
 
 
-class _NotJson:
-    """Where json.loads met NaN or ±Infinity: kept as a marker so that the error can name the field."""
+TOKEN_CHECKS = (require_api_token, require_worker_token)
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+
+@dataclass(frozen=True)
+class TokenRule:
+    """A route as the token gate sees it: the writes it answers and the token dependencies it declares."""
+
+    path: re.Pattern[str]
+    methods: frozenset[str]
+    checks: frozenset[Callable[..., Any]]
+
+
+def _calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from _calls(dependency)
+
+
+def token_rules(routes: Iterable[BaseRoute]) -> list[TokenRule]:
+    """Every route that answers writes, in the router's order, with the token dependencies it declares (router
+    dependencies included): the gate asks exactly what the route's own dependencies will ask."""
+    rules = []
+    for context in iter_route_contexts(list(routes)):
+        dependant, path = getattr(context, "dependant", None), getattr(context, "path_regex", None)
+        methods = frozenset(getattr(context, "methods", None) or ()) - SAFE_METHODS
+        if isinstance(dependant, Dependant) and isinstance(path, re.Pattern) and methods:
+            checks = frozenset(call for call in _calls(dependant) if call in TOKEN_CHECKS)
+            rules.append(TokenRule(path, methods, checks))
+    return rules
+
+
+def token_refusal(scope: Scope, rules: list[TokenRule]) -> Unauthorized | None:
+    """The 401 a write gets from its route's token dependency (`ApiWrite`, `WorkerAuth`), decided from its
+    headers alone: the same check, made before the body is read. None when the write may go on to its route."""
+    if scope["method"] in SAFE_METHODS:
+        return None
+    state = getattr(scope.get("app"), "state", None)
+    settings, worker_token = getattr(state, "settings", None), getattr(state, "worker_token", None)
+    if settings is None or worker_token is None:  # not started: the route's own dependencies decide
+        return None
+    path = get_route_path(scope)
+    rule = next((r for r in rules if scope["method"] in r.methods and r.path.match(path)), None)
+    if rule is None:
+        return None
+    presented = presented_token(Headers(scope=scope).get("authorization"))
+    if require_worker_token in rule.checks:
+        refusal = worker_token_refusal(worker_token, presented)
+        if refusal is not None:
+            return refusal
+    return api_token_refusal(settings.api_token, presented) if require_api_token in rule.checks else None
+
+
+class TokenGate:
+    """Refuses a write that lacks its route's token (401) before reading any of its body: FastAPI reads and parses
+    a body before the route's dependencies run, so a client without a token could otherwise make the API hold
+    and parse hundreds of megabytes. The routes' own token dependencies still run after it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.rules: list[TokenRule] | None = None  # read from the app's routes at the first request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = None
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            if self.rules is None:
+                self.rules = token_rules(getattr(scope.get("app"), "routes", ()))
+            refusal = token_refusal(scope, self.rules)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": refusal.message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close"),
+                   *((k.lower().encode(), v.encode()) for k, v in (refusal.headers or {}).items())]
+        await send({"type": "http.response.start", "status": refusal.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _NotJson:
+    """Where json.loads met NaN or ±Infinity, or a number too large for a double (1e400): kept as a marker so
+    that the error can name the field."""
+
+    def __init__(self, name: str, problem: str = "is not a number JSON allows") -> None:
+        self.message = f"{name[:40]} {problem}"
+
+
+def _finite_or_marker(text: str) -> float | _NotJson:
+    number = float(text)
+    return number if math.isfinite(number) else _NotJson(text, "is beyond a double's range (it would be infinite)")
 
 
 def _first_problem(value: Any, loc: list[str | int]) -> tuple[list[str | int], str] | None:
     if isinstance(value, _NotJson):
-        return loc, f"{value.name} is not a number JSON allows"
+        return loc, value.message
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -146,24 +247,37 @@ def _first_problem(value: Any, loc: list[str | int]) -> tuple[list[str | int], s
     return None
 
 
+def unsafe_json_problem(body: bytes) -> tuple[list[str | int], str] | None:
+    """Where a JSON body holds NaN, ±Infinity, a number beyond a double (1e400 would become inf) or a lone
+    surrogate, and what it is; None when it holds none (or is not JSON at all)."""
+    try:
+        orjson.loads(body)
+        return None  # orjson refuses NaN, ±Infinity, 1e999 and lone surrogates: a body it parses holds none of them
+    except orjson.JSONDecodeError:
+        pass  # find what it refused below (or leave malformed JSON to FastAPI's usual 422)
+    try:
+        document = json.loads(body, parse_constant=_NotJson, parse_float=_finite_or_marker)
+    except (ValueError, RecursionError):
+        return None  # malformed JSON (or nested past Python's limit): FastAPI's own parsing answers it
+    try:
+        return _first_problem(document, ["body"])
+    except RecursionError:
+        return ["body"], "JSON nested too deeply"
+
+
 async def reject_unsafe_json(request: Request) -> None:
-    """Every JSON body: NaN and ±Infinity (not JSON) and lone surrogates (not Unicode text) get a 422 before any
-    endpoint sees them: they would otherwise be stored and break every later read of what holds them."""
+    """Every JSON body: NaN and ±Infinity (not JSON), numbers that overflow to them, and lone surrogates (not
+    Unicode text) get a 422 before any endpoint sees them: they would otherwise be stored (as null, or not at
+    all) and break every later read of what holds them."""
     if request.method in SAFE_METHODS or "json" not in request.headers.get("content-type", ""):
         return
     body = await request.body()  # cached: FastAPI parses the same bytes afterwards
     if not body:
         return
-    try:
-        orjson.loads(body)
-        return  # orjson refuses NaN, ±Infinity, 1e999 and lone surrogates: a body it parses holds none of them
-    except orjson.JSONDecodeError:
-        pass  # find what it refused below (or leave malformed JSON to FastAPI's usual 422)
-    try:
-        document = json.loads(body, parse_constant=_NotJson)
-    except ValueError:
-        return  # malformed JSON: FastAPI's own parsing answers it with its usual 422
-    found = _first_problem(document, ["body"])
+    if len(body) > THREAD_PARSE_BYTES:  # parsing a large body would stall every other request meanwhile
+        found = await anyio.to_thread.run_sync(unsafe_json_problem, body)
+    else:
+        found = unsafe_json_problem(body)
     if found:
         loc, message = found
         raise Invalid(message, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
