@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, Text, cast, delete, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from backend.tables import Epoch, Run, RunEvent, RunHistory, RunTag
 
@@ -101,9 +101,11 @@ def list_runs(
             order = order.nulls_last()
         ids_query = ids_query.order_by(order, Run.id.desc())
     # Sort ids only, then load the page's rows: the sorter holds (key, id), not thousands of whole rows with
-    # their JSON configs.
+    # their JSON configs. A list item shows no summary: its JSON (a tracked script's, up to 10 000 values) stays
+    # unread.
     ids: list[int] = list(session.scalars(ids_query.limit(limit).offset(offset)))
-    by_id = {run.id: run for run in session.scalars(select(Run).where(Run.id.in_(ids)))} if ids else {}
+    page = select(Run).options(defer(Run.summary)).where(Run.id.in_(ids))
+    by_id = {run.id: run for run in session.scalars(page)} if ids else {}
     return [by_id[i] for i in ids if i in by_id], total
 
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from backend.runs.schemas import NO_NUL, RunListItem
+from prunescope.contract.records import free_form_json
 
 MAX_COMBINATIONS = 1000
 DOTTED_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 GridPath = Annotated[str, Field(min_length=1, max_length=200, pattern=DOTTED_PATH)]
 GridValues = Annotated[list[Any], Field(min_length=1, max_length=MAX_COMBINATIONS)]
+
+
+def _bounded(what: str) -> AfterValidator:
+    """Free-form JSON bounded as a tracked run's config is: deeper or larger would break storing and reading it."""
+    return AfterValidator(lambda value: free_form_json(value, what))
 
 
 class SweepCreate(BaseModel):
@@ -28,8 +34,9 @@ class SweepCreate(BaseModel):
     }]})
 
     name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    base: dict[str, Any] = Field(description="A run config (as `POST /api/runs` takes) every combination starts from")
-    grid: dict[GridPath, GridValues] = Field(
+    base: Annotated[dict[str, Any], _bounded("base")] = Field(
+        description="A run config (as `POST /api/runs` takes) every combination starts from")
+    grid: Annotated[dict[GridPath, GridValues], _bounded("grid")] = Field(
         min_length=1, max_length=16,
         description=f"Dotted config paths to the values to try; at most {MAX_COMBINATIONS} combinations in all")
 

@@ -17,10 +17,14 @@ from backend.runs import service as runs_service
 from backend.sweeps import repository
 from backend.sweeps.schemas import MAX_COMBINATIONS, SweepCreate, SweepDetail, SweepSummary
 from backend.tables import Run, Sweep, utcnow
+from prunescope.contract.applies import APPLIES_WHEN, applying_somewhere, leave_out_inapplicable
 from prunescope.contract.config import RunConfig
 from prunescope.contract.status import FINISHED_STATUSES
 
 MAX_ERRORS = 50
+# A 422 names each bad combination: a value longer than this is shown cut (a 1 MB grid value repeated in 50
+# errors made a 100 MB answer).
+ECHO_CHARS = 100
 
 
 class SweepInvalid(Invalid):
@@ -47,13 +51,32 @@ def set_path(config: dict[str, Any], path: str, value: Any) -> None:
             child = node[key] = {}
         elif not isinstance(child, dict):
             where = ".".join(parents[: i + 1])
-            raise ValueError(f"{where} is {json.dumps(child)}, not an object, so {path} cannot be set")
+            raise ValueError(f"{where} is {shown(child)}, not an object, so {path} cannot be set")
         node = child
     node[leaf] = value
 
 
+def _cut(value: Any, limit: int) -> tuple[str, bool]:
+    text = json.dumps(value[: limit + 1] if isinstance(value, str) else value)  # a huge string is not dumped whole
+    return (text, False) if len(text) <= limit else (text[: limit - 1] + "…", True)
+
+
+def shown(value: Any, limit: int = ECHO_CHARS) -> str:
+    """`value` as JSON, cut to `limit` characters (ending in …) when longer."""
+    return _cut(value, limit)[0]
+
+
+def echoed(combination: dict[str, Any]) -> dict[str, Any]:
+    """A combination as an error repeats it: short values as they are, long ones as their cut JSON text."""
+    out: dict[str, Any] = {}
+    for path, value in combination.items():
+        text, cut = _cut(value, ECHO_CHARS)
+        out[path] = text if cut else value
+    return out
+
+
 def label(combination: dict[str, Any]) -> str:
-    return ", ".join(f"{path}={json.dumps(value)}" for path, value in combination.items())
+    return ", ".join(f"{path}={shown(value)}" for path, value in combination.items())
 
 
 def expand(body: SweepCreate, offer: Offer | None = None) -> list[tuple[dict[str, Any], RunConfig]]:
@@ -66,30 +89,42 @@ def expand(body: SweepCreate, offer: Offer | None = None) -> list[tuple[dict[str
     if count > MAX_COMBINATIONS:
         raise SweepInvalid([{"loc": ["body", "grid"], "type": "too_many_combinations",
                              "msg": f"the grid has {count} combinations; at most {MAX_COMBINATIONS} are allowed"}])
+    paths = list(body.grid)
+    overlapping = [(a, b) for a in paths for b in paths if b.startswith(f"{a}.")]
+    if overlapping:  # the later path silently won, and run names showed values no run used
+        raise SweepInvalid([{"loc": ["body", "grid", b], "type": "overlapping_paths",
+                             "msg": f"grid paths {a} and {b} overlap: {a} sets {b} too; vary one of them"}
+                            for a, b in overlapping])
     out: list[tuple[dict[str, Any], RunConfig]] = []
     errors: list[dict[str, Any]] = []
+    applied = [_applied(body.base, combination) for combination in combinations(body.grid)]
+    # A field that hangs on a varied one (model.hidden on model.name) is left out where it does not apply, if it
+    # applies somewhere in the sweep; applying nowhere, it stays, so the 422 says so.
+    keep = set(body.grid) | (set(APPLIES_WHEN) - applying_somewhere([c for c in applied if c is not None]))
     for index, combination in enumerate(combinations(body.grid), start=1):
         where = f"combination {index} ({label(combination)})"
+        echo = echoed(combination)
         config = copy.deepcopy(body.base)
         try:
             for path, value in combination.items():
                 set_path(config, path, value)
+            leave_out_inapplicable(config, keep)
             if "name" not in combination:
                 config["name"] = _run_name(body.name, combination)
             validated = RunConfig.model_validate(config)
             for problem in run_problems(validated, offer or Offer()):
                 loc = [str(part) for part in problem["loc"]][1:]  # type: ignore[attr-defined]
                 errors.append({"loc": ["body", "grid", *loc], "type": problem["type"],
-                               "msg": f"{where}: {'.'.join(loc)}: {problem['msg']}", "combination": combination})
+                               "msg": f"{where}: {'.'.join(loc)}: {problem['msg']}", "combination": echo})
             out.append((combination, validated))
         except ValidationError as exc:
             for error in exc.errors(include_url=False, include_input=False):
                 field = ".".join(str(p) for p in error["loc"]) or "config"
                 errors.append({"loc": ["body", "grid", *error["loc"]], "type": error["type"],
-                               "msg": f"{where}: {field}: {error['msg']}", "combination": combination})
+                               "msg": f"{where}: {field}: {error['msg']}", "combination": echo})
         except ValueError as exc:
             errors.append({"loc": ["body", "grid"], "type": "value_error", "msg": f"{where}: {exc}",
-                           "combination": combination})
+                           "combination": echo})
         if len(errors) >= MAX_ERRORS:
             break
     if errors:
@@ -97,8 +132,19 @@ def expand(body: SweepCreate, offer: Offer | None = None) -> list[tuple[dict[str
     return out
 
 
+def _applied(base: dict[str, Any], combination: dict[str, Any]) -> dict[str, Any] | None:
+    """The base with a combination set, or None where a path cannot be set (its error comes in `expand`)."""
+    config = copy.deepcopy(base)
+    try:
+        for path, value in combination.items():
+            set_path(config, path, value)
+    except ValueError:
+        return None
+    return config
+
+
 def _run_name(sweep_name: str, combination: dict[str, Any]) -> str:
-    short = " ".join(f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}" for path, value in combination.items())
+    short = " ".join(f"{path.rsplit('.', 1)[-1]}={shown(value)}" for path, value in combination.items())
     return f"{sweep_name} [{short}]"[:200]
 
 

@@ -2,19 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from prunescope.contract.config import NO_NUL
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_DIM = 2**31 - 1  # one tensor dimension; larger shapes are refused as bad input
 MAX_LAYER_WEIGHTS = 2**31 - 1  # weights in one layer (a mask snapshot's declared size is bounded by settings)
 MAX_COUNT = 2**62  # non-zero / total weight counts, far inside SQL BIGINT
 MAX_LAYERS = 1000
 MAX_ATTEMPT = 2**31 - 1
-# A prunable layer's name, as in LayerStats and as a key of a report's masks (they are looked up by it).
-LayerName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+MAX_FREE_FORM_DEPTH = 32
+MAX_FREE_FORM_ITEMS = 10_000
+# A prunable layer's name, as in LayerStats and as a key of a report's masks (they are looked up by it): a PyTorch
+# parameter name (`features.0.weight`, `blocks.3.attn.out_proj.weight`, a ModuleDict's `conv 1` or `слой`): dot-
+# separated, non-empty parts. Never a path (`/`, `\`, `..`, a leading `.`) nor control characters: the name becomes
+# an entry of the npz export (a spreadsheet formula's leading `=` is neutralised in the CSV export instead).
+LAYER_NAME_PATTERN = r"^[^./\\\x00-\x1f\x7f]+(\.[^./\\\x00-\x1f\x7f]+)*$"
+LayerName = Annotated[str, Field(min_length=1, max_length=200, pattern=LAYER_NAME_PATTERN,
+                                 examples=["features.0.weight"])]
+
+
+def check_text(value: str, where: str) -> None:
+    """Refuse text a database cannot store: NUL, or a lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        raise ValueError(f"{where} contains NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where} is not valid Unicode (lone surrogate)") from exc
+
+
+def free_form_json(value: dict[str, Any], what: str = "config") -> dict[str, Any]:
+    """Free-form JSON a user sends (a tracked run's config, a summary's own fields, a sweep's base): of bounded
+    depth and size, finite numbers and storable strings; anything deeper or larger would be stored and then
+    break, or slow, every later read of it. `what` names it in the messages."""
+    budget = [MAX_FREE_FORM_ITEMS]
+
+    def visit(node: Any, depth: int, path: str) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(f"{what} holds more than {MAX_FREE_FORM_ITEMS} values")
+        if depth > MAX_FREE_FORM_DEPTH:
+            raise ValueError(f"{what} is nested deeper than {MAX_FREE_FORM_DEPTH} levels at {path}")
+        if isinstance(node, str):
+            check_text(node, f"{what} value at {path}")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"{what} value at {path} is not a finite number")
+        elif isinstance(node, int) and not isinstance(node, bool) and not -(2**63) <= node < 2**63:
+            raise ValueError(f"{what} value at {path} is an integer beyond 64 bits")
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"{what} keys must be strings at {path}")
+                check_text(key, f"{what} key {path}.{key[:40]!r}")
+                visit(item, depth + 1, f"{path}.{key[:40]}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                visit(item, depth + 1, f"{path}[{i}]")
+        elif node is not None and not isinstance(node, bool | int | float):
+            raise ValueError(f"{what} value at {path} is not JSON ({type(node).__name__})")
+
+    visit(value, 0, what)
+    return value
 
 
 class Record(BaseModel):
@@ -101,6 +151,13 @@ class RunSummary(Record):
     early_stop: str | None = Field(default=None, max_length=500, description=(
         "Why training ended before its last epoch although the run is complete (e.g. converged); a `completed` "
         "finish without it needs every epoch recorded"))
+
+    @model_validator(mode="after")
+    def _bounded_extra(self) -> RunSummary:
+        # Its own fields are typed; the others are free-form and bounded as a tracked run's config is.
+        if self.model_extra:
+            free_form_json(self.model_extra, "summary")
+        return self
 
 
 MaskEncoding = Literal["key", "delta"]

@@ -6,19 +6,22 @@ Writes need the API token; every call about a created run also carries its lease
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from prunescope.contract.config import MAX_EPOCHS, NO_NUL, PruningConfig, Tag
 from prunescope.contract.records import (
+    MAX_FREE_FORM_DEPTH,
+    MAX_FREE_FORM_ITEMS,
     MAX_LAYERS,
     EpochMetrics,
     LayerName,
     LayerStats,
     MaskPayload,
     RunSummary,
+    check_text,
+    free_form_json,
 )
 
 TRACKING_PREFIX = "/api/tracked-runs"
@@ -28,8 +31,8 @@ MAX_BATCH_POINTS = 10_000
 MAX_EXTRA_SCALARS = 500
 MAX_POINT_SCALARS = 200
 MAX_STEP = 2**31 - 1
-MAX_CONFIG_DEPTH = 32
-MAX_CONFIG_ITEMS = 10_000
+MAX_CONFIG_DEPTH = MAX_FREE_FORM_DEPTH
+MAX_CONFIG_ITEMS = MAX_FREE_FORM_ITEMS
 
 
 class TrackingPaths:
@@ -54,49 +57,8 @@ class TrackingPaths:
         return f"{cls.run(run_id)}/points"
 
 
-def _check_text(value: str, where: str) -> None:
-    if "\x00" in value:
-        raise ValueError(f"{where} contains NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate cannot be stored as UTF-8
-        raise ValueError(f"{where} is not valid Unicode (lone surrogate)") from exc
-
-
-def free_form_json(value: dict[str, Any]) -> dict[str, Any]:
-    """A user's free-form config: JSON of bounded depth and size whose strings a database can store."""
-    budget = [MAX_CONFIG_ITEMS]
-
-    def visit(node: Any, depth: int, path: str) -> None:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise ValueError(f"config holds more than {MAX_CONFIG_ITEMS} values")
-        if depth > MAX_CONFIG_DEPTH:
-            raise ValueError(f"config is nested deeper than {MAX_CONFIG_DEPTH} levels at {path}")
-        if isinstance(node, str):
-            _check_text(node, f"config value at {path}")
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise ValueError(f"config value at {path} is not a finite number")
-        elif isinstance(node, int) and not isinstance(node, bool) and not -(2**63) <= node < 2**63:
-            raise ValueError(f"config value at {path} is an integer beyond 64 bits")
-        elif isinstance(node, dict):
-            for key, item in node.items():
-                if not isinstance(key, str):
-                    raise ValueError(f"config keys must be strings at {path}")
-                _check_text(key, f"config key {path}.{key[:40]!r}")
-                visit(item, depth + 1, f"{path}.{key[:40]}")
-        elif isinstance(node, list):
-            for i, item in enumerate(node):
-                visit(item, depth + 1, f"{path}[{i}]")
-        elif node is not None and not isinstance(node, bool | int | float):
-            raise ValueError(f"config value at {path} is not JSON ({type(node).__name__})")
-
-    visit(value, 0, "config")
-    return value
-
-
 def _clean_name(value: str) -> str:
-    _check_text(value, "name")
+    check_text(value, "name")
     return value
 
 

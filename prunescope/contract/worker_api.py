@@ -6,7 +6,7 @@ carries the lease that `start` returned, in the `X-Prunescope-Lease` header.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,7 +20,7 @@ from prunescope.contract.records import (
     MaskPayload,
     RunSummary,
 )
-from prunescope.contract.sources import PluginParam
+from prunescope.contract.sources import PLUGIN_NAME, PluginParam
 
 LEASE_HEADER = "X-Prunescope-Lease"
 WORKER_PREFIX = "/api/worker"
@@ -33,6 +33,9 @@ MAX_OFFERED = 500  # plugin models, and datasets, one heartbeat names
 MAX_PLUGIN_ERRORS = 100
 MAX_SIGNATURE = 64  # keyword parameters of one plugin a heartbeat describes
 MAX_PARAM_NAME = 64  # as long as a `model.params` key may be
+# A plugin model or dataset a heartbeat offers: named as a run config may name it (the /api/options lists show it).
+PluginName = Annotated[str, Field(pattern=PLUGIN_NAME)]
+
 
 class WorkerPaths:
     """Paths of the worker API, relative to the API's base URL."""
@@ -147,12 +150,13 @@ class Heartbeat(WorkerMessage):
     device_name: str = Field(default="", max_length=200, pattern=NO_NUL)
     gpu_memory_mb: float | None = Field(default=None, ge=0, le=2**40)
     run_id: int | None = Field(default=None, ge=1, le=MAX_RUN_ID)
-    models: dict[str, list[str]] = Field(default={}, max_length=MAX_OFFERED,
+    models: dict[PluginName, list[str]] = Field(default={}, max_length=MAX_OFFERED,
                                          description="Plugin models this worker can build: name -> prunable layers")
-    datasets: list[str] = Field(default=[], max_length=MAX_OFFERED, description="Plugin datasets this worker can load")
-    model_params: dict[str, PluginSignature] = Field(default={}, max_length=MAX_OFFERED,
+    datasets: list[PluginName] = Field(default=[], max_length=MAX_OFFERED,
+                                       description="Plugin datasets this worker can load")
+    model_params: dict[PluginName, PluginSignature] = Field(default={}, max_length=MAX_OFFERED,
                                                      description="Each plugin model's build() keyword parameters")
-    dataset_params: dict[str, PluginSignature] = Field(default={}, max_length=MAX_OFFERED,
+    dataset_params: dict[PluginName, PluginSignature] = Field(default={}, max_length=MAX_OFFERED,
                                                        description="Each plugin dataset's load() keyword parameters")
     plugin_errors: list[str] = Field(default=[], max_length=MAX_PLUGIN_ERRORS,
                                      description="Plugins that failed to import")
