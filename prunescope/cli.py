@@ -349,14 +349,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     try:
         results = sync(args.dir or settings.home / "spool", args.api or settings.api_url,
                        args.token or settings.api_token, force=args.force)
-    except (ApiUnreachable, TrackingError, FileNotFoundError, ValueError) as exc:
+    except (ApiUnreachable, TrackingError, OSError, ValueError) as exc:
         print(f"prunescope sync: {exc}", file=sys.stderr)
         return 1
     for r in results:
+        if r.error is not None:  # one line per bad spool; the good ones were still uploaded
+            print(f"prunescope sync: {r.path}: {' '.join(r.error.split())}", file=sys.stderr)
+            continue
         what = "already uploaded" if r.skipped else f"{r.epochs} epochs, {r.points} points" + (
             f", {r.finished}" if r.finished else "")
         print(f"{r.path}: run {r.run_id} ({what})")
-    return 0
+    return 1 if any(r.error is not None for r in results) else 0
 
 
 if __name__ == "__main__":

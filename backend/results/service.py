@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,10 +21,12 @@ from backend.runs import repository as runs_repository
 from backend.runs import service as runs_service
 from backend.runs.schemas import MAX_ID
 from backend.tables import Run
+from prunescope.contract.records import LAYER_NAME_PATTERN
 
 CSV_SCALARS = ("epoch", *repository.SERIES_NAMES, "attempt")
 CSV_LAYER_COLUMNS = ("layer", "layer_shape", "layer_sparsity", "layer_pruned", "layer_regrown", "layer_threshold")
 CSV_COLUMNS = ("run_id", *CSV_SCALARS, *CSV_LAYER_COLUMNS)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
 
 
 class UnknownSeries(Invalid):
@@ -162,12 +166,15 @@ def export_csv(session: Session, run: Run) -> str:
         if not record["layers"]:
             writer.writerow([*scalars, *([""] * len(CSV_LAYER_COLUMNS))])
         for layer in record["layers"]:
-            writer.writerow([*scalars, layer["name"], "x".join(map(str, layer["shape"])), layer["sparsity"],
+            writer.writerow([*scalars, _cell(layer["name"]), "x".join(map(str, layer["shape"])), layer["sparsity"],
                              layer["pruned"], layer["regrown"], _cell(layer["threshold"])])
     return buffer.getvalue()
 
 
 def _cell(value: Any) -> Any:
+    """A CSV cell; text a spreadsheet would run as a formula gets a leading `'`, as OWASP advises."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return "" if value is None else value
 
 
@@ -190,5 +197,27 @@ def export_masks_npz(session: Session, run: Run, epoch: int | None) -> tuple[byt
     if not arrays:
         raise NoMasks(f"run {run.id} has no mask snapshots at epoch {chosen}")
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    # What np.savez_compressed writes, without its keyword arguments (a layer named `file` would collide).
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, array in zip(npz_keys(list(arrays)), arrays.values(), strict=True):
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, array, allow_pickle=False)
     return buffer.getvalue(), chosen
+
+
+def npz_keys(names: list[str]) -> list[str]:
+    """The archive's key of each layer: its name, or, for a name stored before names were checked (a path such as
+    `../x`), the name's letters and digits joined by `_`, so that no unzip writes outside its folder."""
+    taken = {name for name in names if re.fullmatch(LAYER_NAME_PATTERN, name)}
+    keys = []
+    for name in names:
+        key = name
+        if name not in taken:
+            base = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-") or "layer"
+            key, n = base, 1
+            while key in taken:
+                n += 1
+                key = f"{base}_{n}"
+            taken.add(key)
+        keys.append(key)
+    return keys

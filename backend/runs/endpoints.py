@@ -164,8 +164,11 @@ async def stream_events(
     if not await run_in_threadpool(exists):
         raise NotFound(f"run {run_id} not found")
     start = after or 0
-    if last_event_id and last_event_id.strip().isdigit():
-        start = min(int(last_event_id.strip()), MAX_ID)
+    resume = (last_event_id or "").strip()
+    # ASCII digits only: str.isdigit() accepts '²', which int() refuses; a longer number than MAX_ID has is past it.
+    if resume and resume.isascii() and resume.isdigit():
+        digits = resume.lstrip("0") or "0"
+        start = MAX_ID if len(digits) > len(str(MAX_ID)) else min(int(digits), MAX_ID)
 
     async def stream() -> AsyncIterator[bytes]:
         last = start

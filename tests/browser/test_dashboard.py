@@ -301,7 +301,7 @@ def test_runs_list_filters_sorts_pages_and_moves_live(page: Any, worker: FakeWor
 
 
 def test_a_hostile_run_name_is_shown_as_text_everywhere(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
-    layers = ((f"{XSS}.weight", (20, 30)), ("<b>bold</b>", (10, 20)))
+    layers = ((f"{XSS}.weight", (20, 30)), ("<b onmouseover=alert(2)>bold", (10, 20)))
     run_id = worker.submit(XSS, epochs=3, tags=[XSS])
     worker.complete(run_id, 3, layers=layers, with_masks=True)
     other = worker.submit("plain", epochs=3)
@@ -315,7 +315,7 @@ def test_a_hostile_run_name_is_shown_as_text_everywhere(page: Any, watch: PageWa
     wait_js(page, "() => document.getElementById('chart-layer-lines')?.data?.length === 2")
     assert page.locator("#connectivity-card").is_hidden()  # its first layer is not over an image: no map, no 404
     legend = page.locator("#chart-layer-lines .legendtext").all_text_contents()
-    assert f"{XSS}.weight" in legend and "<b>bold</b>" in legend
+    assert f"{XSS}.weight" in legend and "<b onmouseover=alert(2)>bold" in legend
     assert page.locator("#layer-table td.name").first.inner_text() == f"{XSS}.weight"
     page.goto(f"/compare?ids={run_id},{other}")
     wait_js(page, "() => document.getElementById('compare-test_acc')?.data?.length === 2")
