@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -88,9 +89,20 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(args.api or settings.api_url, token=args.token or settings.api_token)
 
 
+def _not_finite(text: str) -> Any:
+    raise ValueError(f"{text} is not a number JSON allows (the API refuses it)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: beyond a double
+        raise ValueError(f"{text} is beyond the largest number a config can hold")
+    return value
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_finite, parse_float=_finite_float)
     except OSError as exc:
         raise SystemExit(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:

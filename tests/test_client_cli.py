@@ -250,6 +250,10 @@ def test_a_bad_setting_is_named_with_its_reason_and_exit_status_2(
     (b"\xff\xfe{}", "is not UTF-8 text"),
     (b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "cannot be read as a config"),
     (b'{"name": "x", "training": {"seed": ' + b"9" * 5000 + b"}}", "cannot be read as a config"),
+    # JSON's non-standard constants and numbers beyond a double: httpx refused them with a traceback at submit.
+    (b'{"training": {"epochs": NaN}}', "NaN is not a number JSON allows"),
+    (b'{"training": {"lr": -Infinity}}', "-Infinity is not a number JSON allows"),
+    (b'{"training": {"lr": 1e400}}', "1e400 is beyond the largest number"),
 ])
 def test_a_config_file_python_cannot_read_is_one_line_not_a_traceback(tmp_path: Path, content: bytes,
                                                                       why: str) -> None:
