@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, Response
 
 from backend.artifacts import artifact_path
 from backend.deps import RunDep, SessionDep, SettingsDep
-from backend.errors import NotFound
+from backend.errors import Invalid, NotFound
 from backend.responses import json_response
 from backend.results import service
 from backend.results.repository import SERIES_NAMES
@@ -51,6 +51,8 @@ def compare_runs(
     names: NamesQuery = None, max_points: MaxPointsQuery = 1000,
 ) -> Response:
     """The same series of several runs side by side, in the order of `ids`."""
+    if len(request.query_params.getlist("ids")) > 1:  # read as the last one: ids=1&ids=9 compared run 9 alone
+        raise Invalid("give ids once, comma-separated (ids=1,9), not as repeated parameters")
     selected = service.parse_names(names)
     run_ids = list(dict.fromkeys(int(i) for i in ids.split(",")))
     return json_response(service.compare(session, run_ids, selected, max_points), request)

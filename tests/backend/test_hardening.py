@@ -263,3 +263,11 @@ def test_a_request_whose_body_never_arrives_gets_a_408(live_api: tuple[str, int]
                 break
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
+def test_compare_ids_given_twice_are_refused_not_read_as_the_last(client: TestClient) -> None:
+    first = client.post("/api/runs", json=digits_config()).json()["id"]
+    second = client.post("/api/runs", json=digits_config()).json()["id"]
+    answer = client.get(f"/api/compare?ids={first}&ids={second}")  # compared run `second` alone before
+    assert answer.status_code == 422 and "comma-separated" in answer.text
+    assert client.get(f"/api/compare?ids={first},{second}").status_code == 200
