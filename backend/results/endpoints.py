@@ -26,7 +26,8 @@ MaxPointsQuery = Annotated[int, Query(ge=2, le=100_000, description="Points per 
 CSV_DESCRIPTION = (
     "`csv`: long format, one row per epoch and layer, the epoch's scalars repeated on each of its layers' rows "
     "(columns `run_id, epoch, train_loss, …, samples_per_s, attempt, layer, layer_shape, layer_sparsity, layer_pruned, "
-    "layer_regrown, layer_threshold`; an epoch without layer stats has one row with empty layer columns): "
+    "layer_regrown, layer_threshold`, then a tracked run's other logged scalars, one column each; an epoch without "
+    "layer stats has one row with empty layer columns; the steps logged inside epochs are at `/points`): "
     "`pandas.read_csv(url)`. `json`: `{\"run\": RunDetail, \"epochs\": [EpochRecord…]}`: "
     "`pandas.DataFrame(doc[\"epochs\"])`. `npz`: every layer's boolean mask at `epoch` (default the newest), "
     "keyed by layer name: `numpy.load(file)`."

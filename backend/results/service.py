@@ -156,18 +156,21 @@ def export_json(session: Session, run: Run) -> dict[str, Any]:
 
 
 def export_csv(session: Session, run: Run) -> str:
-    """Long format: one row per epoch and layer, the epoch's scalars repeated on each of its layers' rows."""
+    """Long format: one row per epoch and layer, the epoch's scalars repeated on each of its layers' rows; a tracked
+    run's other logged scalars (`extra`) follow as columns of their own, in the order first logged."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in runs_repository.list_epochs(session, run.id):
-        record = runs_service.epoch_document(row)
+    records = [runs_service.epoch_document(row) for row in runs_repository.list_epochs(session, run.id)]
+    extras = list(dict.fromkeys(name for record in records for name in record["extra"] or ()))
+    writer.writerow([*CSV_COLUMNS, *(_cell(f"extra.{name}" if name in CSV_COLUMNS else name) for name in extras)])
+    for record in records:
         scalars = [run.id, *(_cell(record[name]) for name in CSV_SCALARS)]
+        logged = [_cell((record["extra"] or {}).get(name)) for name in extras]
         if not record["layers"]:
-            writer.writerow([*scalars, *([""] * len(CSV_LAYER_COLUMNS))])
+            writer.writerow([*scalars, *([""] * len(CSV_LAYER_COLUMNS)), *logged])
         for layer in record["layers"]:
             writer.writerow([*scalars, _cell(layer["name"]), "x".join(map(str, layer["shape"])), layer["sparsity"],
-                             layer["pruned"], layer["regrown"], _cell(layer["threshold"])])
+                             layer["pruned"], layer["regrown"], _cell(layer["threshold"]), *logged])
     return buffer.getvalue()
 
 

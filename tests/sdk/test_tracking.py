@@ -357,3 +357,15 @@ def test_a_config_with_tuples_numpy_scalars_and_paths_is_stored_as_json(tmp_path
                           dir=tmp_path, offline=True)
     assert run.config == {"betas": [0.9, 0.99], "lr": 0.5, "out": str(tmp_path / "x")}
     run.finish()
+
+
+def test_the_csv_export_keeps_every_scalar_the_script_logged(api: LiveApi, tmp_path: Path) -> None:
+    # README: "any other scalar is kept too"; the CSV had the fixed columns only and dropped them.
+    with prunescope.init(name="extras", api=api.url, token=TOKEN, dir=tmp_path) as run:
+        run.log(epoch=1, train_loss=1.0, grad_norm=3.0, **{"λ_loss": 0.5})
+        run.log(epoch=2, train_loss=0.5, grad_norm=2.0, layer=7.0)  # a name the fixed columns hold
+    with api.http() as http:
+        text = http.get(f"/api/runs/{run.id}/export", params={"format": "csv"}).text
+    header, first, second = [line.split(",") for line in text.strip().splitlines()]
+    assert header[-3:] == ["grad_norm", "λ_loss", "extra.layer"]
+    assert first[-3:] == ["3.0", "0.5", ""] and second[-3:] == ["2.0", "", "7.0"]
