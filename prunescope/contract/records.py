@@ -101,8 +101,11 @@ class LayerStats(Record):
     name: LayerName
     shape: list[int] = Field(max_length=8, description="The weight tensor's shape")
     sparsity: float = Field(ge=0, le=1)
-    pruned: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description="Weights pruned since the last epoch")
-    regrown: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description="Weights regrown since the last epoch")
+    pruned: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description=(
+        "Prune events since the last epoch: a weight dropped, regrown and dropped again (SET/RigL) counts twice, so "
+        "this can exceed the layer's size; pruned - regrown is the net change (`/masks/{layer}/changes`)"))
+    regrown: int = Field(default=0, ge=0, le=MAX_LAYER_WEIGHTS, description=(
+        "Regrow events since the last epoch, counted as `pruned` is"))
     threshold: float | None = Field(default=None, description="The score cut used at the last mask update")
     histogram: WeightHistogram | None = Field(default=None, description="Weight magnitudes at the end of the epoch")
 

@@ -239,3 +239,19 @@ def test_a_run_that_fits_its_data_but_ends_at_chance_is_not_told_it_never_learnt
         guard.check(epoch, 0.4, 0.11, pruning_started=True, **LONG)
     with pytest.raises(TrainingDiverged, match=r"training loss fell to 0\.3 but test accuracy never left chance"):
         guard.check(5, 0.3, 0.11, pruning_started=True, steps=469, last=True)
+
+
+def test_a_collapse_at_barely_any_sparsity_blames_the_training_settings_not_pruning() -> None:
+    # A reviewer's run died at 3 % sparsity and was told to "prune more gently".
+    guard = CollapseGuard(num_classes=10, hint="lower training.lr, or prune more gently: a lower target")
+    guard.check(1, 0.5, 0.9, pruning_started=True, sparsity=0.01, **LONG)
+    guard.check(2, 2.2, 0.11, pruning_started=True, sparsity=0.03, **LONG)
+    with pytest.raises(TrainingDiverged, match=r"collapsed at 3 % sparsity at epoch 2 .*: lower training\.lr: pruning "
+                                               r"had removed only 3 % of the weights") as caught:
+        guard.check(3, 2.2, 0.12, pruning_started=True, sparsity=0.03, **LONG)
+    assert "prune more gently" not in str(caught.value)
+    pruned = CollapseGuard(num_classes=10, hint="prune more gently")
+    pruned.check(1, 0.5, 0.9, pruning_started=True, sparsity=0.5, **LONG)
+    pruned.check(2, 2.2, 0.11, pruning_started=True, sparsity=0.9, **LONG)
+    with pytest.raises(TrainingDiverged, match=r"collapsed after pruning .*prune more gently"):
+        pruned.check(3, 2.2, 0.12, pruning_started=True, sparsity=0.9, **LONG)

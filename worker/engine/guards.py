@@ -83,6 +83,9 @@ def advice(config: RunConfig) -> str:
             f"schedule.end_epoch{l1}")
 
 
+BARELY_PRUNED = 0.1  # below this sparsity a collapse is blamed on the training settings, not on pruning
+
+
 @dataclass
 class CollapseGuard:
     """Watches each epoch's losses and accuracy; raises `TrainingDiverged` when the run has died."""
@@ -108,15 +111,20 @@ class CollapseGuard:
         return min(2 * self.chance_level, (1 + self.chance_level) / 2)
 
     def check(self, epoch: int, train_loss: float, test_acc: float, pruning_started: bool, *, steps: int,
-              last: bool, emptied: Sequence[str] = ()) -> None:
+              last: bool, emptied: Sequence[str] = (), sparsity: float | None = None) -> None:
         """One epoch's verdict; `steps` is how many optimizer steps the epoch took, `last` whether it ends the run,
-        `emptied` the pruned layers with no weight left."""
+        `emptied` the pruned layers with no weight left, `sparsity` the share of weights pruned by then."""
         self.check_finite(epoch, train_loss)
         uniform_loss = math.log(self.num_classes)
         never_learnt = self.never_learnt
         self.total_steps += steps
         when = "after pruning " if pruning_started and not never_learnt else ""
         hint = self.lr_hint if never_learnt else self.hint
+        if when and sparsity is not None and sparsity < BARELY_PRUNED:
+            # "Prune more gently" misled at 3 % sparsity: a run this lightly pruned died of its training settings.
+            when = f"at {100 * sparsity:.0f} % sparsity "
+            hint = (f"lower training.lr: pruning had removed only {100 * sparsity:.0f} % of the weights, so it is an "
+                    "unlikely cause")
         if emptied:
             hint = emptied_message(emptied, self.emptied_hint)
         exploded = train_loss > max(EXPLOSION_FACTOR * self.best_loss, uniform_loss)

@@ -270,7 +270,7 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
         # After the record: the epoch a failure message names is one the run's page shows.
         emptied = [layer.name for layer in pruner.layers if not bool(layer.mask.any())] if pruner is not None else []
         guard.check(epoch, totals.loss, test_acc, pruning_started=pruner is not None and pruner.pruning_started,
-                    steps=steps_per_epoch, last=epoch == training.epochs, emptied=emptied)
+                    steps=steps_per_epoch, last=epoch == training.epochs, emptied=emptied, sparsity=record.sparsity)
         if checkpoint_path is not None or checkpoint_slot is not None:
             # Taken after on_epoch: a crash in between re-runs (and re-reports) the epoch, never loses it.
             state = Checkpoint(
