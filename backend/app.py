@@ -31,6 +31,7 @@ from backend.dispatch import Dispatcher
 from backend.errors import AppError
 from backend.events import EventHub
 from backend.maskviews import endpoints as masks
+from backend.openapi_refusals import document_refusals
 from backend.reports import endpoints as reports
 from backend.responses import json_safe
 from backend.results import endpoints as results
@@ -67,6 +68,11 @@ class App(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         return JsonTooLarge(super().build_middleware_stack(), setting_for=body_limit_setting)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:  # built once: with every write's shared refusals (401/403/409/413/415)
+            self.openapi_schema = document_refusals(super().openapi(), self.routes)
+        return self.openapi_schema
 
 
 def body_limit_setting(path: str) -> str:

@@ -143,10 +143,10 @@ class TokenRule:
     checks: frozenset[Callable[..., Any]]
 
 
-def _calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
+def dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
     for dependency in dependant.dependencies:
         yield dependency.call
-        yield from _calls(dependency)
+        yield from dependency_calls(dependency)
 
 
 def token_rules(routes: Iterable[BaseRoute]) -> list[TokenRule]:
@@ -157,7 +157,7 @@ def token_rules(routes: Iterable[BaseRoute]) -> list[TokenRule]:
         dependant, path = getattr(context, "dependant", None), getattr(context, "path_regex", None)
         methods = frozenset(getattr(context, "methods", None) or ()) - SAFE_METHODS
         if isinstance(dependant, Dependant) and isinstance(path, re.Pattern) and methods:
-            checks = frozenset(call for call in _calls(dependant) if call in TOKEN_CHECKS)
+            checks = frozenset(call for call in dependency_calls(dependant) if call in TOKEN_CHECKS)
             rules.append(TokenRule(path, methods, checks))
     return rules
 

@@ -115,7 +115,9 @@ def heartbeat(body: Heartbeat, session: WriteSessionDep, lease: LeaseDep = None)
     return service.heartbeat(session, body, lease)
 
 
-@router.put("/runs/{run_id}/artifacts/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.put("/runs/{run_id}/artifacts/{name}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra={
+    "requestBody": {"required": True, "description": "The file's bytes, streamed (a `torch.save` checkpoint or model)",
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def upload_artifact(run_id: RunId, name: ArtifactName, request: Request, db: DatabaseDep,
                           settings: SettingsDep, lease: LeaseDep = None) -> None:
     """Store a checkpoint or the pruned model under the run's lease: checked before a byte is written,

@@ -117,6 +117,10 @@ class TrackedPoint(TrackingMessage):
 class TrackedBatch(TrackingMessage):
     """Many records in one request and one transaction; replays never duplicate (run+epoch, run+step)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "epochs": [{"epoch": 1, "train_loss": 0.4, "test_acc": 0.93, "extra": {"grad_norm": 2.5}}],
+        "points": [{"step": 120, "epoch": 1, "values": {"loss": 0.38}}]}]})
+
     epochs: list[TrackedEpoch] = Field(default=[], max_length=MAX_BATCH_EPOCHS)
     points: list[TrackedPoint] = Field(default=[], max_length=MAX_BATCH_POINTS)
     pruning: PruningConfig | None = Field(default=None, description="The watched pruner's block (sets the strategy)")
@@ -135,6 +139,7 @@ TrackedStatus = Literal["completed", "failed", "cancelled"]
 
 
 class TrackedFinish(TrackingMessage):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "completed"}]})
     status: TrackedStatus
     error: str | None = Field(default=None, max_length=20000, pattern=NO_NUL)
     summary: RunSummary | None = None

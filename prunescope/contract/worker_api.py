@@ -75,6 +75,7 @@ WorkerName = str
 
 
 class StartRequest(WorkerMessage):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"worker": "cpu-1@lab-07"}]})
     worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
 
 
@@ -90,6 +91,12 @@ class StartResponse(BaseModel):
 
 class EpochReport(EpochMetrics):
     """One epoch's record as a worker sends it, with every layer's mask snapshot."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "worker": "cpu-1@lab-07", "epoch": 3, "train_loss": 0.21, "test_acc": 0.962, "lr": 0.05, "sparsity": 0.9,
+        "target_sparsity": 0.9, "nonzero": 26620, "total": 266200,
+        "layers": [{"name": "fc1.weight", "shape": [300, 784], "sparsity": 0.91, "pruned": 1200, "regrown": 0,
+                    "threshold": 0.031}]}]})
 
     worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     layers: list[LayerStats] = Field(default=[], max_length=MAX_LAYERS)
@@ -113,6 +120,9 @@ FinishStatus = Literal["completed", "failed", "cancelled", "requeue"]
 
 
 class FinishReport(WorkerMessage):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "worker": "cpu-1@lab-07", "status": "completed",
+        "summary": {"final_test_acc": 0.97, "best_test_acc": 0.971, "final_sparsity": 0.9, "epochs_done": 10}}]})
     worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     status: FinishStatus = Field(
         description="`requeue`: the worker is shutting down; the run resumes from its checkpoint elsewhere")
@@ -143,6 +153,8 @@ class PluginSignature(BaseModel):
 
 
 class Heartbeat(WorkerMessage):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "worker": "cpu-1@lab-07", "hostname": "lab-07", "queues": ["cpu"], "device": "cpu", "run_id": 12}]})
     worker: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     hostname: str = Field(default="", max_length=200, pattern=NO_NUL)
     queues: list[QueueName] = Field(default=[], max_length=8)
