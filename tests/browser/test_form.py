@@ -107,10 +107,13 @@ def test_a_sweep_flags_a_listed_interval_longer_than_some_runs_epoch(page: Any) 
     page.get_by_label("Dataset", exact=True).select_option("digits")
     page.locator("#f-sweep").check()
     page.get_by_label("Training samples (limit)").fill("200, 1000")
-    page.get_by_label("Update masks every (steps)").fill("2, 100")
+    page.get_by_label("Update masks every (steps)").fill("2, 40")
     note = page.locator("#f-pruning-recovery-every-steps-note")
-    # 200 samples at the preset's batch 128 are 2 steps an epoch: the listed 100 updates masks every 50 epochs.
+    # 200 samples at the preset's batch 128 are 2 steps an epoch: the listed 40 updates masks every 20 epochs.
     assert "Longer than an epoch in some runs (2 steps on digits at batch 128)" in note.inner_text()
+    # … and 100 is longer than the whole drop-and-grow phase there (epochs 0 to 23: 46 steps), which the API refuses.
+    page.get_by_label("Update masks every (steps)").fill("2, 100")
+    assert "Longer than the whole drop-and-grow phase in some runs (46 steps" in note.inner_text()
     page.get_by_label("Update masks every (steps)").fill("1, 2")
     assert note.inner_text() == ""
 
@@ -371,3 +374,121 @@ def test_a_sweep_over_epochs_says_the_other_epoch_fields_are_not_rescaled(page: 
     assert "not rescaled" in note.inner_text()
     page.get_by_label("Epochs").fill("30")
     assert note.inner_text() == ""
+
+
+def clone_from_run_page(page: Any, run_id: int) -> None:
+    page.goto(f"/runs/{run_id}")
+    page.get_by_role("link", name="Clone this run").click()
+    page.wait_for_url(re.compile(r"/runs/new\?clone="))
+    page.get_by_label("Model", exact=True).wait_for()
+
+
+def previewed(page: Any) -> dict[str, Any]:
+    return dict(json.loads(page.locator("#config-preview").text_content()))
+
+
+def test_an_mlp_with_no_hidden_layer_is_shown_and_cloned_as_one(page: Any, worker: FakeWorker) -> None:
+    # `hidden: []` (a linear classifier) was shown as an empty box and read back as null: the clone ran the
+    # default hidden layers.
+    source = worker.submit("linear-mlp", epochs=3, model={"name": "mlp", "hidden": []})
+    assert worker.run(source)["config"]["model"]["hidden"] == []
+    clone_from_run_page(page, source)
+    hidden = page.get_by_label("Hidden layer widths")
+    assert hidden.input_value() == "none"
+    assert "none (or []): no hidden layer" in page.locator("#f-model-hidden-help").inner_text()
+    assert previewed(page)["model"]["hidden"] == []
+    clone = worker.run(start_run(page))
+    assert clone["config"]["model"]["hidden"] == []
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Model", exact=True).select_option("mlp")
+    for typed, read in (("", None), ("[]", []), ("None", []), ("300, 100", [300, 100]), ("[64]", [64])):
+        hidden.fill(typed)
+        assert previewed(page)["model"]["hidden"] == read, typed
+
+
+def test_the_width_multiplier_has_a_field_for_the_models_that_take_it(page: Any, worker: FakeWorker) -> None:
+    # A clone of a width-0.25 resnet20 run showed no width but submitted it; switched to LeNet it was a 422
+    # ("model.width_multiplier applies only to resnet20, …") that no field could clear.
+    source = worker.submit("narrow-resnet", epochs=3, model={"name": "resnet20", "width_multiplier": 0.25},
+                           dataset={"name": "cifar10"})
+    clone_from_run_page(page, source)
+    width = page.get_by_label("Width multiplier")
+    assert width.is_visible() and width.input_value() == "0.25"
+    width.fill("0.5")
+    assert previewed(page)["model"]["width_multiplier"] == 0.5
+    page.get_by_label("Model", exact=True).select_option("lenet300_100")
+    assert width.is_hidden()
+    assert previewed(page)["model"]["width_multiplier"] is None
+    page.get_by_label("Dataset", exact=True).select_option("digits")
+    clone = worker.run(start_run(page))
+    assert clone["config"]["model"]["name"] == "lenet300_100" and clone["config"]["model"]["width_multiplier"] is None
+    page.goto("/runs/new?preset=gmp")
+    assert page.get_by_label("Width multiplier").is_hidden()
+    page.get_by_label("Model", exact=True).select_option("wrn22_2")
+    assert page.get_by_label("Width multiplier").is_visible()
+
+
+def test_choosing_no_preset_after_one_no_longer_records_it(page: Any, worker: FakeWorker) -> None:
+    page.goto("/runs/new")
+    page.get_by_label("Preset").select_option("dns")
+    assert previewed(page)["preset"] == "dns"
+    page.get_by_label("Preset").select_option("")
+    assert previewed(page)["preset"] is None
+    assert page.locator("#f-preset-help").inner_text() == ""
+    run = worker.run(start_run(page))
+    assert run["config"]["preset"] is None
+    # The fields keep the values the preset put there.
+    assert run["config"]["pruning"]["recovery"]["kind"] == preset(worker, "dns")["pruning"]["recovery"]["kind"]
+
+
+def test_a_preset_change_clears_the_constant_schedule_note(page: Any) -> None:
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Schedule", exact=True).select_option("constant")
+    note = page.locator("#f-pruning-schedule-start-epoch-note")
+    note.filter(has_text="Set to 0 for a constant schedule").wait_for()
+    page.get_by_label("Preset").select_option("dns")
+    assert note.inner_text() == ""
+    # The start it replaced belonged to the old values: leaving `constant` does not write it into the new ones.
+    page.get_by_label("Schedule", exact=True).select_option("constant")
+    page.get_by_label("Preset").select_option("rigl")
+    page.get_by_label("Schedule", exact=True).select_option("cubic")
+    assert page.get_by_label("Schedule start epoch").input_value() == "0"
+
+
+def test_a_drop_interval_longer_than_the_drop_phase_is_flagged_and_refused_there(
+        page: Any, watch: PageWatch, worker: FakeWorker) -> None:
+    watch.expect_failed_request("/api/runs")
+    before = worker.client.get("/api/runs").json()["total"]
+    page.goto("/runs/new?preset=rigl")
+    page.get_by_label("Dataset", exact=True).select_option("digits")
+    page.get_by_label("Epochs").fill("4")  # recovery stop 23 of 30 → 3 of 4: 36 steps of 12 at batch 128
+    recovery_every = page.get_by_label("Update masks every (steps)")
+    assert recovery_every.input_value() == "100"
+    note = page.locator("#f-pruning-recovery-every-steps-note")
+    assert "Longer than the whole drop-and-grow phase (36 steps: from the end of epoch 0 to the end of epoch 3" \
+        in note.inner_text()
+    page.get_by_role("button", name="Start run").click()
+    error = page.locator("#f-pruning-recovery-every-steps-error")
+    error.filter(has_text="longer than the drop-and-grow phase").wait_for()
+    assert recovery_every.get_attribute("aria-invalid") == "true"
+    assert page.locator("#f-pruning-schedule-every-steps-error").inner_text() == ""
+    assert page.get_by_label("Prune every (steps)").get_attribute("aria-invalid") is None
+    assert worker.client.get("/api/runs").json()["total"] == before
+    recovery_every.fill("30")
+    assert "Longer than an epoch" in note.inner_text()
+    assert worker.run(start_run(page))["config"]["pruning"]["recovery"]["every_steps"] == 30
+
+
+def test_steps_per_epoch_count_the_training_sizes_the_api_serves(page: Any) -> None:
+    def smaller_digits(route: Any) -> None:
+        body = route.fetch().json()
+        assert "train_samples" in body
+        body["train_samples"] = {**body["train_samples"], "digits": 300}
+        route.fulfill(json=body)
+
+    page.route("**/api/options", smaller_digits)
+    page.goto("/runs/new?preset=gmp")
+    page.get_by_label("Dataset", exact=True).select_option("digits")
+    page.get_by_label("Batch size").fill("100")
+    help_text = page.locator("#f-pruning-schedule-every-steps-help")
+    assert help_text.inner_text().endswith("(3 steps per epoch here)")

@@ -3,6 +3,7 @@ parallel-coordinates plot, the best run marked, and cancel-all."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -103,3 +104,42 @@ def test_sweep_page_shows_progress_parcoords_the_best_run_and_cancels(page: Any,
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the sweep page scrolls sideways on a phone ({width} px)"
     screenshot(page, "sweep-390")
+
+
+@pytest.mark.parametrize("typed", ["0.5; 0.8", "0.5 0.8"])
+def test_a_list_with_the_wrong_separator_is_marked_on_its_field(page: Any, worker: FakeWorker, typed: str) -> None:
+    # "0.5; 0.8" read as one value: the form said "give at least one field several values", naming no field.
+    before = worker.client.get("/api/sweeps").json()["total"]
+    page.goto("/runs/new?sweep=1&preset=gmp")
+    page.get_by_label("Target sparsity").fill(typed)
+    page.get_by_role("button", name=re.compile(r"Start sweep")).click()
+    page.locator("#f-pruning-target-sparsity-error", has_text="not a list of numbers").wait_for()
+    assert page.get_by_label("Target sparsity").get_attribute("aria-invalid") == "true"
+    assert "several values" not in page.locator("#form-errors").inner_text()
+    assert worker.client.get("/api/sweeps").json()["total"] == before
+
+
+def test_a_sweep_over_granularities_carries_what_every_combination_needs(page: Any) -> None:
+    # The form decided target vs N:M from the first chosen granularity: with n:m listed first, the unstructured
+    # combinations got no target sparsity.
+    def nm_first(route: Any) -> None:
+        body = route.fetch().json()
+        body["granularities"] = ["n:m", *[g for g in body["granularities"] if g != "n:m"]]
+        route.fulfill(json=body)
+
+    page.route("**/api/options", nm_first)
+    page.goto("/runs/new?sweep=1&preset=gmp")
+    page.get_by_label("Granularity").select_option(["n:m", "unstructured"])
+    page.get_by_label("n (kept)").fill("2")
+    page.get_by_label("m (group size)").fill("4")
+    target = float(page.get_by_label("Target sparsity").input_value())
+    body = json.loads(page.locator("#config-preview").text_content())
+    assert body["grid"] == {"pruning.granularity": ["n:m", "unstructured"]}
+    assert body["base"]["pruning"]["n_m"] == [2, 4]
+    assert body["base"]["pruning"]["target_sparsity"] == target
+    page.get_by_label("Granularity").select_option(["n:m"])
+    body = json.loads(page.locator("#config-preview").text_content())
+    assert body["base"]["pruning"]["target_sparsity"] is None and body["base"]["pruning"]["n_m"] == [2, 4]
+    page.get_by_label("Granularity").select_option(["unstructured", "neuron"])
+    body = json.loads(page.locator("#config-preview").text_content())
+    assert body["base"]["pruning"]["target_sparsity"] == target and body["base"]["pruning"]["n_m"] is None

@@ -6,6 +6,11 @@ import { deref, numberList, schemaAt, splitList, toNumber } from "./newrun-schem
 
 const REGROWTH = ["random", "gradient"];
 const TRISTATE = [["", "default"], ["true", "on"], ["false", "off"]];
+// The models model.width_multiplier applies to: WIDTH_MODELS in prunescope/contract/sources.py (the API refuses the
+// field for any other model). GET /api/options does not list them; `width_models` is read should it ever do so.
+const WIDTH_MODELS = ["resnet20", "resnet32", "resnet56", "vgg16_bn", "wrn22_2"];
+// What the hidden-widths box shows for `model.hidden: []` (an MLP with no hidden layer); "[]" is read as it too.
+export const NO_HIDDEN_LAYER = "none";
 
 /**
  * The form's sections. `form` answers questions about the current values: `value(path)`, `mode()` (how the
@@ -15,6 +20,7 @@ export function fieldSections(options, schema, form) {
   const value = form.value;
   const isNm = () => value("pruning.granularity") === "n:m";
   const recovery = () => value("pruning.recovery.kind");
+  const widthModels = Array.isArray(options.width_models) ? options.width_models : WIDTH_MODELS;
   const F = (path, label, kind, extra = {}) => ({ path, label, kind, ...extra });
   // Plugin models and datasets take keyword arguments (model.params / dataset.params); online workers say which.
   const offered = { model: options.plugin_models ?? {}, dataset: options.plugin_datasets ?? [] };
@@ -46,8 +52,13 @@ export function fieldSections(options, schema, form) {
     ] },
     { id: "model", title: "Model and data", fields: [
       F("model.name", "Model", "select", { options: options.models }),
-      F("model.hidden", "Hidden layer widths", "intlist", { help: "Comma-separated, e.g. 300, 100",
+      F("model.hidden", "Hidden layer widths", "intlist", {
+        help: `Comma-separated, e.g. 300, 100. ${NO_HIDDEN_LAYER} (or []): no hidden layer, a linear classifier. `
+          + "Empty: the default widths",
         when: () => value("model.name") === "mlp", whenHidden: null }),
+      F("model.width_multiplier", "Width multiplier", "float", {
+        help: "Scales every channel width (0.25: a quarter of the paper's channels). Empty: 1, the paper's widths",
+        when: () => widthModels.includes(value("model.name")), whenHidden: null }),
       F("model.params", "Model parameters", "json", { when: () => isPlugin("model"), whenHidden: null,
         help: () => paramsHelp("model") }),
       F("dataset.name", "Dataset", "select", { options: options.datasets }),
@@ -204,9 +215,19 @@ export function setListMode(field, on) {
 /** What a number box holding unreadable text reads as (see `readField`); `unreadableFields` finds them. */
 export const NOT_A_NUMBER = "(not a number)";
 
-/** The visible fields whose box shows text the browser cannot read as a number. */
-export const unreadableFields = (fields, visible) => [...fields.values()].filter(
-  (field) => visible(field.spec) && (notJsonObject(field) || [field.control].flat().some((c) => c.validity?.badInput)));
+/**
+ * The visible fields whose box shows text the browser cannot read as a number, or (in list mode) as a list of
+ * numbers ("0.5; 0.8" or "0.5 0.8": one value, not two, that nothing accepts).
+ */
+export const unreadableFields = (fields, visible, listMode = false) => [...fields.values()].filter(
+  (field) => visible(field.spec) && (notJsonObject(field) || notANumberList(field, listMode)
+    || [field.control].flat().some((c) => c.validity?.badInput)));
+
+/** In list mode, a number field whose comma-separated items are not all numbers. */
+export function notANumberList(field, listMode) {
+  if (!listMode || !["int", "float"].includes(field.spec.kind)) return false;
+  return readField(field, true).some((v) => v !== null && typeof v !== "number");
+}
 
 /** A JSON field holding text that is not a JSON object (`{width: 8`): said here, not as the API's "valid dictionary". */
 export function notJsonObject(field) {
@@ -234,8 +255,10 @@ export function readField(field, listMode = false) {
       try { return JSON.parse(text); } catch { return text; }
     }
     case "list": return splitList(control.value);
-    case "intlist": { // empty: null, the API's default, rather than a model with no hidden layers
-      const items = splitList(control.value).map(toNumber);
+    case "intlist": { // empty: null, the API's default; "none" (or "[]"): [], a model with no hidden layers
+      const text = control.value.trim();
+      if (text.toLowerCase() === NO_HIDDEN_LAYER || /^\[\s*\]$/.test(text)) return [];
+      const items = splitList(text.replace(/^\[(.*)\]$/s, "$1")).map(toNumber);
       return items.length ? items : null;
     }
     default: return control.value;
@@ -248,7 +271,8 @@ export function writeField(field, v) {
     case "check": control.checked = Boolean(v); break;
     case "tristate": control.value = v === true ? "true" : v === false ? "false" : ""; break;
     case "pair": control[0].value = v?.[0] ?? ""; control[1].value = v?.[1] ?? ""; break;
-    case "list": case "intlist": control.value = Array.isArray(v) ? v.join(", ") : ""; break;
+    case "list": control.value = Array.isArray(v) ? v.join(", ") : ""; break;
+    case "intlist": control.value = !Array.isArray(v) ? "" : v.length ? v.join(", ") : NO_HIDDEN_LAYER; break;
     case "json": control.value = v === null || v === undefined ? "" : typeof v === "string" ? v : JSON.stringify(v); break;
     case "select":
       if (v === undefined || v === null) break;

@@ -51,15 +51,14 @@ export function numberList(text) {
   return items.length ? items : [null];
 }
 
-// Training-set sizes of the built-in datasets as worker/engine/datasets.py loads them (digits: 1797 images,
-// a fixed fifth held out for test). Plugin datasets are unknown here: the form then gives no step advice.
-export const TRAIN_SAMPLES = { digits: 1438, mnist: 60000, fashion_mnist: 60000, cifar10: 50000, cifar100: 50000,
-  synthetic: 1024 };
-
-/** Optimizer steps per epoch (the engine keeps the last partial batch), or null when the size is unknown. */
-export function stepsPerEpoch(dataset, limit, batchSize) {
-  const size = TRAIN_SAMPLES[dataset];
-  if (!size || !Number.isInteger(batchSize) || batchSize < 1) return null;
+/**
+ * Optimizer steps per epoch (the engine keeps the last partial batch), or null when the size is unknown.
+ * `trainSamples` maps a built-in dataset to its training-set size: GET /api/options serves it as `train_samples`
+ * (prunescope/contract/datasets.py), so plugin datasets are unknown here and get no step advice.
+ */
+export function stepsPerEpoch(dataset, limit, batchSize, trainSamples = {}) {
+  const size = Object.hasOwn(trainSamples ?? {}, dataset) ? trainSamples[dataset] : null;
+  if (!Number.isInteger(size) || size < 1 || !Number.isInteger(batchSize) || batchSize < 1) return null;
   const samples = Number.isInteger(limit) && limit > 0 ? Math.min(limit, size) : size;
   return Math.ceil(samples / batchSize);
 }

@@ -5,7 +5,8 @@
 import { api, ApiError, isAbort, loadCatalog } from "../api.js";
 import { h } from "../dom.js";
 import {
-  buildField, fieldSections, notJsonObject, readField, setListMode, sweepable, unreadableFields, writeField,
+  buildField, fieldSections, notANumberList, notJsonObject, readField, setListMode, sweepable, unreadableFields,
+  writeField,
 } from "./newrun-fields.js";
 import { getPath, rescaleEpoch, schemaAt, setPath, stepsPerEpoch } from "./newrun-schema.js";
 
@@ -46,6 +47,9 @@ export async function newRunPage(root, ctx) {
   let base = structuredClone(defaults); // the config being edited: what unedited fields keep
   let presetName = null;
   let epochsFrom = null; // the epoch fields as they were before Epochs was edited, to rescale from
+  let startBeforeConstant = null; // the schedule start epoch a switch to `constant` replaced by 0 (see below)
+  // Training-set sizes of the built-in datasets (GET /api/options), for steps per epoch.
+  const trainSamples = options.train_samples ?? {};
 
   const single = (path) => {
     if (overrides && path in overrides) return overrides[path];
@@ -57,7 +61,8 @@ export async function newRunPage(root, ctx) {
     mode: () => fields.get("pruning.mode")?.control.value || "target",
     pruningOn: () => pruningToggle.checked,
     epochs: () => (Number.isInteger(single("training.epochs")) ? single("training.epochs") : null),
-    stepsPerEpoch: () => stepsPerEpoch(single("dataset.name"), single("dataset.limit"), single("training.batch_size")),
+    stepsPerEpoch: () => stepsPerEpoch(single("dataset.name"), single("dataset.limit"), single("training.batch_size"),
+      trainSamples),
   };
   const sections = fieldSections(options, schema, form);
 
@@ -160,6 +165,9 @@ export async function newRunPage(root, ctx) {
       : typeof threshold === "number" ? "threshold" : "target";
     presetName = config.preset ?? null;
     fields.get("training.epochs").note.textContent = "";
+    // A note about an edit the new values replace (e.g. "Set to 0 for a constant schedule") would describe them.
+    fields.get("pruning.schedule.start_epoch").note.textContent = "";
+    startBeforeConstant = null;
     snapshotEpochs();
     refresh();
   }
@@ -187,7 +195,12 @@ export async function newRunPage(root, ctx) {
     if (!form.pruningOn()) out.pruning = null;
     else {
       const mode = form.mode();
-      if (single("pruning.granularity") === "n:m") { // N:M sets the sparsity itself
+      // N:M sets the sparsity itself. A sweep over granularities carries what every combination needs: the target
+      // (or threshold) when any chosen granularity is not n:m, N:M (a visible field, above) when any is; the API
+      // leaves out of each combination what does not apply to it.
+      const granularity = fields.get("pruning.granularity");
+      const granularities = listMode ? readField(granularity, true) : [readField(granularity)];
+      if (granularities.every((g) => g === "n:m")) {
         out.pruning.threshold = null;
         out.pruning.target_sparsity = null;
       } else if (mode === "target") out.pruning.threshold = null;
@@ -242,7 +255,7 @@ export async function newRunPage(root, ctx) {
     for (const dataset of values("dataset.name")) {
       for (const limit of values("dataset.limit")) {
         for (const batch of values("training.batch_size")) {
-          const steps = stepsPerEpoch(dataset, limit, batch);
+          const steps = stepsPerEpoch(dataset, limit, batch, trainSamples);
           if (steps && (!shortest || steps < shortest.steps)) shortest = { steps, dataset, batch };
         }
       }
@@ -251,12 +264,19 @@ export async function newRunPage(root, ctx) {
       if (!field.spec.stepsAdvice) continue;
       const v = Math.max(...values(field.spec.path).filter(Number.isInteger), -Infinity);
       const tooLong = shortest && v > shortest.steps;
-      field.note.classList.toggle("warn", Boolean(tooLong));
-      field.note.textContent = tooLong
-        ? `Longer than an epoch${listMode ? " in some runs" : ""} (${shortest.steps} steps on ${shortest.dataset} at `
-          + `batch ${shortest.batch}): masks change only every ${(v / shortest.steps).toFixed(1)} epochs. `
+      const phase = shortest && field.spec.path === "pruning.recovery.every_steps" ? dropPhase(shortest.steps) : null;
+      const pastPhase = phase && v > phase.steps;
+      field.note.classList.toggle("warn", Boolean(tooLong || pastPhase));
+      field.note.textContent = pastPhase
+        ? `Longer than the whole drop-and-grow phase${listMode ? " in some runs" : ""} (${phase.steps} steps: from the `
+          + `end of epoch ${phase.start} to the end of epoch ${phase.end}, ${shortest.steps} steps an epoch on `
+          + `${shortest.dataset} at batch ${shortest.batch}): no weight would ever be dropped and regrown. `
           + "Empty: at least once an epoch."
-        : "";
+        : tooLong
+          ? `Longer than an epoch${listMode ? " in some runs" : ""} (${shortest.steps} steps on ${shortest.dataset} at `
+            + `batch ${shortest.batch}): masks change only every ${(v / shortest.steps).toFixed(1)} epochs. `
+            + "Empty: at least once an epoch."
+          : "";
     }
     // The recovery interval has a default of its own; it is advised against the same epoch length.
     if (listMode) {
@@ -272,6 +292,22 @@ export async function newRunPage(root, ctx) {
         ? `Every run keeps ${fixed.join(", ")}: epoch fields are not rescaled for each Epochs value; sweep them too, or make one sweep per length.`
         : "";
     }
+  }
+
+  /**
+   * SET/RigL's drop-and-grow phase at `steps` steps an epoch, as the API counts it: from the schedule's start epoch
+   * to the recovery's stop epoch (else the schedule's end epoch, else 3/4 of the epochs). Null when a value it
+   * needs is not a single whole number (a list in sweep mode, an empty Epochs).
+   */
+  function dropPhase(steps) {
+    if (!["random", "gradient"].includes(single("pruning.recovery.kind"))) return null;
+    const whole = (path) => (Number.isInteger(single(path)) ? single(path) : null);
+    const start = whole("pruning.schedule.start_epoch");
+    const epochs = whole("training.epochs");
+    const end = whole("pruning.recovery.end_epoch") ?? whole("pruning.schedule.end_epoch")
+      ?? (start !== null && epochs !== null ? Math.max(start, Math.ceil(0.75 * epochs)) : null);
+    if (start === null || end === null || end <= start) return null;
+    return { steps: (end - start) * steps, start, end };
   }
 
   function refresh() {
@@ -348,7 +384,6 @@ export async function newRunPage(root, ctx) {
   // A constant schedule is sparse from the start by default (start epoch 0); a start the user typed is kept.
   // Leaving `constant` again gives back the start it replaced (a cubic run kept the 0 and pruned before step 1).
   const scheduleKind = fields.get("pruning.schedule.kind");
-  let startBeforeConstant = null;
   scheduleKind.control.addEventListener("change", () => {
     const start = fields.get("pruning.schedule.start_epoch");
     if (listMode) return;
@@ -381,16 +416,22 @@ export async function newRunPage(root, ctx) {
     const preset = presets.find((p) => p.name === presetSelect.value);
     presetHelp.textContent = preset?.description || "";
     if (preset) fill(preset.config);
+    else { // "— choose a preset —": the fields keep their values, but the run is no longer that preset
+      presetName = null;
+      refresh();
+    }
   });
 
   formEl.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();
-    const unreadable = unreadableFields(fields, visible);
+    const unreadable = unreadableFields(fields, visible, listMode);
     if (unreadable.length) {
       showErrors(unreadable.map((field) => ({ loc: (field.spec.errorKey || field.spec.path).split("."),
         msg: notJsonObject(field) ? "not a JSON object: write it as {\"name\": value, …}, with quoted names"
-          : "not a number: the box shows text that cannot be read as one (e.g. \"2e\")" })));
+          : notANumberList(field, listMode)
+            ? "not a list of numbers: separate the values with commas (e.g. 0.9, 0.95)"
+            : "not a number: the box shows text that cannot be read as one (e.g. \"2e\")" })));
       return;
     }
     const body = collect();
