@@ -44,7 +44,8 @@ def refusals_for(path: str, dependant: Dependant) -> dict[str, str]:
         out["413"] = WRITE_REFUSALS["413"]
         out.update(WORKER_TOKEN)
         if path.startswith(f"{WORKER_PREFIX}/runs/"):
-            out.update(LEASED)
+            # `start` hands a lease out (an ended or taken run answers 200 with `proceed: false`): only its 404.
+            out.update({"404": LEASED["404"]} if path.endswith("/start") else LEASED)
     if require_api_token in calls:
         out.update(API_TOKEN)
     return out

@@ -21,11 +21,12 @@ from backend.runs import repository as runs_repository
 from backend.runs import service as runs_service
 from backend.runs.schemas import MAX_ID
 from backend.tables import Run
-from prunescope.contract.records import LAYER_NAME_PATTERN
 
 CSV_SCALARS = ("epoch", *repository.SERIES_NAMES, "attempt")
 CSV_LAYER_COLUMNS = ("layer", "layer_shape", "layer_sparsity", "layer_pruned", "layer_regrown", "layer_threshold")
 CSV_COLUMNS = ("run_id", *CSV_SCALARS, *CSV_LAYER_COLUMNS)
+# An npz entry a layer's name may give as it is: dot-separated, non-empty parts, no path separator or control character.
+SAFE_ENTRY = r"^[^./\\\x00-\x1f\x7f]+(\.[^./\\\x00-\x1f\x7f]+)*$"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
 
 
@@ -209,14 +210,16 @@ def export_masks_npz(session: Session, run: Run, epoch: int | None) -> tuple[byt
 
 
 def npz_keys(names: list[str]) -> list[str]:
-    """The archive's key of each layer: its name, or, for a name stored before names were checked (a path such as
-    `../x`), the name's letters and digits joined by `_`, so that no unzip writes outside its folder."""
-    taken = {name for name in names if re.fullmatch(LAYER_NAME_PATTERN, name)}
+    """The archive's key of each layer: its name, or, for a name that is a path (a ModuleDict's `enc/fc`, or `../x`),
+    its word characters with `_` for the rest and its empty parts dropped (`enc_fc`, `x`), so that no unzip writes
+    outside its folder; a key another layer has gets a number."""
+    taken = {name for name in names if re.fullmatch(SAFE_ENTRY, name)}
     keys = []
     for name in names:
         key = name
         if name not in taken:
-            base = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-") or "layer"
+            parts = (part.strip("_") for part in re.sub(r"[^\w.-]+", "_", name).split("."))
+            base = ".".join(part for part in parts if part) or "layer"
             key, n = base, 1
             while key in taken:
                 n += 1

@@ -53,7 +53,7 @@ def set_path(config: dict[str, Any], path: str, value: Any) -> None:
             where = ".".join(parents[: i + 1])
             raise ValueError(f"{where} is {shown(child)}, not an object, so {path} cannot be set")
         node = child
-    node[leaf] = value
+    node[leaf] = copy.deepcopy(value)  # a grid value is shared by every combination: none may change it
 
 
 def _cut(value: Any, limit: int) -> tuple[str, bool]:

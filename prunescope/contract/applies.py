@@ -48,13 +48,15 @@ def applying_somewhere(configs: list[Config]) -> set[str]:
 
 def leave_out_inapplicable(config: Config, keep: set[str]) -> list[str]:
     """Remove, in place, every field of `APPLIES_WHEN` that `config` sets but that does not apply to it, except
-    the paths in `keep` (a sweep's grid: what the user varies is never dropped); returns the paths removed."""
+    the paths in `keep` and below them (a sweep's grid: what the user varies is never dropped); returns the paths
+    removed."""
     removed = []
     for path, applies in APPLIES_WHEN.items():
         *parents, leaf = path.split(".")
         parent = _value(config, ".".join(parents), None) if parents else config
         value = parent.get(leaf) if isinstance(parent, dict) else None
-        if path in keep or value is None or value is False:  # unset, or nesterov off: nothing to leave out
+        kept = any(path == k or path.startswith(f"{k}.") for k in keep)  # set by a varied block (`pruning`) too
+        if kept or value is None or value is False:  # unset, or nesterov off: nothing to leave out
             continue
         if not applies(config):
             del parent[leaf]

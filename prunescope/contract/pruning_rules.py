@@ -119,9 +119,16 @@ def drop_phase_problem(p: PruningConfig, epochs: int, steps_per_epoch: int) -> s
                 f"{p.schedule.start_epoch}) until the end of recovery.end_epoch (unset: the schedule's end_epoch, "
                 f"{end_epoch}), so no weight would ever move: set a later recovery.end_epoch or schedule.end_epoch, "
                 "or use recovery 'none' for static sparse training")
-    if end_step >= start + every:  # the first drop comes `every` steps after the schedule's first update
+    # The first drop comes `every` steps after the schedule's first update; under the cosine decay the drop fraction
+    # is 0 at the phase's last step, so a drop there moves nothing (a 1-epoch run with the defaults moved none).
+    last = end_step - 1 if p.recovery.decay == "cosine" else end_step
+    if start + every <= last:
         return None
-    return (f"pruning.recovery.every_steps ({every}) is longer than the drop-and-grow phase (until step {end_step}, "
-            f"the end of epoch {end_epoch} at {steps_per_epoch} steps an epoch): no weight would ever move; use at "
-            f"most {end_step - start} steps, leave it unset (at least once an epoch; configs stored before it could "
-            "be unset carry the old default 100), or a later pruning.recovery.end_epoch")
+    cosine = " (the cosine decay drops nothing at its last step)" if last < end_step else ""
+    unset = p.recovery.every_steps is None
+    most = (f"set it to at most {last - start} steps" if last > start else "a longer phase is needed") + (
+        "" if unset else ", leave it unset (at least once an epoch; configs stored before it could be unset carry "
+                         "the old default 100)")
+    return (f"pruning.recovery.every_steps ({every}{': unset, once an epoch' if unset else ''}) is longer than the "
+            f"drop-and-grow phase{cosine} (until step {end_step}, the end of epoch {end_epoch} at {steps_per_epoch} "
+            f"steps an epoch): no weight would ever move; {most}, or a later pruning.recovery.end_epoch")

@@ -15,10 +15,10 @@ MAX_ATTEMPT = 2**31 - 1
 MAX_FREE_FORM_DEPTH = 32
 MAX_FREE_FORM_ITEMS = 10_000
 # A prunable layer's name, as in LayerStats and as a key of a report's masks (they are looked up by it): a PyTorch
-# parameter name (`features.0.weight`, `blocks.3.attn.out_proj.weight`, a ModuleDict's `conv 1` or `слой`): dot-
-# separated, non-empty parts. Never a path (`/`, `\`, `..`, a leading `.`) nor control characters: the name becomes
-# an entry of the npz export (a spreadsheet formula's leading `=` is neutralised in the CSV export instead).
-LAYER_NAME_PATTERN = r"^[^./\\\x00-\x1f\x7f]+(\.[^./\\\x00-\x1f\x7f]+)*$"
+# parameter name (`features.0.weight`, a ModuleDict's `enc/fc` or `слой`: PyTorch refuses only "" and "." in a
+# module's name), so anything but control characters (PostgreSQL cannot store a NUL). An exported npz entry is made
+# safe from it where it is a path (`backend.results.service.npz_keys`); a CSV cell where it is a formula.
+LAYER_NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 LayerName = Annotated[str, Field(min_length=1, max_length=200, pattern=LAYER_NAME_PATTERN,
                                  examples=["features.0.weight"])]
 

@@ -21,6 +21,8 @@ def test_every_write_documents_its_shared_refusals(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert {"401", "404", "409", "413"} <= _responses(schema, "/api/worker/runs/{run_id}/epochs", "post")
     assert {"401", "413"} <= _responses(schema, "/api/worker/heartbeat", "post")
+    start = _responses(schema, "/api/worker/runs/{run_id}/start", "post")
+    assert "404" in start and "409" not in start  # start takes no lease: it hands one out
     assert {"401", "403", "413", "415"} <= _responses(schema, "/api/runs", "post")
     assert {"401", "403", "415"} <= _responses(schema, "/api/runs/{run_id}", "patch")
     assert {"401", "403", "415"} <= _responses(schema, "/api/sweeps", "post")

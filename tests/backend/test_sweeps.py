@@ -207,3 +207,15 @@ def test_overlapping_grid_paths_are_refused(client: TestClient) -> None:
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "grid", "training.lr"] and "overlap" in error["msg"]
     assert runs_total(client) == 0
+
+
+def test_a_varied_block_keeps_every_field_it_sets_and_the_stored_grid_is_what_was_sent(client: TestClient) -> None:
+    # A grid over the whole `pruning` block had target_sparsity silently dropped from its n:m value (and the stored
+    # grid changed with it): what the user varies is never left out, so the combination is refused instead.
+    grid = {"pruning": [{"granularity": "n:m", "n_m": [2, 4], "target_sparsity": 0.9}, {"target_sparsity": 0.5}]}
+    response = client.post("/api/sweeps", json={"name": "blocks", "base": BASE, "grid": grid})
+    assert response.status_code == 422 and "leave threshold and target_sparsity null" in response.text
+    grid["pruning"][0].pop("target_sparsity")
+    created = client.post("/api/sweeps", json={"name": "blocks", "base": BASE, "grid": grid})
+    assert created.status_code == 201, created.text
+    assert client.get(f"/api/sweeps/{created.json()['id']}").json()["grid"] == grid

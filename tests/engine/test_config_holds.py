@@ -63,7 +63,7 @@ def test_regrowth_that_ends_before_the_schedule_starts_is_refused(kind: str) -> 
     assert "no weight would ever move" in found[0][1] and "recovery 'none'" in found[0][1]
     pruning["recovery"]["end_epoch"] = 3
     assert errors(with_pruning(pruning))
-    pruning["recovery"]["end_epoch"] = 4
+    pruning["recovery"]["end_epoch"], pruning["recovery"]["every_steps"] = 4, 6  # drops at steps 42 and 48
     RunConfig.model_validate(with_pruning(pruning))
 
 
@@ -98,7 +98,8 @@ def test_an_interval_past_the_phase_is_a_422_at_the_field_for_a_built_in_dataset
     on_digits["pruning"]["recovery"]["end_epoch"] = 3
     found = errors(on_digits)
     assert found[0][0] == ("pruning", "recovery", "every_steps")
-    assert "every_steps (100) is longer than the drop-and-grow phase (until step 36" in found[0][1]
+    assert "every_steps (100) is longer than the drop-and-grow phase" in found[0][1]
+    assert "(until step 36, the end of epoch 3 at 12 steps an epoch)" in found[0][1]
     RunConfig.model_validate(rigl)  # 469 steps an epoch on MNIST
     on_digits["pruning"]["recovery"]["every_steps"] = None
     RunConfig.model_validate(on_digits)  # unset: once an epoch on digits
@@ -166,7 +167,7 @@ def test_regrowth_with_no_phase_left_by_the_schedules_own_end_is_refused() -> No
     found = errors(with_pruning(pruning))
     assert found[0][0] == ("pruning", "recovery", "every_steps")
     assert "no weight would ever move" in found[0][1]
-    pruning["schedule"]["end_epoch"] = 3
+    pruning["schedule"]["end_epoch"] = 4  # drops at step 36 (the one at 48, the phase's end, moves nothing)
     RunConfig.model_validate(with_pruning(pruning))
 
 
@@ -252,3 +253,35 @@ def test_a_one_shot_cut_is_spliced_from_the_next_update_not_from_three_quarters_
     layers, _ = pruner.epoch_stats()
     assert sum(layer.regrown for layer in layers) > 0
     pruner.detach()
+
+
+def test_a_layer_whose_module_name_holds_a_slash_is_pruned_and_recorded() -> None:
+    # PyTorch refuses only "" and "." in a module's name; a stricter layer-name rule failed such runs at epoch end.
+    class Blocks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleDict({"enc/fc": nn.Linear(8, 16), "out": nn.Linear(16, 4)})
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.blocks["out"](torch.relu(self.blocks["enc/fc"](x)))
+
+    model = Blocks()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    pruner = Pruner(model, opt, {"target_sparsity": 0.5, "schedule": {"kind": "one_shot", "start_epoch": 0}},
+                    epochs=2, steps_per_epoch=2, seed=0)
+    _train(pruner, model, opt, 2)
+    layers, masks = pruner.epoch_stats()
+    assert [layer.name for layer in layers] == ["blocks.enc/fc.weight", "blocks.out.weight"]
+    assert set(masks) == {"blocks.enc/fc.weight", "blocks.out.weight"}
+    pruner.detach()
+
+
+def test_a_phase_whose_only_drop_is_its_last_step_is_refused_under_the_cosine_decay() -> None:
+    # One epoch of SET on digits with the defaults: its one drop fell on the phase's last step, where the cosine
+    # decay's fraction is 0, and the run regrew nothing while the rule said a weight would move.
+    pruning = {"target_sparsity": 0.8, "schedule": {"kind": "constant"}, "recovery": {"kind": "random", "end_epoch": 1}}
+    found = errors(with_pruning(pruning, epochs=2))
+    assert found[0][0] == ("pruning", "recovery", "every_steps")
+    assert "every_steps (12: unset, once an epoch)" in found[0][1] and "set it to at most 11 steps" in found[0][1]
+    RunConfig.model_validate(with_pruning({**pruning, "recovery": {**pruning["recovery"], "every_steps": 11}}, 2))
+    RunConfig.model_validate(with_pruning({**pruning, "recovery": {**pruning["recovery"], "decay": "constant"}}, 2))

@@ -296,7 +296,8 @@ export async function newRunPage(root, ctx) {
 
   /**
    * SET/RigL's drop-and-grow phase at `steps` steps an epoch, as the API counts it: from the schedule's start epoch
-   * to the recovery's stop epoch (else the schedule's end epoch, else 3/4 of the epochs). Null when a value it
+   * to the recovery's stop epoch (else the schedule's end epoch, else 3/4 of the epochs), less its last step under
+   * the cosine decay. Null when a value it
    * needs is not a single whole number (a list in sweep mode, an empty Epochs).
    */
   function dropPhase(steps) {
@@ -307,7 +308,9 @@ export async function newRunPage(root, ctx) {
     const end = whole("pruning.recovery.end_epoch") ?? whole("pruning.schedule.end_epoch")
       ?? (start !== null && epochs !== null ? Math.max(start, Math.ceil(0.75 * epochs)) : null);
     if (start === null || end === null || end <= start) return null;
-    return { steps: (end - start) * steps, start, end };
+    // Under the cosine decay a drop on the phase's last step moves nothing (its fraction has decayed to 0).
+    const last = single("pruning.recovery.decay") === "constant" ? 0 : 1;
+    return { steps: (end - start) * steps - last, start, end };
   }
 
   function refresh() {
