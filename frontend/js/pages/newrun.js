@@ -10,6 +10,9 @@ import {
 } from "./newrun-fields.js";
 import { getPath, rescaleEpoch, schemaAt, setPath, stepsPerEpoch } from "./newrun-schema.js";
 
+// Why a drop on SET/RigL's last step moves nothing, said where the form warns about the phase.
+const COSINE_END = "; the cosine decay drops nothing at its last step";
+
 const SECTION_OF = { name: "run", tags: "run", device: "run", preset: "run", model: "model", dataset: "model",
   training: "training", pruning: "pruning" };
 const EPOCH_FIELDS = [
@@ -265,13 +268,13 @@ export async function newRunPage(root, ctx) {
       const v = Math.max(...values(field.spec.path).filter(Number.isInteger), -Infinity);
       const tooLong = shortest && v > shortest.steps;
       const phase = shortest && field.spec.path === "pruning.recovery.every_steps" ? dropPhase(shortest.steps) : null;
-      const pastPhase = phase && v > phase.steps;
+      const pastPhase = phase && v > phase.room;
       field.note.classList.toggle("warn", Boolean(tooLong || pastPhase));
       field.note.textContent = pastPhase
         ? `Longer than the whole drop-and-grow phase${listMode ? " in some runs" : ""} (${phase.steps} steps: from the `
           + `end of epoch ${phase.start} to the end of epoch ${phase.end}, ${shortest.steps} steps an epoch on `
-          + `${shortest.dataset} at batch ${shortest.batch}): no weight would ever be dropped and regrown. `
-          + "Empty: at least once an epoch."
+          + `${shortest.dataset} at batch ${shortest.batch}${phase.cosine ? COSINE_END : ""}): no weight would ever be `
+          + `dropped and regrown. Use at most ${phase.room} steps.`
         : tooLong
           ? `Longer than an epoch${listMode ? " in some runs" : ""} (${shortest.steps} steps on ${shortest.dataset} at `
             + `batch ${shortest.batch}): masks change only every ${(v / shortest.steps).toFixed(1)} epochs. `
@@ -296,8 +299,8 @@ export async function newRunPage(root, ctx) {
 
   /**
    * SET/RigL's drop-and-grow phase at `steps` steps an epoch, as the API counts it: from the schedule's start epoch
-   * to the recovery's stop epoch (else the schedule's end epoch, else 3/4 of the epochs), less its last step under
-   * the cosine decay. Null when a value it
+   * to the recovery's stop epoch (else the schedule's end epoch, else 3/4 of the epochs); `room`, the longest
+   * interval that still drops (its last step moves nothing under the cosine decay). Null when a value it
    * needs is not a single whole number (a list in sweep mode, an empty Epochs).
    */
   function dropPhase(steps) {
@@ -309,8 +312,8 @@ export async function newRunPage(root, ctx) {
       ?? (start !== null && epochs !== null ? Math.max(start, Math.ceil(0.75 * epochs)) : null);
     if (start === null || end === null || end <= start) return null;
     // Under the cosine decay a drop on the phase's last step moves nothing (its fraction has decayed to 0).
-    const last = single("pruning.recovery.decay") === "constant" ? 0 : 1;
-    return { steps: (end - start) * steps - last, start, end };
+    const cosine = single("pruning.recovery.decay") !== "constant";
+    return { steps: (end - start) * steps, room: (end - start) * steps - (cosine ? 1 : 0), cosine, start, end };
   }
 
   function refresh() {
