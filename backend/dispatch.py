@@ -158,17 +158,21 @@ class Dispatcher:
         a restart), or for an `auto` run on the GPU queue once no GPU worker is online (to the CPU queue: it
         waited forever for a GPU worker that went away while a CPU worker idled). A stale message a worker takes
         later is answered `proceed: false`, as any duplicate."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.redispatch_seconds)
+        # A run sent before this API started counts at once: `prunescope up` restarts its Redis empty (it keeps
+        # nothing on disk), so a run handed back at Ctrl-C waited two minutes for the next start's workers.
+        long_ago = utcnow() - timedelta(seconds=self.settings.redispatch_seconds)
+        cutoff = max(long_ago, self.started_at)
         with self.db.session() as session:
-            stale = list(session.execute(select(Run.id, Run.queue, Run.device).where(
+            stale = list(session.execute(select(Run.id, Run.queue, Run.device, Run.dispatched_at).where(
                 Run.status == "queued", Run.dispatched.is_(True), Run.dispatched_at < cutoff)))
             if not stale:
                 return
             gpu_online = any("gpu" in w.queues for w in online_workers(session, self.settings.heartbeat_timeout))
-        empty = {queue for queue in {q for _, q, _ in stale} if queue and self._queue_length(queue) == 0}
-        lost = [run_id for run_id, queue, _ in stale if queue in empty]
-        moved = [run_id for run_id, queue, device in stale
-                 if queue not in empty and queue != queue_for(device, gpu_online)]
+        empty = {queue for queue in {row[1] for row in stale} if queue and self._queue_length(queue) == 0}
+        lost = [run_id for run_id, queue, _, _ in stale if queue in empty]
+        # Moved only after the full wait: a GPU worker's heartbeat may not have reached a just-started API yet.
+        moved = [run_id for run_id, queue, device, sent in stale
+                 if queue not in empty and sent < long_ago and queue != queue_for(device, gpu_online)]
         if lost or moved:
             with self.db.writing() as session:
                 for run in session.scalars(select(Run).where(Run.id.in_(lost + moved))):

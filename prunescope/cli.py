@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("dir", type=Path, nargs="?", help="default: PRUNESCOPE_HOME/spool")
     sync.add_argument("--force", action="store_true", help="upload again spools already uploaded (idempotent)")
 
+    # `prunescope submit --api URL run.json` works as `prunescope --api URL submit run.json` does: given after the
+    # command, they override; left out there, the values before it stand (SUPPRESS sets nothing).
+    for command in (submit, runs, show, cancel, delete, export, sweep, sync):
+        command.add_argument("--api", default=argparse.SUPPRESS, help="API URL (also before the command)")
+        command.add_argument("--token", default=argparse.SUPPRESS, help="API token (also before the command)")
+
     args = parser.parse_args(argv)
     handler = {"up": cmd_up, "api": cmd_api, "worker": cmd_worker, "train": cmd_train, "submit": cmd_submit,
                "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "delete": cmd_delete,

@@ -321,3 +321,15 @@ def serve_html() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_api_and_token_may_follow_the_command(api_url: str, client: Client, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # `prunescope submit --api URL run.json` was "unrecognized arguments": they were read before the command only.
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config("after-command")))
+    assert cli.main(["submit", "--api", api_url, "--token", TOKEN, str(path)]) == 0
+    assert client.runs(q="after-command")["total"] == 1
+    capsys.readouterr()
+    assert cli.main(["--api", "http://127.0.0.1:9", "runs", "--api", api_url, "--limit", "5"]) == 0  # after wins
+    assert "after-command" in capsys.readouterr().out

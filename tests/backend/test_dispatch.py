@@ -162,3 +162,20 @@ def test_an_auto_run_waiting_on_the_gpu_queue_moves_to_the_cpu_queue_when_no_gpu
     app.state.dispatcher.tick()  # type: ignore[attr-defined]
     assert len(_queued_messages(broker_client, "cpu")) == 1
     assert broker_client.get(f"/api/runs/{run_id}").json()["queue"] == "cpu"
+
+
+def test_a_run_sent_before_the_api_started_is_sent_again_at_once_when_its_queue_is_empty(
+        api_settings: Settings, redis_server: tuple[str, subprocess.Popen[bytes]]) -> None:
+    # `prunescope up` restarts its Redis empty: a run handed back at Ctrl-C waited PRUNESCOPE_REDISPATCH_SECONDS
+    # (two minutes) after the next start before any worker got it.
+    url, _ = redis_server
+    settings = api_settings.model_copy(update={"redis_url": url})
+    with TestClient(create_app(settings, start_dispatcher=False)) as first:
+        run_id = first.post("/api/runs", json=digits_config(device="cpu")).json()["id"]
+        first.app.state.dispatcher.dispatch_pending()  # type: ignore[attr-defined]
+    redis.Redis.from_url(url).flushall()  # the embedded broker comes back empty
+    with TestClient(create_app(settings, start_dispatcher=False)) as second:
+        assert _queued_messages(second, "cpu") == []
+        second.app.state.dispatcher.tick()  # type: ignore[attr-defined]
+        assert len(_queued_messages(second, "cpu")) == 1
+        assert second.get(f"/api/runs/{run_id}").json()["status"] == "queued"

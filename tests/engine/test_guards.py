@@ -255,3 +255,16 @@ def test_a_collapse_at_barely_any_sparsity_blames_the_training_settings_not_prun
     pruned.check(2, 2.2, 0.11, pruning_started=True, sparsity=0.9, **LONG)
     with pytest.raises(TrainingDiverged, match=r"collapsed after pruning .*prune more gently"):
         pruned.check(3, 2.2, 0.12, pruning_started=True, sparsity=0.9, **LONG)
+
+
+def test_a_short_run_ending_at_chance_with_an_emptied_layer_is_failed() -> None:
+    # The one_shot preset on digits at 4 epochs (48 steps) emptied fc2 and ended `completed` at 8 %.
+    guard = _guard()
+    short = {"steps": 12, "last": False}
+    guard.check(1, 1.9, 0.25, pruning_started=True, **short)  # not yet learnt: no collapse to call
+    guard.check(2, 2.3, 0.08, pruning_started=True, emptied=["fc2.weight"], **short)
+    with pytest.raises(TrainingDiverged, match=r"ended at chance .*removed every weight of fc2\.weight"):
+        guard.check(3, 2.3, 0.08, pruning_started=True, emptied=["fc2.weight"], steps=12, last=True)
+    unharmed = _guard()  # the same short run without an emptied layer gets no verdict
+    unharmed.check(1, 2.3, 0.08, pruning_started=True, **short)
+    unharmed.check(2, 2.3, 0.08, pruning_started=True, steps=12, last=True)

@@ -144,7 +144,9 @@ class CollapseGuard:
                 f"(test acc {100 * test_acc:.0f} % in epoch {epoch}, "
                 f"chance {100 / self.num_classes:.0f} %, best so far {100 * self.best_acc:.0f} %, "
                 f"train loss {train_loss:.3g}): {hint}")
-        if last and self.total_steps >= MIN_STEPS and test_acc <= self.chance_level:
+        # A short run may still be on its way when it ends (no verdict under MIN_STEPS), unless a layer has no weight
+        # left: that network cannot recover, however long it trains.
+        if last and (self.total_steps >= MIN_STEPS or emptied) and test_acc <= self.chance_level:
             best_loss = min(self.best_loss, train_loss)
             if self.best_acc < self.learnt_level and not emptied:  # test accuracy never left chance
                 if best_loss > NEAR_UNIFORM * uniform_loss:
