@@ -171,8 +171,8 @@ class Dispatcher:
         empty = {queue for queue in {row[1] for row in stale} if queue and self._queue_length(queue) == 0}
         lost = [run_id for run_id, queue, _, _ in stale if queue in empty]
         # Moved only after the full wait: a GPU worker's heartbeat may not have reached a just-started API yet.
-        moved = [run_id for run_id, queue, device, sent in stale
-                 if queue not in empty and sent < long_ago and queue != queue_for(device, gpu_online)]
+        moved = [run_id for run_id, queue, device, sent in stale if queue not in empty
+                 and sent is not None and sent < long_ago and queue != queue_for(device, gpu_online)]
         if lost or moved:
             with self.db.writing() as session:
                 for run in session.scalars(select(Run).where(Run.id.in_(lost + moved))):
