@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import math
 import multiprocessing.util
+import numbers
 import os
 import secrets
 import socket
@@ -147,6 +148,10 @@ class Run:
         Record fields (train_loss, test_acc, lr, ...) go to their columns, other scalars are kept as well.
         Raises `RunCancelled` once the run was cancelled from the dashboard."""
         self._check()
+        for label, number in (("epoch", epoch), ("step", step)):
+            # `epoch=True` was epoch 1 and `epoch=2.5` refused only later: a whole number (Python or numpy) or nothing.
+            if number is not None and (isinstance(number, bool) or not isinstance(number, numbers.Integral)):
+                raise TypeError(f"run.log: {label} must be a whole number, got {number!r}")
         values = {name: _scalar(name, value) for name, value in scalars.items()}
         self._warn_not_finite(scalars, values, f"epoch {epoch}" if step is None else f"step {step}")
         if step is not None:

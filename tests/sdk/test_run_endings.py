@@ -52,3 +52,15 @@ def test_finite_values_warn_nothing(api: LiveApi, tmp_path: Path) -> None:
         with prunescope.init(name="finite", api=api.url, token=TOKEN, dir=tmp_path) as run:
             run.log(epoch=1, train_loss=0.5, test_acc=None, note=np.float64(1e300))
             run.log(step=1, loss=0.25)
+
+
+def test_epoch_and_step_must_be_whole_numbers(api: LiveApi, tmp_path: Path) -> None:
+    # run.log(epoch=True) silently overwrote epoch 1, and epoch=2.0 epoch 2.
+    with prunescope.init(name="whole", api=api.url, token=TOKEN, dir=tmp_path) as run:
+        for bad in ({"epoch": True}, {"epoch": 2.0}, {"step": 1.5}, {"step": False}):
+            with pytest.raises(TypeError, match=r"must be a whole number"):
+                run.log(**bad, loss=1.0)
+        run.log(epoch=np.int64(1), train_loss=0.5)
+        run.log(step=3, loss=0.4)
+    with api.http() as http:
+        assert [e["epoch"] for e in http.get(f"/api/runs/{run.id}/epochs").json()["items"]] == [1]
