@@ -12,6 +12,7 @@ import pytest
 from prunescope.contract.config import RunConfig
 from prunescope.presets import DESCRIPTIONS, load_presets
 from tests.engine.conftest import Epochs
+from worker.engine.guards import TrainingDiverged
 from worker.engine.training import run_training
 
 PRESETS = load_presets()
@@ -65,7 +66,14 @@ def test_preset_validates_and_trains_one_epoch_on_tiny_data(tmp_path: Path, name
             config["pruning"]["schedule"]["start_epoch"] = 0  # one epoch holds the whole drop-and-grow phase
     config = RunConfig.model_validate(config).model_dump(mode="json")
     records = Epochs()
-    summary = run_training(config, data_dir=tmp_path, on_epoch=records)
+    try:
+        summary = run_training(config, data_dir=tmp_path, on_epoch=records)
+    except TrainingDiverged as exc:
+        # Squeezed to 8 steps, a global ranking can take every weight of a layer before it trained: the guard then
+        # fails the run, naming the layer (such a network cannot recover), after recording its epoch.
+        assert config["pruning"]["scope"] == "global" and "removed every weight of" in str(exc)
+        assert len(records) == 1
+        return
     assert len(records) == 1 and summary.epochs_done == 1
     if config["pruning"] is not None:
         assert summary.final_sparsity > 0.5
