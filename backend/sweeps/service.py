@@ -143,8 +143,18 @@ def _applied(base: dict[str, Any], combination: dict[str, Any]) -> dict[str, Any
     return config
 
 
+# A path's last part alone names these ambiguously (`name=` read as the run's own name; schedule's and recovery's
+# end_epoch): a run's name keeps the part before them too (`model.name=`, `recovery.kind=`).
+GENERIC_PARTS = frozenset({"name", "kind", "params", "path", "every_steps", "start_epoch", "end_epoch"})
+
+
+def _short_path(path: str) -> str:
+    parts = path.split(".")
+    return ".".join(parts[-2:]) if parts[-1] in GENERIC_PARTS else parts[-1]
+
+
 def _run_name(sweep_name: str, combination: dict[str, Any]) -> str:
-    short = " ".join(f"{path.rsplit('.', 1)[-1]}={shown(value)}" for path, value in combination.items())
+    short = " ".join(f"{_short_path(path)}={shown(value)}" for path, value in combination.items())
     return f"{sweep_name} [{short}]"[:200]
 
 

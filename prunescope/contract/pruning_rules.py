@@ -56,10 +56,10 @@ def pruning_problems(p: PruningConfig) -> list[Problem]:
         end, start = p.recovery.end_epoch, p.schedule.start_epoch
         if end is not None and end <= start and p.granularity != "n:m":
             # Drop-and-grow runs after the schedule's first update (the end of start_epoch) until end_epoch's end.
-            out.append(Problem(f"recovery.end_epoch ({end}) must be after schedule.start_epoch ({start}): "
-                               f"'{rec}' drops and regrows from the schedule's first update (the end of epoch "
-                               f"{start}) until the end of recovery.end_epoch, so no weight would ever move (for "
-                               "static sparse training, use recovery 'none')",
+            out.append(Problem(f"pruning.recovery.end_epoch ({end}) must be after pruning.schedule.start_epoch "
+                               f"({start}): '{rec}' drops and regrows from the schedule's first update (the end of "
+                               f"epoch {start}) until the end of recovery.end_epoch, so no weight would ever move "
+                               "(for static sparse training, use recovery 'none')",
                                ("recovery", "end_epoch"), ("schedule", "start_epoch")))
     if p.distribution == "erk" and p.scope != "layer":
         out.append(Problem("distribution 'erk' allocates per-layer densities: use scope 'layer'",
@@ -127,8 +127,7 @@ def drop_phase_problem(p: PruningConfig, epochs: int, steps_per_epoch: int) -> s
     cosine = " (the cosine decay drops nothing at its last step)" if last < end_step else ""
     unset = p.recovery.every_steps is None
     most = (f"set it to at most {last - start} steps" if last > start else "a longer phase is needed") + (
-        "" if unset else ", leave it unset (at least once an epoch; configs stored before it could be unset carry "
-                         "the old default 100)")
+        "" if unset else ", leave it unset (at least once an epoch)")
     return (f"pruning.recovery.every_steps ({every}{': unset, once an epoch' if unset else ''}) is longer than the "
             f"drop-and-grow phase{cosine} (until step {end_step}, the end of epoch {end_epoch} at {steps_per_epoch} "
             f"steps an epoch): no weight would ever move; {most}, or a later pruning.recovery.end_epoch")

@@ -34,7 +34,7 @@ def test_sweep_creates_one_queued_run_per_combination(client: TestClient) -> Non
               for c in configs}
     assert combos == {(s, k, seed) for s in (0.9, 0.95) for k in ("none", "splice") for seed in (0, 1)}
     assert all(c["training"]["epochs"] == 4 and c["dataset"]["name"] == "digits" for c in configs)
-    assert sweep["runs"][0]["name"] == "dns-grid [target_sparsity=0.9 kind=\"none\" seed=0]"
+    assert sweep["runs"][0]["name"] == "dns-grid [target_sparsity=0.9 recovery.kind=\"none\" seed=0]"  # not kind=
     assert {r["sweep_id"] for r in sweep["runs"]} == {sweep["id"]}
     listed = client.get("/api/runs", params={"sweep_id": sweep["id"]}).json()
     assert listed["total"] == 8

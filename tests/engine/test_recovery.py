@@ -202,7 +202,8 @@ def test_an_interval_past_the_drop_and_grow_phase_is_refused_by_name() -> None:
         _setup(pruning, steps_per_epoch=12, epochs=10)
     # No drop-and-grow phase at all (end_epoch ≤ start_epoch) is refused too: it trained as recovery 'none' under
     # the name RigL; static sparse training says so with recovery 'none'.
-    with pytest.raises(ValidationError, match=r"recovery.end_epoch \(0\) must be after schedule.start_epoch \(0\)"):
+    with pytest.raises(ValidationError,
+                       match=r"recovery.end_epoch \(0\) must be after pruning.schedule.start_epoch \(0\)"):
         _setup({**pruning, "recovery": {"kind": "gradient", "every_steps": 100, "end_epoch": 0}}, steps_per_epoch=12,
                epochs=10)
 
