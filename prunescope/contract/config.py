@@ -21,7 +21,7 @@ from pydantic import (
 from prunescope.contract.base import Loc, Problem, Strict, choices, raise_problems
 from prunescope.contract.datasets import TRAIN_SAMPLES, steps_per_epoch
 from prunescope.contract.extensions import builtin_or_registered
-from prunescope.contract.pruning_rules import dense_recovery_end_problem, drop_phase_problem, pruning_problems
+from prunescope.contract.pruning_rules import dense_recovery_end_problem, drop_phase_problem, pruning_problems, within
 from prunescope.contract.sources import (
     PLUGIN_NAME,
     WIDTH_MODELS,
@@ -321,7 +321,8 @@ class RunConfig(Strict):
             values[("pruning", "recovery", "end_epoch")] = p.recovery.end_epoch
             values[("pruning", "schedule", "end_epoch")] = p.schedule.end_epoch
         steps = steps_per_epoch(self.dataset.name, self.dataset.limit, self.training.batch_size)
-        if not problems and steps is not None and (why := drop_phase_problem(p, epochs, steps)) is not None:
+        # With epoch fields past the last epoch read as the last one, so that one 422 says all there is to change.
+        if steps is not None and (why := drop_phase_problem(within(p, epochs), epochs, steps)) is not None:
             # The engine refuses it at start; for a built-in dataset the steps are known here, so the form is told.
             problems.append(Problem(why, ("pruning", "recovery", "every_steps"), ("pruning", "recovery", "end_epoch")))
             values[("pruning", "recovery", "every_steps")] = p.recovery.every_steps

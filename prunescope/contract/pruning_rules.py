@@ -131,3 +131,14 @@ def drop_phase_problem(p: PruningConfig, epochs: int, steps_per_epoch: int) -> s
     return (f"pruning.recovery.every_steps ({every}{': unset, once an epoch' if unset else ''}) is longer than the "
             f"drop-and-grow phase{cosine} (until step {end_step}, the end of epoch {end_epoch} at {steps_per_epoch} "
             f"steps an epoch): no weight would ever move; {most}, or a later pruning.recovery.end_epoch")
+
+
+def within(p: PruningConfig, epochs: int) -> PruningConfig:
+    """`p` with its schedule's and recovery's epochs past `epochs` moved to it."""
+    def last(value: int | None) -> int | None:
+        return None if value is None else min(value, epochs)
+
+    return p.model_copy(update={
+        "schedule": p.schedule.model_copy(update={"start_epoch": min(p.schedule.start_epoch, epochs),
+                                                  "end_epoch": last(p.schedule.end_epoch)}),
+        "recovery": p.recovery.model_copy(update={"end_epoch": last(p.recovery.end_epoch)})})

@@ -285,3 +285,11 @@ def test_a_phase_whose_only_drop_is_its_last_step_is_refused_under_the_cosine_de
     assert "every_steps (12: unset, once an epoch)" in found[0][1] and "set it to at most 11 steps" in found[0][1]
     RunConfig.model_validate(with_pruning({**pruning, "recovery": {**pruning["recovery"], "every_steps": 11}}, 2))
     RunConfig.model_validate(with_pruning({**pruning, "recovery": {**pruning["recovery"], "decay": "constant"}}, 2))
+
+
+def test_one_refusal_says_everything_a_shortened_regrowth_preset_needs() -> None:
+    # The rigl preset at 3 epochs on digits took two round trips: end_epoch past the last epoch, then the interval.
+    rigl = json.loads((Path(PRESET_DIR) / "rigl.json").read_text())
+    rigl["dataset"]["name"], rigl["training"]["epochs"] = "digits", 3
+    found = {loc for loc, _ in errors(rigl)}
+    assert ("pruning", "recovery", "end_epoch") in found and ("pruning", "recovery", "every_steps") in found
