@@ -220,8 +220,33 @@ export const NOT_A_NUMBER = "(not a number)";
  * numbers ("0.5; 0.8" or "0.5 0.8": one value, not two, that nothing accepts).
  */
 export const unreadableFields = (fields, visible, listMode = false) => [...fields.values()].filter(
-  (field) => visible(field.spec) && (notJsonObject(field) || notANumberList(field, listMode)
-    || [field.control].flat().some((c) => c.validity?.badInput)));
+  (field) => visible(field.spec) && (notJsonObject(field) || notANumberList(field, listMode) || incompletePair(field)
+    || notWidthList(field) || [field.control].flat().some((c) => c.validity?.badInput)));
+
+/** What `unreadableFields` says about a field it found (the submit marks the field with it). */
+export function unreadableMessage(field, listMode) {
+  if (notJsonObject(field)) return "not a JSON object: write it as {\"name\": value, …}, with quoted names";
+  if (notANumberList(field, listMode)) return "not a list of numbers: separate the values with commas (e.g. 0.9, 0.95)";
+  if (incompletePair(field) && ![field.control].flat().some((c) => c.validity?.badInput)) {
+    return "N:M needs n and m, e.g. 2 : 4";
+  }
+  if (notWidthList(field)) {
+    return `not a list of widths: give positive whole numbers separated by commas (e.g. 300, 100); ${NO_HIDDEN_LAYER}: no hidden layer`;
+  }
+  return "not a number: the box shows text that cannot be read as one (e.g. \"2e\")";
+}
+
+/** A pair field (N:M) with n or m left empty: the API would only say "Input should be a valid integer". */
+export function incompletePair(field) {
+  return field.spec.kind === "pair" && readField(field).some((v) => v === null);
+}
+
+/** A widths box ("300; 100", "0", "1.5") whose items are not all positive whole numbers. */
+export function notWidthList(field) {
+  if (field.spec.kind !== "intlist") return false;
+  const value = readField(field);
+  return Array.isArray(value) && value.some((v) => !Number.isInteger(v) || v < 1);
+}
 
 /** In list mode, a number field whose comma-separated items are not all numbers. */
 export function notANumberList(field, listMode) {

@@ -5,7 +5,7 @@
 import { api, ApiError, isAbort, loadCatalog } from "../api.js";
 import { h } from "../dom.js";
 import {
-  buildField, fieldSections, notANumberList, notJsonObject, readField, setListMode, sweepable, unreadableFields,
+  buildField, fieldSections, readField, setListMode, sweepable, unreadableFields, unreadableMessage,
   writeField,
 } from "./newrun-fields.js";
 import { getPath, rescaleEpoch, schemaAt, setPath, stepsPerEpoch } from "./newrun-schema.js";
@@ -341,9 +341,33 @@ export async function newRunPage(root, ctx) {
     for (const el of sectionErrors.values()) el.textContent = "";
   }
 
+  /**
+   * A sweep's 422 says each fault once per combination ("combination 2 (model.name=mlp, …): pruning.n_m.0: …");
+   * messages that differ only by that prefix are shown once, with how many combinations they concern.
+   */
+  function mergeCombinations(messages, total) {
+    const groups = new Map(); // the message without its prefix → the combinations that gave it
+    const order = [];
+    for (const message of messages) {
+      const match = /^(.*?)combination (\d+) \(.*?\): (.*)$/s.exec(message);
+      const key = match ? `${match[1]}${match[3]}` : message;
+      if (!groups.has(key)) { groups.set(key, { combos: new Set(), first: message }); order.push(key); }
+      if (match) groups.get(key).combos.add(match[2]);
+    }
+    return order.map((key) => {
+      const { combos, first } = groups.get(key);
+      if (combos.size < 2) return first;
+      const many = total > 1 && combos.size >= total ? `in all ${total} combinations` : total > 1
+        ? `in ${combos.size} of ${total} combinations` : `in ${combos.size} combinations`;
+      return `${key} (${many})`;
+    });
+  }
+
   /** Put each entry's message at the deepest visible field its `loc` names, else at its section. */
-  function showErrors(detail) {
+  function showErrors(detail, combinationCount = 1) {
     const byKey = new Map();
+    const fieldMessages = new Map(); // field → its messages, merged below
+    const sectionMessages = new Map();
     for (const field of fields.values()) if (visible(field.spec)) byKey.set(field.spec.errorKey || field.spec.path, field);
     const unplaced = [];
     const placedMessages = new Set();
@@ -359,9 +383,7 @@ export async function newRunPage(root, ctx) {
       if (field) {
         field.row.classList.add("invalid");
         for (const c of [field.control].flat()) c.setAttribute("aria-invalid", "true");
-        if (!field.error.textContent.includes(message)) {
-          field.error.textContent = field.error.textContent ? `${field.error.textContent}; ${message}` : message;
-        }
+        fieldMessages.set(field, [...(fieldMessages.get(field) || []), message]);
         placedMessages.add(message);
         first = first || [field.control].flat()[0];
       } else deferred.push({ loc, message });
@@ -372,13 +394,15 @@ export async function newRunPage(root, ctx) {
       const section = sectionErrors.get(SECTION_OF[loc[0]]);
       if (section) {
         const text = `${loc.length > 1 ? `${loc.slice(1).join(".")}: ` : ""}${message}`;
-        if (!section.textContent.includes(text)) section.textContent = section.textContent ? `${section.textContent} · ${text}` : text;
+        sectionMessages.set(section, [...(sectionMessages.get(section) || []), text]);
         first = first || section;
       } else unplaced.push(loc.length ? `${loc.join(".")}: ${message}` : message);
     }
+    for (const [field, messages] of fieldMessages) field.error.textContent = mergeCombinations(messages, combinationCount).join("; ");
+    for (const [section, texts] of sectionMessages) section.textContent = mergeCombinations(texts, combinationCount).join(" · ");
     summary.replaceChildren(h("div", { class: "notice error" },
       h("strong", { text: `The ${listMode ? "sweep" : "run"} was not started: ` }), "fix the marked fields.",
-      unplaced.length ? h("ul", {}, unplaced.map((m) => h("li", { text: m }))) : null));
+      unplaced.length ? h("ul", {}, mergeCombinations(unplaced, combinationCount).map((m) => h("li", { text: m }))) : null));
     if (first?.tagName === "P") first.scrollIntoView({ block: "center" });
     else first?.focus?.();
   }
@@ -434,13 +458,11 @@ export async function newRunPage(root, ctx) {
     const unreadable = unreadableFields(fields, visible, listMode);
     if (unreadable.length) {
       showErrors(unreadable.map((field) => ({ loc: (field.spec.errorKey || field.spec.path).split("."),
-        msg: notJsonObject(field) ? "not a JSON object: write it as {\"name\": value, …}, with quoted names"
-          : notANumberList(field, listMode)
-            ? "not a list of numbers: separate the values with commas (e.g. 0.9, 0.95)"
-            : "not a number: the box shows text that cannot be read as one (e.g. \"2e\")" })));
+        msg: unreadableMessage(field, listMode) })));
       return;
     }
     const body = collect();
+    const combinationCount = listMode ? Object.values(body.grid).reduce((n, values) => n * values.length, 1) : 1;
     if (listMode && !Object.keys(body.grid).length) {
       summary.replaceChildren(h("div", { class: "notice error",
         text: "The sweep was not started: give at least one field several values (e.g. Target sparsity 0.9, 0.95)." }));
@@ -454,7 +476,7 @@ export async function newRunPage(root, ctx) {
       ctx.navigate(listMode ? `/sweeps/${created.id}` : `/runs/${created.id}`);
     } catch (error) {
       if (isAbort(error)) return;
-      if (error instanceof ApiError && error.status === 422 && Array.isArray(error.detail)) showErrors(error.detail);
+      if (error instanceof ApiError && error.status === 422 && Array.isArray(error.detail)) showErrors(error.detail, combinationCount);
       else summary.replaceChildren(h("div", { class: "notice error", text: `Not started: ${error.message}` }));
     } finally {
       submit.disabled = false;

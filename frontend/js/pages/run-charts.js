@@ -11,6 +11,13 @@ export function layerNames(sorted) {
   return names;
 }
 
+/** The names of a tracked run's other logged scalars (`extra`), in order of first appearance. */
+export function extraNames(sorted) {
+  const names = new Set();
+  for (const record of sorted) for (const name of Object.keys(record.extra || {})) names.add(name);
+  return [...names];
+}
+
 /** The index of the first epoch that pruned anything: the initial prune, whose spike can hide all later churn. */
 export function initialPruneIndex(sorted) {
   return sorted.findIndex((record) => (record.layers || []).some((layer) => (layer.pruned ?? 0) > 0));
@@ -35,8 +42,9 @@ export function metricCharts(uirev) {
     heat: chart("chart-layer-heatmap", "Per-layer sparsity, layers by epochs", "tall"),
     lines: chart("chart-layer-lines", "Per-layer sparsity per epoch", "tall"),
     churn: chart("chart-churn", "Weights pruned and regrown per epoch and layer", "tall"),
+    extra: chart("chart-extra", "Other scalars the run logged, per epoch"),
   };
-  for (const el of [charts.loss, charts.sparsity, charts.lines, charts.churn]) keepEpochTicks(el);
+  for (const el of [charts.loss, charts.sparsity, charts.lines, charts.churn, charts.extra]) keepEpochTicks(el);
   const smoothing = h("input", { type: "range", id: "loss-smoothing", min: 0, max: 0.95, step: 0.05, value: 0,
     "aria-describedby": "loss-smoothing-value" });
   const smoothingValue = h("output", { id: "loss-smoothing-value", for: "loss-smoothing", text: "0" });
@@ -45,12 +53,16 @@ export function metricCharts(uirev) {
     smoothingValue.textContent = options.smoothing.toFixed(2);
     redraw();
   });
+  // A tracked run's other scalars (`run.log(epoch=e, grad_norm=…)`): shown only when the run logged some.
+  const extraCard = h("section", { class: "card", id: "extra-scalars", hidden: true },
+    h("h2", { text: "Other logged scalars" }), charts.extra);
   const el = [
     card("Loss and accuracy",
       h("div", { class: "chart-options" },
         checkbox("loss-log", "Log scale (loss)", (event) => { options.lossLog = event.target.checked; redraw(); }),
         h("label", { class: "chart-option", for: "loss-smoothing" }, "Smoothing ", smoothing, smoothingValue)),
       charts.loss),
+    extraCard,
     card("Sparsity", charts.sparsity),
     card("Per-layer sparsity", charts.heat),
     card("Per-layer sparsity over epochs", charts.lines),
@@ -67,8 +79,12 @@ export function metricCharts(uirev) {
     last = [sorted, epochsTotal, { waiting, exportName }];
     const names = layerNames(sorted);
     const as = (key, title) => ({ filename: `${exportName}-${key}`, title: `${exportName}: ${title}` });
+    const extras = extraNames(sorted);
+    extraCard.hidden = !extras.length;
     if (!sorted.length) {
-      for (const [key, el] of Object.entries(charts)) draw(el, [], emptyLayout(waiting), uirev, as(key, key));
+      for (const [key, el] of Object.entries(charts)) {
+        if (el !== charts.extra) draw(el, [], emptyLayout(waiting), uirev, as(key, key));
+      }
       return names;
     }
     const x = sorted.map((e) => e.epoch);
@@ -86,7 +102,7 @@ export function metricCharts(uirev) {
       { key: "test_loss", name: "test loss", color: PALETTE[1] },
       { key: "train_acc", name: "train acc.", color: PALETTE[0], y2: true },
       { key: "test_acc", name: "test acc.", color: PALETTE[1], y2: true },
-    ];
+    ].filter((t) => col(t.key).some((v) => v !== null)); // a series the run never logged gets no legend entry
     const traces = lossTraces.map((t) => ({ x, y: smooth(col(t.key), w), name: t.name, mode, yaxis: t.y2 ? "y2" : "y",
       line: { color: t.color, dash: t.y2 ? "dot" : "solid" }, marker: { size: 4 } }));
     // Smoothed lines over the raw ones, as TensorBoard draws them: the raw values stay visible, faint.
@@ -104,6 +120,13 @@ export function metricCharts(uirev) {
       { x, y: col("target_sparsity"), name: "schedule target", mode: "lines", line: { color: PALETTE[3], dash: "dash" } },
     ], baseLayout({ xaxis: xaxisOf(charts.sparsity), yaxis: { title: { text: "sparsity" }, tickformat: ".0%", range: [0, 1.02] } }),
     uirev, as("sparsity", "overall sparsity"));
+
+    if (extras.length) {
+      draw(charts.extra, extras.map((name, i) => ({
+        x, y: sorted.map((e) => { const v = e.extra?.[name]; return typeof v === "number" ? v : null; }),
+        name: plotlyText(name), mode, connectgaps: false, marker: { size: 4 }, line: { color: PALETTE[i % PALETTE.length] },
+      })), baseLayout({ xaxis: xaxisOf(charts.extra), hovermode: "x unified" }), uirev, as("extra", "other logged scalars"));
+    }
 
     if (!names.length) {
       // A dense run (or a script that watches no pruner) has no layer statistics: say so instead of empty axes.

@@ -42,13 +42,28 @@ function groups(config) {
   return [...out.entries()].filter(([, rows]) => rows.length);
 }
 
+// What an unset recovery.every_steps means for SET/RigL-style recoveries (prunescope/contract/pruning_rules.py:
+// DEFAULT_DROP_EVERY, drop_interval): stored configs leave the field out, so the panel says what applied instead of hiding it.
+const REGROWING = ["random", "gradient"];
+const RECOVERY_DEFAULT = "— (default: 100, or once an epoch when an epoch is shorter)";
+
+function withRecoveryDefault(grouped) {
+  return grouped.map(([group, rows]) => {
+    if (group !== "pruning.recovery" || !REGROWING.includes(rows.find(([key]) => key === "kind")?.[1])) return [group, rows];
+    const at = rows.findIndex(([key]) => key === "every_steps");
+    if (at >= 0) return [group, rows.map((row, i) => (i === at && row[1] == null ? ["every_steps", RECOVERY_DEFAULT] : row))];
+    const after = rows.findIndex(([key]) => key === "kind") + 1;
+    return [group, [...rows.slice(0, after), ["every_steps", RECOVERY_DEFAULT], ...rows.slice(after)]];
+  });
+}
+
 // On a phone the panel would push every chart a few screens down: there it starts closed, one tap opens it.
 const NARROW = "(max-width: 640px)";
 
 /** The hyperparameter panel: every field of the run's config, grouped by block; a tracked run's config is the
  * script's own (free-form key/value), shown the same way. */
 export function configPanel(config, { tracked = false } = {}) {
-  const body = h("div", { class: "config-groups" }, groups(config).map(([group, rows]) => h("section", { class: "config-group" },
+  const body = h("div", { class: "config-groups" }, (tracked ? groups(config) : withRecoveryDefault(groups(config))).map(([group, rows]) => h("section", { class: "config-group" },
     h("h3", { text: group }),
     h("dl", {}, rows.map(([key, value]) => h("div", { dataset: { field: group === "run" ? key : `${group}.${key}` } },
       h("dt", { text: key.replace(/_/g, " ") }), h("dd", { text: formatValue(value) })))))));

@@ -32,7 +32,7 @@ export function cellsFor(shape) {
 
 /** `el`, and `update(sorted, names)` to call whenever the run's epochs change. */
 export function maskInspector({ base, signal, uirev, onCleanup, exportName = () => "run",
-  waiting = () => "Waiting for the first epoch" }) {
+  waiting = () => "Waiting for the first epoch", finished = () => false }) {
   // Everything the inspector knows and shows, in one place.
   const state = {
     sorted: [], index: -1, following: true, layer: null, playing: null,
@@ -170,7 +170,11 @@ export function maskInspector({ base, signal, uirev, onCleanup, exportName = () 
     layerTableCaption.textContent = record ? `Layers at epoch ${record.epoch}` : "Layers";
     const layers = record?.layers || [];
     if (!layers.length) {
-      layerTableBody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty", text: "No per-layer statistics yet." })));
+      // A finished run will record nothing more: say why the table stays empty rather than "yet".
+      const text = !finished() ? "No per-layer statistics yet."
+        : record ? "No per-layer statistics: this run records no pruned layers."
+          : "No per-layer statistics: the run ended before its first epoch.";
+      layerTableBody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty", text })));
       return;
     }
     layerTableBody.replaceChildren(...layers.map((l) => h("tr", { class: l.name === state.layer ? "selected" : "" },

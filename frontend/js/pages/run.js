@@ -167,7 +167,7 @@ export async function runPage(root, ctx) {
   const metrics = metricCharts(uirev);
   const exportName = () => `run-${runId}-${slug(run.name)}`;
   const inspector = maskInspector({ base, signal: ctx.signal, uirev, onCleanup: ctx.onCleanup, exportName,
-    waiting: () => waitingFor(run) });
+    waiting: () => waitingFor(run), finished: () => FINISHED.has(run.status) });
   const emptyNote = h("p", { class: "muted", id: "no-epochs" });
   const steps = tracked ? stepChart({ runId, signal: ctx.signal, uirev, exportName }) : null;
 

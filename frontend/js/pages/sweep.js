@@ -48,8 +48,14 @@ function scaler(dim) {
  * shapes and their ticks as annotations. Plotly's own `parcoords` is WebGL: its shader compiler evaluates
  * generated code, which the dashboard's Content-Security-Policy (no 'unsafe-eval') refuses.
  */
-export function parallelChart(sweep, done, bestId, colours) {
+export function parallelChart(sweep, done, bestId, colours, { width = 1000, narrow = false } = {}) {
   const dims = dimensions(sweep, done);
+  // Where axes stand close (a phone, or many varied fields), full titles run into each other: each gets its last
+  // path part, tilted, and tick labels are cut to the room between two axes (the full text on hover).
+  const spacing = width / Math.max(1, dims.length);
+  const tight = narrow || spacing < 130;
+  const maxChars = Math.max(4, Math.floor(spacing / 6.5) - 1);
+  const cut = (text) => (tight && text.length > maxChars ? `${text.slice(0, maxChars - 1)}…` : text);
   const x = dims.map((_, i) => i);
   const scales = dims.map(scaler);
   const order = done.map((r, i) => i).sort((a, b) => Number(done[a].id === bestId) - Number(done[b].id === bestId));
@@ -65,18 +71,32 @@ export function parallelChart(sweep, done, bestId, colours) {
   dims.forEach((d, k) => {
     const values = d.labels ? d.labels.map((label, j) => [j, label])
       : [...new Set(d.values)].sort((a, b) => a - b).map((v) => [v, d.format(v)]);
-    const shown = values.length > 6 ? [values[0], values[values.length - 1]] : values; // ends only when crowded
+    const ends = values.length > 6 ? [values[0], values[values.length - 1]] : values; // ends only when crowded
+    // Labels closer than about a line apart would print over each other: the lower ones give way, the top end stays.
+    const shown = [];
+    for (const tick of ends) {
+      if (shown.length && scales[k](tick[0]) - scales[k](shown[shown.length - 1][0]) < MIN_TICK_GAP) {
+        if (tick === ends[ends.length - 1] && shown.length > 1) shown[shown.length - 1] = tick;
+        continue;
+      }
+      shown.push(tick);
+    }
     for (const [v, label] of shown) {
-      ticks.push({ x: k, y: scales[k](v), xref: "x", yref: "y", text: plotlyText(label), showarrow: false, xanchor: "left",
-        xshift: 4, font: { size: 11, color: colours.muted } });
+      const text = String(label);
+      ticks.push({ x: k, y: scales[k](v), xref: "x", yref: "y", text: plotlyText(cut(text)), showarrow: false, xanchor: "left",
+        xshift: 4, font: { size: tight ? 10 : 11, color: colours.muted },
+        hovertext: cut(text) !== text ? plotlyText(text) : undefined });
     }
   });
   // Each dimension's title sits above its axis as an annotation: the first starts at its axis and the last ends at
   // its own, so neither sticks out of the chart (Plotly hid a centred first tick label that would have).
   dims.forEach((d, k) => {
     const edge = dims.length > 1 && k === 0 ? "left" : dims.length > 1 && k === dims.length - 1 ? "right" : "center";
-    ticks.push({ x: k, y: 1, xref: "x", yref: "paper", yanchor: "bottom", yshift: 6, xanchor: edge, showarrow: false,
-      text: plotlyText(d.label), font: { size: 12 }, name: "dimension" });
+    const title = tight ? d.label.split(".").pop() : d.label;
+    ticks.push({ x: k, y: 1, xref: "x", yref: "paper", yanchor: "bottom", yshift: 6, showarrow: false,
+      xanchor: tight ? "left" : edge, textangle: tight ? TITLE_ANGLE : 0,
+      text: plotlyText(title), hovertext: title !== d.label ? plotlyText(d.label) : undefined,
+      font: { size: tight ? 11 : 12 }, name: "dimension" });
   });
   const layout = {
     xaxis: { tickvals: x, showticklabels: false, range: [-0.15, dims.length - 0.55],
@@ -85,10 +105,15 @@ export function parallelChart(sweep, done, bestId, colours) {
     shapes: x.map((k) => ({ type: "line", xref: "x", yref: "y", x0: k, x1: k, y0: 0, y1: 1, layer: "below",
       line: { color: colours.muted, width: 1 } })),
     annotations: ticks, hovermode: "closest",
-    meta: { dimensions: dims.map((d) => d.label), runs: done.map((r) => r.id), best: bestId ?? null },
+    meta: { dimensions: dims.map((d) => d.label), tight, runs: done.map((r) => r.id), best: bestId ?? null },
   };
-  return { traces, layout };
+  return { traces, layout, tight };
 }
+
+// Tick labels nearer than this (a share of the axis' height) would overlap; tilted titles on close axes.
+const MIN_TICK_GAP = 0.07;
+const TITLE_ANGLE = -35;
+const NARROW = "(max-width: 640px)";
 
 export async function sweepPage(root, ctx) {
   const sweepId = Number(ctx.params[0]);
@@ -129,6 +154,11 @@ export async function sweepPage(root, ctx) {
         ["Status", "Progress", "Sparsity", "Accuracy"].map((t) => h("th", { scope: "col", text: t })))),
       runsBody)));
   ctx.onCleanup(() => purge(chartEl));
+  // Crossing the phone width changes the titles: redraw then (zoom is fixed, nothing of the user's is lost).
+  const narrowQuery = window.matchMedia(NARROW);
+  const onNarrow = () => drawChart();
+  narrowQuery.addEventListener("change", onNarrow);
+  ctx.onCleanup(() => narrowQuery.removeEventListener("change", onNarrow));
 
   function render() {
     title.textContent = sweep.name;
@@ -176,8 +206,10 @@ export async function sweepPage(root, ctx) {
       return;
     }
     const muted = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim() || "#5b6470";
-    const { traces, layout } = parallelChart(sweep, done, sweep.best_run_id, { best: "#16a34a", other: "#9aa4b2", muted });
-    draw(chartEl, traces, baseLayout({ ...layout, margin: { l: 20, r: 60, t: 40, b: 10 } }), "sweep", exportAs);
+    const { traces, layout, tight } = parallelChart(sweep, done, sweep.best_run_id, { best: "#16a34a", other: "#9aa4b2", muted },
+      { width: chartEl.clientWidth || 1000, narrow: window.matchMedia(NARROW).matches });
+    // Tilted titles need room above the axes.
+    draw(chartEl, traces, baseLayout({ ...layout, margin: { l: 20, r: 60, t: tight ? 80 : 40, b: 10 } }), "sweep", exportAs);
     chartCaption.textContent = `${done.length} of ${sweep.runs_total} runs completed.`
       + (sweep.best_run_id ? ` The green line is the best run (#${sweep.best_run_id}).` : "");
   }
