@@ -47,7 +47,27 @@ def list_masks(run: RunDep, session: SessionDep) -> dict[str, Any]:
     return {"layers": service.layers_overview(session, run.id)}
 
 
-@router.get("/masks/{layer}", response_model=MaskGrid, responses=NOT_FOUND)
+@router.get("/masks/{layer:path}/changes", response_model=MaskChanges, responses=NOT_FOUND)
+def mask_changes(
+    run: RunDep, layer: LayerName, session: SessionDep, epoch: EpochQuery = None,
+    max_cells: Annotated[int, Query(ge=1, le=250_000)] = 4096,
+) -> dict[str, Any]:
+    """Weights pruned and regrown since the layer's previous snapshot (the first is compared with the dense
+    network), per cell of a grid of at most `max_cells` cells."""
+    epoch = service.latest_epoch(session, run.id, layer) if epoch is None else epoch
+    return service.changes(session, run.id, layer, epoch, max_cells)
+
+
+@router.get("/masks/{layer:path}/stability", responses=NOT_FOUND)
+def mask_stability(run: RunDep, layer: LayerName, session: SessionDep, epoch: EpochQuery = None) -> dict[str, Any]:
+    """How many epochs each weight has stayed kept or pruned: histograms over age bins (`edges`)."""
+    epoch = service.latest_epoch(session, run.id, layer) if epoch is None else epoch
+    return service.stability(session, run.id, layer, epoch)
+
+
+# After /changes and /stability: `{layer:path}` takes a name holding "/" (a ModuleDict's `enc/fc`; Starlette
+# decodes %2F before it matches), so a route declared before them would swallow their suffixes.
+@router.get("/masks/{layer:path}", response_model=MaskGrid, responses=NOT_FOUND)
 def mask_grid(
     run: RunDep, layer: LayerName, session: SessionDep, epoch: EpochQuery = None,
     max_cells: Annotated[int, Query(ge=1, le=250_000)] = 4096,
@@ -60,24 +80,6 @@ def mask_grid(
     return MaskGrid(layer=layer, epoch=epoch, shape=[rows, cols], grid_shape=list(grid_shape),
                     density=grid.round(4).tolist(), sparsity=float(1 - mask.mean()) if mask.size else 0.0,
                     block=grids.block_size(rows, cols, max_cells))
-
-
-@router.get("/masks/{layer}/changes", response_model=MaskChanges, responses=NOT_FOUND)
-def mask_changes(
-    run: RunDep, layer: LayerName, session: SessionDep, epoch: EpochQuery = None,
-    max_cells: Annotated[int, Query(ge=1, le=250_000)] = 4096,
-) -> dict[str, Any]:
-    """Weights pruned and regrown since the layer's previous snapshot (the first is compared with the dense
-    network), per cell of a grid of at most `max_cells` cells."""
-    epoch = service.latest_epoch(session, run.id, layer) if epoch is None else epoch
-    return service.changes(session, run.id, layer, epoch, max_cells)
-
-
-@router.get("/masks/{layer}/stability", responses=NOT_FOUND)
-def mask_stability(run: RunDep, layer: LayerName, session: SessionDep, epoch: EpochQuery = None) -> dict[str, Any]:
-    """How many epochs each weight has stayed kept or pruned: histograms over age bins (`edges`)."""
-    epoch = service.latest_epoch(session, run.id, layer) if epoch is None else epoch
-    return service.stability(session, run.id, layer, epoch)
 
 
 @router.get("/connectivity", responses=NOT_FOUND)
@@ -105,7 +107,7 @@ class EpochLayer(BaseModel):
     histogram: WeightHistogram | None = None
 
 
-@router.get("/layers/{layer}", response_model=EpochLayer, responses=NOT_FOUND)
+@router.get("/layers/{layer:path}", response_model=EpochLayer, responses=NOT_FOUND)
 def layer_at_epoch(run: RunDep, layer: LayerName, session: SessionDep, epoch: EpochQuery = None) -> dict[str, Any]:
     """One layer's stats at one epoch (default: the newest) with its weight-magnitude histogram, without sending
     every epoch: the mask inspector's histogram reads this."""

@@ -111,3 +111,19 @@ def test_csv_cells_a_spreadsheet_would_run_get_a_leading_quote(client: TestClien
     frame = pd.read_csv(io.StringIO(answer.text))
     assert frame["layer"].tolist()[:2] == ['\'=HYPERLINK("http://evil","x")', "'@SUM(A1)"]
     assert all(not str(cell).startswith(("=", "+", "-", "@")) for cell in frame["layer"])
+
+
+def test_a_layer_whose_name_holds_a_slash_can_be_inspected(client: TestClient) -> None:
+    # A ModuleDict's `enc/fc` was recorded but 404 on every per-layer endpoint (Starlette decodes %2F first).
+    run_id = client.post("/api/runs", json=digits_config()).json()["id"]
+    leased = claim(client, run_id)
+    name = "blocks.enc/fc.weight"
+    body = {"worker": "w", "epoch": 1, "layers": [layer(name)], "masks": {name: mask_payload()}}
+    assert client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=leased).status_code == 200
+    quoted = "blocks.enc%2Ffc.weight"
+    for path in (f"masks/{quoted}", f"masks/{quoted}/changes", f"masks/{quoted}/stability", f"layers/{quoted}",
+                 f"masks/{name}"):
+        answer = client.get(f"/api/runs/{run_id}/{path}", params={"epoch": 1})
+        assert answer.status_code == 200, (path, answer.text)
+    assert client.get(f"/api/runs/{run_id}/masks/{quoted}").json()["layer"] == name
+    assert client.get(f"/api/runs/{run_id}/masks/fc9.weight").status_code == 404
