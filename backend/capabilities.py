@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from backend.workers.repository import online_workers
 from prunescope.contract.config import DatasetName, ModelName, RunConfig, choices
+from prunescope.contract.sources import PLUGIN_ARGUMENTS
 from prunescope.contract.worker_api import Heartbeat, PluginSignature
 from prunescope.layernames import builtin_layer_names, select_layers
 
@@ -88,18 +89,23 @@ def param_problems(kind: str, name: str, params: Mapping[str, object] | None,
     """422 details for `model.params`/`dataset.params` the plugin's build()/load() would refuse: a required
     parameter missing, or a name it does not take (unless it takes **kwargs). Without a signature (a worker
     older than them) the worker finds out when it calls the plugin."""
-    if signature is None:
-        return []
     given = params or {}
-    names = [param.name for param in signature.params]
     call = "build()" if kind == "model" else "load()"
     errors: list[dict[str, object]] = []
+    passed = [key for key in given if key in PLUGIN_ARGUMENTS[kind]]
+    if passed:  # whatever the signature: these arrive twice (a 201, then the run failed on the worker)
+        errors.append({"loc": ("body", kind, "params", passed[0]), "type": "reserved_param", "input": given,
+                       "msg": f"{kind}.params cannot set {', '.join(passed)}: the worker passes {call} "
+                              f"{' and '.join(PLUGIN_ARGUMENTS[kind])} itself"})
+    if signature is None:
+        return errors
+    names = [param.name for param in signature.params]
     missing = [param.name for param in signature.params if param.required and param.name not in given]
     if missing:
         errors.append({"loc": ("body", kind, "params"), "type": "missing_param", "input": params,
                        "msg": f"{kind} {name!r} needs {kind}.params {', '.join(missing)} (its {call} has no "
                               f"default for them)"})
-    unknown = [key for key in given if key not in names]
+    unknown = [key for key in given if key not in names and key not in passed]
     if unknown and not signature.any:
         takes = f"it takes {', '.join(names)}" if names else "it takes none"
         errors.append({"loc": ("body", kind, "params", unknown[0]), "type": "unknown_param", "input": given,

@@ -16,6 +16,9 @@ PLUGIN_NAME = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 #: JSON scalars a plugin's build()/load() receives as keyword arguments.
 PluginParam = str | int | float | bool | None
 PluginParams = dict[Annotated[str, Field(max_length=64, pattern=PLUGIN_NAME)], PluginParam] | None
+#: What a worker passes a plugin's build()/load() itself, before `model.params`/`dataset.params`: a parameter named
+#: so collides ("got multiple values for argument"), whether or not the plugin takes **kwargs.
+PLUGIN_ARGUMENTS = {"model": ("input_shape", "num_classes"), "dataset": ("data_dir",)}
 
 
 def data_dir_relative(path: str) -> bool:

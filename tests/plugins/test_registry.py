@@ -274,6 +274,14 @@ def test_the_api_checks_plugin_params_against_what_the_worker_says_build_and_loa
     assert problems({"name": "p_width", "params": {"width": 8, "depth": 3}}) == {}  # layers checked by the worker
     assert problems({"name": "p_old", "params": {"anything": 1}}) == {}  # a worker that gave no signature
     assert problems({"name": "p_width", "params": {"width": 8}}, {"name": "d", "params": {"zz": 1}}) == {}  # **kw
+    # What the worker passes itself collides whatever the signature (**kwargs, or none given): a 201, then a
+    # TypeError "got multiple values for argument" on the worker.
+    assert problems({"name": "p_width", "params": {"width": 8}}, {"name": "d", "params": {"data_dir": "/etc"}}) == {
+        ("body", "dataset", "params", "data_dir"): "dataset.params cannot set data_dir: the worker passes load() "
+                                                   "data_dir itself"}
+    assert problems({"name": "p_old", "params": {"num_classes": 5}}) == {
+        ("body", "model", "params", "num_classes"): "model.params cannot set num_classes: the worker passes build() "
+                                                    "input_shape and num_classes itself"}
 
 
 def test_a_worker_with_more_plugins_than_a_heartbeat_carries_still_beats(monkeypatch: pytest.MonkeyPatch,
