@@ -204,11 +204,19 @@ def finish_tracked_run(session: Session, run: Run, body: TrackedFinish) -> None:
             return  # the same end again, or a cancel that already ended it
         raise Conflict(f"run {run.id} already ended {run.status}; it cannot now be {status}")
     reported_for(session).forget(run.id)  # its kept masks (a revived run replays the stored chain once)
+    # The newest epoch that measured accuracy: a Lightning fit whose last epoch did not validate (every 2nd epoch,
+    # max_steps mid-epoch) had none, so the run showed "—" in the list and left the Pareto front.
+    accuracy = run.test_acc if run.test_acc is not None else session.scalar(
+        select(Epoch.test_acc).where(Epoch.run_id == run.id, Epoch.test_acc.is_not(None))
+        .order_by(Epoch.epoch.desc()).limit(1))
     # A script that sends no summary gets the one its records give (it was null: the run page had no final figures).
     summary = body.summary if body.summary is not None else RunSummary(**{key: value for key, value in (
-        ("final_test_acc", run.test_acc), ("best_test_acc", run.best_test_acc), ("final_sparsity", run.sparsity),
+        ("final_test_acc", accuracy), ("best_test_acc", run.best_test_acc), ("final_sparsity", run.sparsity),
         ("epochs_done", run.epochs_done)) if value is not None})
     runs.apply_summary(run, summary, status)
+    if status == "completed":
+        run.test_acc = run.test_acc if run.test_acc is not None else accuracy
+        run.epochs_total = run.epochs_done or run.epochs_total  # ended on purpose: max_steps before max_epochs
     run.error = None if status == "completed" else run.error
     runs.set_status(session, run, status, error=body.error)
 

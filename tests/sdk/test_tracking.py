@@ -369,3 +369,21 @@ def test_the_csv_export_keeps_every_scalar_the_script_logged(api: LiveApi, tmp_p
     header, first, second = [line.split(",") for line in text.strip().splitlines()]
     assert header[-3:] == ["grad_norm", "λ_loss", "extra.layer"]
     assert first[-3:] == ["3.0", "0.5", ""] and second[-3:] == ["2.0", "", "7.0"]
+
+
+def test_a_run_whose_last_epoch_did_not_validate_keeps_the_newest_accuracy_and_completes_whole(
+        api: LiveApi, tmp_path: Path) -> None:
+    # Lightning validating every 2nd epoch (or max_steps ending mid-epoch) left test_acc null: "—" in the list,
+    # absent from the Pareto front, and progress 0.75 for a completed run.
+    model, optimizer, pruner = tiny_training(epochs=4)  # the watched pruner declares 4 epochs; 3 are trained
+    with prunescope.init(name="no-val-last", api=api.url, token=TOKEN, dir=tmp_path) as run:
+        run.watch(pruner)
+        for epoch, acc in ((1, None), (2, 0.7), (3, None)):
+            train_epoch(model, optimizer)
+            run.log(epoch=epoch, train_loss=1.0 / epoch, **({"test_acc": acc} if acc is not None else {}))
+    pruner.detach()
+    with api.http() as http:
+        detail = http.get(f"/api/runs/{run.id}").json()
+    assert detail["status"] == "completed" and detail["test_acc"] == pytest.approx(0.7)
+    assert detail["summary"]["final_test_acc"] == pytest.approx(0.7)
+    assert detail["epochs_done"] == 3 and detail["progress"] == pytest.approx(1.0)
