@@ -52,13 +52,18 @@ def test_pytorch_parameter_names_are_accepted(name: str) -> None:
         model.model_validate({"epoch": 1, "layers": [layer(name)], "masks": {name: mask_payload()}, **extra})
 
 
-def test_a_worker_report_with_a_path_as_layer_name_exports_a_safe_npz_entry(client: TestClient) -> None:
-    # A ModuleDict key may hold "/" (PyTorch refuses only "" and "."): the run records it, the npz names it safely.
-    run_id = client.post("/api/runs", json=digits_config()).json()["id"]
+def reported_layer(client: TestClient, name: str) -> int:
+    """A run whose worker reported one epoch of one layer called `name`, with its mask."""
+    run_id: int = client.post("/api/runs", json=digits_config()).json()["id"]
     leased = claim(client, run_id)
-    name = "blocks.../../tmp/x.weight"
     body = {"worker": "w", "epoch": 1, "layers": [layer(name)], "masks": {name: mask_payload()}}
     assert client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=leased).status_code == 200
+    return run_id
+
+
+def test_a_worker_report_with_a_path_as_layer_name_exports_a_safe_npz_entry(client: TestClient) -> None:
+    # A ModuleDict key may hold "/" (PyTorch refuses only "" and "."): the run records it, the npz names it safely.
+    run_id = reported_layer(client, "blocks.../../tmp/x.weight")
     answer = client.get(f"/api/runs/{run_id}/export", params={"format": "npz"})
     assert zipfile.ZipFile(io.BytesIO(answer.content)).namelist() == ["blocks.tmp_x.weight.npy"]
 
@@ -115,11 +120,8 @@ def test_csv_cells_a_spreadsheet_would_run_get_a_leading_quote(client: TestClien
 
 def test_a_layer_whose_name_holds_a_slash_can_be_inspected(client: TestClient) -> None:
     # A ModuleDict's `enc/fc` was recorded but 404 on every per-layer endpoint (Starlette decodes %2F first).
-    run_id = client.post("/api/runs", json=digits_config()).json()["id"]
-    leased = claim(client, run_id)
     name = "blocks.enc/fc.weight"
-    body = {"worker": "w", "epoch": 1, "layers": [layer(name)], "masks": {name: mask_payload()}}
-    assert client.post(f"/api/worker/runs/{run_id}/epochs", json=body, headers=leased).status_code == 200
+    run_id = reported_layer(client, name)
     quoted = "blocks.enc%2Ffc.weight"
     for path in (f"masks/{quoted}", f"masks/{quoted}/changes", f"masks/{quoted}/stability", f"layers/{quoted}",
                  f"masks/{name}"):
