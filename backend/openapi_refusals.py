@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute
 
 from backend.deps import require_api_token, require_worker_token
-from backend.security import SAFE_METHODS, dependency_calls
+from backend.security import TokenRule, token_rules
 from prunescope.contract.worker_api import WORKER_PREFIX
 
 JSON_DETAIL = {"application/json": {"schema": {"type": "object", "properties": {"detail": {}}}}}
@@ -34,11 +32,11 @@ LEASED = {"409": "The lease (`X-Prunescope-Lease`) is missing or superseded: ano
           "404": "No run with this id"}
 
 
-def refusals_for(path: str, dependant: Dependant) -> dict[str, str]:
-    """Status code → description of what a write route at `path` can refuse beyond its own declared responses."""
-    calls = set(dependency_calls(dependant))
+def refusals_for(rule: TokenRule) -> dict[str, str]:
+    """Status code → description of what a write route can refuse beyond its own declared responses."""
+    path = rule.path_format
     out: dict[str, str] = {}
-    if require_worker_token not in calls:
+    if require_worker_token not in rule.checks:
         out.update(WRITE_REFUSALS)
     else:
         out["413"] = WRITE_REFUSALS["413"]
@@ -46,23 +44,20 @@ def refusals_for(path: str, dependant: Dependant) -> dict[str, str]:
         if path.startswith(f"{WORKER_PREFIX}/runs/"):
             # `start` hands a lease out (an ended or taken run answers 200 with `proceed: false`): only its 404.
             out.update({"404": LEASED["404"]} if path.endswith("/start") else LEASED)
-    if require_api_token in calls:
+    if require_api_token in rule.checks:
         out.update(API_TOKEN)
     return out
 
 
 def document_refusals(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str, Any]:
     """Add each write route's refusals to `schema` (an OpenAPI document), keeping responses it declares itself.
-    Routes are read as FastAPI reads them for its own document (included routers' dependencies count)."""
-    for context in iter_route_contexts(list(routes)):
-        dependant, path = getattr(context, "dependant", None), getattr(context, "path_format", None)
-        if not isinstance(dependant, Dependant) or not isinstance(path, str):
-            continue
-        for method in sorted(frozenset(getattr(context, "methods", None) or ()) - SAFE_METHODS):
-            operation = schema.get("paths", {}).get(path, {}).get(method.lower())
+    The routes are those the token gate reads (`token_rules`: included routers' dependencies count)."""
+    for rule in token_rules(routes):
+        for method in sorted(rule.methods):
+            operation = schema.get("paths", {}).get(rule.path_format, {}).get(method.lower())
             if operation is None:  # not in the schema (include_in_schema=False)
                 continue
             responses = operation.setdefault("responses", {})
-            for code, description in refusals_for(path, dependant).items():
+            for code, description in refusals_for(rule).items():
                 responses.setdefault(code, {"description": description, "content": JSON_DETAIL})
     return schema

@@ -141,6 +141,7 @@ class TokenRule:
     path: re.Pattern[str]
     methods: frozenset[str]
     checks: frozenset[Callable[..., Any]]
+    path_format: str  # as the OpenAPI document names it (`/api/runs/{run_id}`)
 
 
 def dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
@@ -155,10 +156,12 @@ def token_rules(routes: Iterable[BaseRoute]) -> list[TokenRule]:
     rules = []
     for context in iter_route_contexts(list(routes)):
         dependant, path = getattr(context, "dependant", None), getattr(context, "path_regex", None)
+        path_format = getattr(context, "path_format", None)
         methods = frozenset(getattr(context, "methods", None) or ()) - SAFE_METHODS
-        if isinstance(dependant, Dependant) and isinstance(path, re.Pattern) and methods:
+        if isinstance(dependant, Dependant) and isinstance(path, re.Pattern) and isinstance(path_format, str) \
+                and methods:
             checks = frozenset(call for call in dependency_calls(dependant) if call in TOKEN_CHECKS)
-            rules.append(TokenRule(path, methods, checks))
+            rules.append(TokenRule(path, methods, checks, path_format))
     return rules
 
 
