@@ -97,17 +97,17 @@ def expand(body: SweepCreate, offer: Offer | None = None) -> list[tuple[dict[str
                             for a, b in overlapping])
     out: list[tuple[dict[str, Any], RunConfig]] = []
     errors: list[dict[str, Any]] = []
-    applied = [_applied(body.base, combination) for combination in combinations(body.grid)]
+    every = combinations(body.grid)
+    applied = [_applied(body.base, combination) for combination in every]
     # A field that hangs on a varied one (model.hidden on model.name) is left out where it does not apply, if it
     # applies somewhere in the sweep; applying nowhere, it stays, so the 422 says so.
-    keep = set(body.grid) | (set(APPLIES_WHEN) - applying_somewhere([c for c in applied if c is not None]))
-    for index, combination in enumerate(combinations(body.grid), start=1):
+    keep = set(body.grid) | (set(APPLIES_WHEN) - applying_somewhere([c for c in applied if isinstance(c, dict)]))
+    for index, (combination, config) in enumerate(zip(every, applied, strict=True), start=1):
         where = f"combination {index} ({label(combination)})"
         echo = echoed(combination)
-        config = copy.deepcopy(body.base)
         try:
-            for path, value in combination.items():
-                set_path(config, path, value)
+            if isinstance(config, ValueError):  # a path it could not set
+                raise config
             leave_out_inapplicable(config, keep)
             if "name" not in combination:
                 config["name"] = _run_name(body.name, combination)
@@ -132,14 +132,14 @@ def expand(body: SweepCreate, offer: Offer | None = None) -> list[tuple[dict[str
     return out
 
 
-def _applied(base: dict[str, Any], combination: dict[str, Any]) -> dict[str, Any] | None:
-    """The base with a combination set, or None where a path cannot be set (its error comes in `expand`)."""
+def _applied(base: dict[str, Any], combination: dict[str, Any]) -> dict[str, Any] | ValueError:
+    """The base with a combination set, or why a path could not be set (a value that is not an object on the way)."""
     config = copy.deepcopy(base)
     try:
         for path, value in combination.items():
             set_path(config, path, value)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        return exc
     return config
 
 
