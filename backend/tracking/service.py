@@ -215,7 +215,7 @@ def finish_tracked_run(session: Session, run: Run, body: TrackedFinish) -> None:
         ("epochs_done", run.epochs_done)) if value is not None})
     runs.apply_summary(run, summary, status)
     if status == "completed":
-        run.test_acc = run.test_acc if run.test_acc is not None else accuracy
+        run.test_acc = accuracy  # the newest epoch's, else the newest that measured one
         run.epochs_total = run.epochs_done or run.epochs_total  # ended on purpose: max_steps before max_epochs
     run.error = None if status == "completed" else run.error
     runs.set_status(session, run, status, error=body.error)
