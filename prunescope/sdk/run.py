@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import multiprocessing.util
 import numbers
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -116,6 +119,7 @@ class Run:
         self._pid = os.getpid()  # its sender thread lives in this process only (a fork copies no threads)
         _open_runs.add(self)
         _finish_at_child_exit()
+        _finish_at_sigterm()
 
     @property
     def id(self) -> int | None:
@@ -227,10 +231,17 @@ class Run:
             body["error"] = error[-20000:].replace("\x00", "")
         if summary:
             body["summary"] = summary
-        self._sender.close(body, timeout)
-        if self._sender.transport is not None:
-            self._sender.transport.close()
-        _open_runs.discard(self)
+        global _finishing
+        _finishing += 1  # a SIGTERM meanwhile waits for this finish (see `_on_sigterm`)
+        try:
+            self._sender.close(body, timeout)
+            if self._sender.transport is not None:
+                self._sender.transport.close()
+            _open_runs.discard(self)
+        finally:
+            _finishing -= 1
+            if not _finishing and _deferred_signal is not None:
+                _on_sigterm(_deferred_signal, None)
 
     def __enter__(self) -> Run:
         return self
@@ -276,6 +287,37 @@ def _finish_open_runs() -> None:
 
 
 _finalizer_pid: int | None = None
+_finishing = 0  # finish() calls under way in this process
+_deferred_signal: int | None = None  # a SIGTERM that came during one of them
+SIGTERM_FINISH_SECONDS = 10.0  # within `docker stop`'s 10 s and SLURM's 30 s before SIGKILL
+
+
+def _finish_at_sigterm() -> None:
+    """SIGTERM (a scheduler's time limit or preemption, `kill`, `docker stop`) killed the script at once: the records
+    logged in the sender's last fraction of a second were lost, and the run stayed `running` until the API's
+    heartbeat timeout failed it. Where the script has no SIGTERM handler of its own (installed from the main thread,
+    when the first run starts), the process's open runs now end `failed`, naming the signal, with everything logged
+    sent or spooled; then the process dies of SIGTERM as it would have. A handler the script (or a framework)
+    installs, before or after, is left alone and replaces this one."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _deferred_signal
+    if _finishing:  # a finish interrupted now could lose its records: the signal waits for it to end
+        _deferred_signal = signum
+        return
+    _deferred_signal = None
+    mine = [run for run in list(_open_runs) if run._pid == os.getpid()]
+    for run in mine:
+        with contextlib.suppress(Exception):  # dying anyway: one run's trouble must not keep the others from ending
+            run.finish("failed", error=f"the process received {signal.Signals(signum).name} (terminated) while the "
+                                       "run was open", timeout=SIGTERM_FINISH_SECONDS / len(mine))
+    signal.signal(signum, signal.SIG_DFL)  # and die of the signal, as without this handler
+    os.kill(os.getpid(), signum)
 
 
 def _finish_at_child_exit() -> None:
