@@ -254,7 +254,7 @@ class RunSession:
                      epochs: list[EpochReport] | None, patience: float) -> WorkerOutcome:
         assert self.active is not None
         report = FinishReport(worker=self.identity.name, status=outcome.value, summary=summary,
-                              error=error[:20000] if error else None, epochs=epochs or None)
+                              error=_storable(error) if error else None, epochs=epochs or None)
         try:
             self.api.finish(self.run_id, self.active.lease, report, retry_for=patience)
         except (ApiRefused, ApiUnreachable) as exc:
@@ -277,6 +277,12 @@ class RunSession:
             if time.monotonic() > deadline:
                 return False
         return True
+
+
+def _storable(error: str) -> str:
+    """An error text the API stores: at most 20 000 characters, no NUL (an exception's message may hold one; the
+    API refuses it, and the finish with it), no lone surrogate."""
+    return error.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")[:20000]
 
 
 def describe(reports: list[EpochReport]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from backend.errors import Invalid
+from backend.errors import Invalid, NotFound
 from backend.maskviews.cache import reported_for
 from backend.maskviews.service import MaskNotFound, mask_at
 from backend.tables import MaskSnapshot
@@ -71,6 +71,28 @@ _SNAPSHOTS = MaskSnapshot.__table__.c
 STORED_SNAPSHOTS = select(_SNAPSHOTS.layer, _SNAPSHOTS.data).where(_SNAPSHOTS.run_id == bindparam("rid"),
                                                                    _SNAPSHOTS.epoch == bindparam("n"))
 MAX_SEEKS = 500  # more layers than this in one call: one read of the run's index instead (bounded parameters)
+
+
+def keyframes_after(session: Session, run_id: int, numbers: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+    """A replayed epoch e (a tracked run's, or a worker's report sent again) replaces itself only: epoch e+1's
+    stored deltas (when e+1 is not replaced too) were encoded against the old e, so they are stored again as key
+    frames of the masks they decode to now, from the old chain. Returns the ids of the rows to replace and their
+    key-frame rows."""
+    after = sorted({n + 1 for n in numbers} - set(numbers))
+    rows = session.execute(select(MaskSnapshot.id, MaskSnapshot.layer, MaskSnapshot.epoch, MaskSnapshot.shape)
+                           .where(MaskSnapshot.run_id == run_id, MaskSnapshot.epoch.in_(after),
+                                  MaskSnapshot.encoding == maskcodec.DELTA)).all() if after else []
+    ids, keyframes = [], []
+    for row_id, layer, epoch, shape in rows:
+        try:
+            mask = mask_at(session, run_id, layer, epoch)
+        except (NotFound, Invalid):
+            continue  # a chain that does not decode now: nothing to keep
+        data = maskcodec.encode(mask).data
+        ids.append(row_id)
+        keyframes.append({"run_id": run_id, "layer": layer, "epoch": epoch, "shape": list(shape),
+                          "encoding": maskcodec.KEY, "data": data, "nbytes": len(data)})
+    return ids, keyframes
 
 
 @functools.lru_cache(maxsize=64)

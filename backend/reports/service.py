@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from backend import capabilities
 from backend.db import Database
 from backend.errors import Conflict, Invalid, NotFound
 from backend.maskviews.cache import reported_for
-from backend.maskviews.ingest import snapshot_rows
+from backend.maskviews.ingest import keyframes_after, snapshot_rows
 from backend.reports.schemas import EpochReport, FinishReport, Heartbeat, ReportAck, StartResponse
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunEvent, Worker, utcnow
@@ -92,6 +93,7 @@ DELETE_STALE_EPOCHS = delete(Epoch).where(Epoch.run_id == bindparam("rid"), Epoc
                                           Epoch.attempt < bindparam("attempt"))
 DELETE_LATER_SNAPSHOTS = delete(MaskSnapshot).where(MaskSnapshot.run_id == bindparam("rid"),
                                                     MaskSnapshot.epoch.in_(bindparam("epochs", expanding=True)))
+DELETE_SNAPSHOT_ROWS = delete(MaskSnapshot).where(MaskSnapshot.id.in_(bindparam("ids", expanding=True)))
 BEST_TEST_ACC = select(func.max(Epoch.test_acc)).where(Epoch.run_id == bindparam("rid"))
 INSERT_EPOCH, INSERT_SNAPSHOTS, INSERT_EVENT = insert(Epoch), insert(MaskSnapshot), insert(RunEvent)
 UPDATE_RUN = update(Run).where(Run.id == bindparam("rid"))
@@ -112,7 +114,10 @@ def record_epochs(db: Database, run_id: int, reports: Sequence[EpochReport], lea
 def record_epochs_on(conn: Connection, run_id: int, reports: Sequence[EpochReport], lease: str | None) -> ReportAck:
     """`record_epochs` inside the caller's write transaction on `conn` (a finish that carries its last reports);
     whoever commits it wakes the run's live streams."""
-    ordered = sorted({report.epoch: report for report in reports}.values(), key=lambda report: report.epoch)
+    twice = next((n for n, count in Counter(report.epoch for report in reports).items() if count > 1), None)
+    if twice is not None:  # the last copy won silently; a worker sends each epoch once a request
+        raise Invalid(f"epoch {twice} appears more than once in one request")
+    ordered = sorted(reports, key=lambda report: report.epoch)
     run = conn.execute(REPORT_STATE, {"rid": run_id}).one_or_none()
     if run is None:
         raise NotFound(f"run {run_id} not found")
@@ -132,9 +137,13 @@ def record_epochs_on(conn: Connection, run_id: int, reports: Sequence[EpochRepor
             conn.execute(DELETE_LATER_SNAPSHOTS, {"rid": run_id, "epochs": later})
             conn.execute(DELETE_STALE_EPOCHS, stale)
             epochs_done, best_is_stale = 0, True  # the newest epoch is now among these reports
+    rekeyed = False
     for report in ordered:
         key = {"rid": run_id, "n": report.epoch}
         if conn.execute(DELETE_EPOCH, key).rowcount:
+            if not rekeyed:  # the first epoch sent again: the epochs after those sent keep their masks
+                rekeyed = True
+                snapshots += _keyframes_after(conn, run_id, [r.epoch for r in ordered])
             # A replayed epoch: its snapshots go too (they are only ever stored with their epoch's row).
             conn.execute(DELETE_SNAPSHOTS, key)
     if best_is_stale:  # the best accuracy is one of the epochs that remain (a dropped epoch may have held it)
@@ -152,6 +161,18 @@ def record_epochs_on(conn: Connection, run_id: int, reports: Sequence[EpochRepor
                                 for record in records])
     cancel = bool(run.cancel_requested)
     return ReportAck(cancel=cancel, reason="cancel requested" if cancel else None)
+
+
+def _keyframes_after(conn: Connection, run_id: int, numbers: list[int]) -> list[dict[str, Any]]:
+    """Epochs sent again replace themselves only: a stored delta of the epoch after one of them (not sent again
+    too) was encoded against the old copy, so it is stored again as a key frame of the mask it decodes to now
+    (a worker's report repeated with other masks left a later epoch's mask wrong, with no error anywhere).
+    Deletes the deltas and returns the key-frame rows to insert."""
+    with Session(bind=conn) as session:
+        ids, keyframes = keyframes_after(session, run_id, numbers)
+    if ids:
+        conn.execute(DELETE_SNAPSHOT_ROWS, {"ids": ids})
+    return keyframes
 
 
 def missing_epochs(session: Session, run: Run, through: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -13,6 +14,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from backend.errors import Invalid, NotFound
+from backend.maskviews import repository as masks_repository
 from backend.maskviews import service as masks
 from backend.results import repository
 from backend.results.downsample import downsample
@@ -187,17 +189,18 @@ class NoMasks(NotFound):
 
 
 def export_masks_npz(session: Session, run: Run, epoch: int | None) -> tuple[bytes, int]:
-    """Every layer's boolean mask at `epoch` (default: the newest with snapshots) as an .npz archive."""
+    """Every layer's boolean mask at `epoch` (default: the newest with snapshots) as an .npz archive: the layers
+    with a snapshot at that epoch (a report may leave a layer's mask out; the archive was a 404 then)."""
     newest = repository.newest_mask_epoch(session, run.id)
     if newest is None:
         raise NoMasks(f"run {run.id} has no mask snapshots")
     chosen = newest if epoch is None else epoch
     arrays: dict[str, np.ndarray] = {}
-    try:
-        for layer in masks.layer_names(session, run.id):
+    names = masks.layer_names(session, run.id)
+    names += [layer for layer in masks_repository.snapshot_layers(session, run.id) if layer not in names]
+    for layer in names:  # a mask the layer stats do not name is in the archive too
+        with contextlib.suppress(masks.MaskNotFound):
             arrays[layer] = masks.mask_at(session, run.id, layer, chosen)
-    except masks.MaskNotFound as exc:
-        raise NoMasks(str(exc)) from exc
     if not arrays:
         raise NoMasks(f"run {run.id} has no mask snapshots at epoch {chosen}")
     buffer = io.BytesIO()

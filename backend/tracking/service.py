@@ -10,14 +10,12 @@ from typing import Any, cast, get_args
 from sqlalchemy import CursorResult, delete, insert, select
 from sqlalchemy.orm import Session
 
-from backend.errors import Conflict, Invalid, NotFound
+from backend.errors import Conflict, NotFound
 from backend.events import record_event, record_events, table_of
 from backend.maskviews.cache import reported_for
-from backend.maskviews.ingest import snapshot_rows
-from backend.maskviews.service import mask_at
+from backend.maskviews.ingest import keyframes_after, snapshot_rows
 from backend.runs import service as runs
 from backend.tables import Epoch, MaskSnapshot, Run, RunPoint, utcnow
-from prunescope import maskcodec
 from prunescope.contract.config import Device, PruningConfig, RunConfig
 from prunescope.contract.records import RunSummary
 from prunescope.contract.status import FINISHED_STATUSES
@@ -136,34 +134,13 @@ def _parts(epochs: list[TrackedEpoch]) -> list[list[TrackedEpoch]]:
     return parts
 
 
-def _keyframes_after(session: Session, run_id: int, numbers: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
-    """A replayed epoch e replaces itself only: epoch e+1's stored deltas (when e+1 is not replaced too) were
-    encoded against the old e, so they are stored again as key frames of the masks they decode to now, from the
-    old chain. Returns the ids of the rows to replace and their key-frame rows."""
-    after = sorted({n + 1 for n in numbers} - set(numbers))
-    rows = session.execute(select(MaskSnapshot.id, MaskSnapshot.layer, MaskSnapshot.epoch, MaskSnapshot.shape)
-                           .where(MaskSnapshot.run_id == run_id, MaskSnapshot.epoch.in_(after),
-                                  MaskSnapshot.encoding == maskcodec.DELTA)).all() if after else []
-    ids, keyframes = [], []
-    for row_id, layer, epoch, shape in rows:
-        try:
-            mask = mask_at(session, run_id, layer, epoch)
-        except (NotFound, Invalid):
-            continue  # a chain that does not decode now: nothing to keep
-        data = maskcodec.encode(mask).data
-        ids.append(row_id)
-        keyframes.append({"run_id": run_id, "layer": layer, "epoch": epoch, "shape": list(shape),
-                          "encoding": maskcodec.KEY, "data": data, "nbytes": len(data)})
-    return ids, keyframes
-
-
 def _store_epochs(session: Session, run: Run, epochs: list[TrackedEpoch]) -> None:
     numbers = [e.epoch for e in epochs]
     snapshots = snapshot_rows(session, run.id, [(e.epoch, e.masks) for e in epochs], run.lease)
     deleted = session.execute(delete(Epoch).where(Epoch.run_id == run.id, Epoch.epoch.in_(numbers)))
     replaced = cast(CursorResult[Any], deleted).rowcount
     # Only a batch that replays an epoch (a tracked run stores an epoch's masks with its record) looks further.
-    ids, keyframes = _keyframes_after(session, run.id, numbers) if replaced else ([], [])
+    ids, keyframes = keyframes_after(session, run.id, numbers) if replaced else ([], [])
     session.execute(delete(MaskSnapshot).where(MaskSnapshot.run_id == run.id, MaskSnapshot.epoch.in_(numbers)))
     if ids:
         session.execute(delete(MaskSnapshot).where(MaskSnapshot.id.in_(ids)))

@@ -127,7 +127,7 @@ class FinishReport(WorkerMessage):
     status: FinishStatus = Field(
         description="`requeue`: the worker is shutting down; the run resumes from its checkpoint elsewhere")
     summary: RunSummary | None = None
-    error: str | None = Field(default=None, max_length=20000)
+    error: str | None = Field(default=None, max_length=20000, pattern=NO_NUL)
     epochs: list[EpochReport] | None = Field(
         default=None, min_length=1, max_length=MAX_REPORT_BATCH,
         description="The attempt's last epoch reports, recorded (all or none) before it ends, in the same "

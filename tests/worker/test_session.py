@@ -382,3 +382,20 @@ def test_a_report_interval_outside_0_to_60_seconds_is_refused(monkeypatch: pytes
         Settings()
     monkeypatch.setenv("PRUNESCOPE_REPORT_INTERVAL", "0")
     assert Settings().report_interval == 0
+
+
+def test_an_exception_whose_message_holds_nul_ends_the_run_failed_with_its_text(harness: Harness) -> None:
+    # The finish carried the NUL; the API stored it (PostgreSQL cannot), and now refuses it, with the finish.
+    run_id = harness.submit(epochs=2)
+
+    def explode(epoch: int) -> None:
+        raise ValueError("bad byte \x00 and \ud800 in a plugin's message")
+
+    assert session(harness, run_id, FakeTrainer(during=explode)).run() == WorkerOutcome.FAILED
+    run = harness.run(run_id)
+    assert run["status"] == "failed"
+    assert "ValueError: bad byte \\x00 and ? in a plugin's message" in run["error"]
+    body = {"worker": "w", "status": "failed", "error": "a\x00b"}
+    refused = harness.client.post(f"/api/worker/runs/{run_id}/finish", json=body,
+                                  headers={"Authorization": "Bearer worker-secret"})
+    assert refused.status_code == 422
