@@ -101,7 +101,7 @@ UPDATE_RUN = update(Run).where(Run.id == bindparam("rid"))
 
 def record_epochs(db: Database, run_id: int, reports: Sequence[EpochReport], lease: str | None) -> ReportAck:
     """Store epochs and their mask snapshots in one transaction, all or none; a repeated epoch replaces the
-    earlier one (within the call, the last copy wins). Each epoch gets its `epoch` event.
+    earlier one (an epoch twice in one call is refused). Each epoch gets its `epoch` event.
 
     Core statements on one connection, no ORM session: the run's state is one narrow row, and the epochs, their
     snapshots, the run's progress and the events are a handful of statements (a worker reports every epoch, or

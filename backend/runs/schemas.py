@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prunescope.contract.config import NO_NUL
+from prunescope.contract.config import NO_NUL, ONE_LINE
 from prunescope.contract.records import EpochRecord, WeightHistogram
 
 # Ids are 32-bit INTEGER columns on PostgreSQL; a larger id in a URL is a clear 422, not a database error.
@@ -79,8 +79,8 @@ class RunPatch(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"name": "lenet300-dns-98", "tags": ["mnist", "keep"], "notes": "best so far"}]})
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
-    tags: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] | None = Field(
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=ONE_LINE)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64, pattern=ONE_LINE)]] | None = Field(
         default=None, max_length=32)
     notes: str | None = Field(default=None, max_length=20000, pattern=NO_NUL)
 

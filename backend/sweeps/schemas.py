@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from backend.runs.schemas import NO_NUL, RunListItem
+from backend.runs.schemas import ONE_LINE, RunListItem
 from prunescope.contract.records import free_form_json
 
 MAX_COMBINATIONS = 1000
@@ -33,7 +33,7 @@ class SweepCreate(BaseModel):
                  "training.seed": [0, 1]},
     }]})
 
-    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    name: str = Field(min_length=1, max_length=200, pattern=ONE_LINE)
     base: Annotated[dict[str, Any], _bounded("base")] = Field(
         description="A run config (as `POST /api/runs` takes) every combination starts from")
     grid: Annotated[dict[GridPath, GridValues], _bounded("grid")] = Field(

@@ -50,6 +50,9 @@ DENSE_RECOVERIES: tuple[RecoveryKind, ...] = ("splice", "feedback")
 REGROWTH_RECOVERIES: tuple[RecoveryKind, ...] = ("random", "gradient")
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it as bad input, not a 500
+# A label shown on one line (a run's, sweep's or tracked scalar's name, a tag): no control character either. A name
+# holding a newline, a bell or an escape sequence was stored as sent, and broke the runs list, the CLI's table and CSV.
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
 MAX_EPOCHS = 1000
 
 
@@ -280,7 +283,7 @@ RUN_CONFIG_EXAMPLE: dict[str, Any] = {
                 "regularization": {"l1": 0.0}, "layers": {"include": ["*"], "exclude": []}},
 }
 
-Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=ONE_LINE)]
 
 
 class RunConfig(Strict):
@@ -289,10 +292,10 @@ class RunConfig(Strict):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
                               json_schema_extra={"examples": [RUN_CONFIG_EXAMPLE]})
 
-    name: str = Field(default="untitled", min_length=1, max_length=200, pattern=NO_NUL)
+    name: str = Field(default="untitled", min_length=1, max_length=200, pattern=ONE_LINE)
     tags: list[Tag] = Field(default=[], max_length=32)
     device: Device = "auto"
-    preset: str | None = Field(default=None, max_length=64, pattern=NO_NUL,
+    preset: str | None = Field(default=None, max_length=64, pattern=ONE_LINE,
                                description="The preset this config started from.")
     model: ModelConfig = ModelConfig()
     dataset: DatasetConfig = DatasetConfig()

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from prunescope.contract.config import MAX_EPOCHS, NO_NUL, PruningConfig, Tag
+from prunescope.contract.config import MAX_EPOCHS, NO_NUL, ONE_LINE, PruningConfig, Tag
 from prunescope.contract.records import (
     MAX_FREE_FORM_DEPTH,
     MAX_FREE_FORM_ITEMS,
@@ -62,7 +62,7 @@ def _clean_name(value: str) -> str:
     return value
 
 
-ScalarName = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL), AfterValidator(_clean_name)]
+ScalarName = Annotated[str, Field(min_length=1, max_length=100, pattern=ONE_LINE), AfterValidator(_clean_name)]
 Scalar = float | None  # JSON has no NaN: the SDK sends a non-finite value as null
 
 
@@ -77,7 +77,8 @@ class TrackedRunCreate(TrackingMessage):
         "name": "resnet20-rigl", "tags": ["cifar"], "config": {"arch": "resnet20", "lr": 0.1},
         "host": "laptop:4242"}]})
 
-    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL), AfterValidator(_clean_name)] = "untitled"
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=ONE_LINE),
+                    AfterValidator(_clean_name)] = "untitled"
     tags: list[Annotated[Tag, AfterValidator(_clean_name)]] = Field(default=[], max_length=32)
     config: Annotated[dict[str, Any], AfterValidator(free_form_json)] = Field(
         default={}, description="The script's own hyperparameters, kept as given (free-form JSON)")

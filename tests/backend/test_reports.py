@@ -747,12 +747,15 @@ def test_a_batch_records_every_epoch_with_chained_deltas_in_one_request(client: 
     assert np.array_equal(np.array(grid["density"]) == 1.0, masks[4])
 
 
-def test_a_batch_keeps_the_last_copy_of_an_epoch_and_replaces_a_stored_one(client: TestClient) -> None:
+def test_a_batch_replaces_a_stored_epoch_and_refuses_one_it_holds_twice(client: TestClient) -> None:
+    # The last copy of a repeated epoch won silently; a copy's mask delta may be encoded against the other copy.
     run_id = submit(client, training={"epochs": 4})
     start(client, run_id)
     assert report(client, run_id, epoch_body(1, train_loss=9.0)).status_code == 200
-    answer = batch(client, run_id, [epoch_body(1, train_loss=0.5), epoch_body(2, train_loss=0.7),
-                                    epoch_body(2, train_loss=0.25)])
+    twice = batch(client, run_id, [epoch_body(1, train_loss=0.5), epoch_body(2, train_loss=0.7),
+                                   epoch_body(2, train_loss=0.25)])
+    assert twice.status_code == 422 and "epoch 2 appears more than once in one request" in twice.text
+    answer = batch(client, run_id, [epoch_body(1, train_loss=0.5), epoch_body(2, train_loss=0.25)])
     assert answer.status_code == 200, answer.text
     items = client.get(f"/api/runs/{run_id}/epochs").json()["items"]
     assert [(e["epoch"], e["train_loss"]) for e in items] == [(1, 0.5), (2, 0.25)]
