@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import decimal
 import math
 import multiprocessing.util
 import numbers
@@ -17,8 +18,9 @@ import traceback
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
+import httpx
 import numpy as np
 
 from prunescope.config import get_settings
@@ -61,6 +63,11 @@ def _scalar(name: str, value: Any) -> float | int | None:
         except OverflowError:
             raise TypeError(f"run.log: {name} is an integer too large for a float "
                             f"({value.bit_length()} bits)") from None
+    if isinstance(value, numbers.Real | decimal.Decimal) and not isinstance(value, float):
+        try:  # Fraction, Decimal: Python numbers too ("is not a number" before)
+            value = float(value)
+        except (OverflowError, ValueError):
+            raise TypeError(f"run.log: {name}={value!r} is too large for a float") from None
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     raise TypeError(f"run.log: {name}={value!r} is not a number")
@@ -87,6 +94,7 @@ class Run:
                  flush_seconds: float = 0.25) -> None:
         settings = get_settings()
         self.api = (api or os.environ.get("PRUNESCOPE_API_URL") or settings.api_url).rstrip("/")
+        _check_api_url(self.api)
         token = token or os.environ.get("PRUNESCOPE_API_TOKEN") or settings.api_token
         lease = secrets.token_urlsafe(32)
         pruning_block = parse_pruning(pruning) if pruning is not None else None
@@ -120,6 +128,7 @@ class Run:
         _open_runs.add(self)
         _finish_at_child_exit()
         _finish_at_sigterm()
+        _record_exit_status()
 
     @property
     def id(self) -> int | None:
@@ -257,6 +266,18 @@ class Run:
             self.finish("failed", error=f"{type(exc).__name__}: {exc}\n{text}")
 
 
+def _check_api_url(url: str) -> None:
+    """A URL httpx cannot send to ("127.0.0.1:8000", "htp://…") made the run go offline without a word, spooled
+    for an API that can never be reached."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"prunescope.init: api {url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"prunescope.init: api {url!r} is not an http(s) URL with a host, such as "
+                         "http://127.0.0.1:8000")
+
+
 def init(name: str = "untitled", config: dict[str, Any] | None = None, tags: list[str] | None = None,
          api: str | None = None, token: str | None = None, *, dir: str | Path | None = None, offline: bool = False,
          epochs: int | None = None, pruning: dict[str, Any] | PruningConfig | None = None) -> Run:
@@ -280,10 +301,35 @@ sys.excepthook = _fail_open_runs
 @atexit.register
 def _finish_open_runs() -> None:
     # A script that ended without finish(): what it logged is still sent or spooled and fsync'd. Only this process's
-    # runs: a forked child holds copies of its parent's, whose sender threads it does not have.
+    # runs: a forked child holds copies of its parent's, whose sender threads it does not have. A script that ended
+    # with sys.exit(status) other than 0 or None ends them failed (they ended `completed`, as after a clean end).
+    failed = _exit_status is not None and _exit_status[0] not in (0, None)
     for run in list(_open_runs):
         if run._pid == os.getpid():
-            run.finish("completed")
+            if failed:
+                assert _exit_status is not None
+                run.finish("failed", error=f"SystemExit: the script called sys.exit({_exit_status[0]!r})")
+            else:
+                run.finish("completed")
+
+
+_exit_status: tuple[Any] | None = None  # what the main thread last called sys.exit with
+
+
+def _record_exit_status() -> None:
+    """Wrap sys.exit (once) to keep the status the main thread exits with, for the runs still open at exit."""
+    if getattr(sys.exit, "_prunescope", False):
+        return
+    original = sys.exit
+
+    def exit(status: Any = None) -> NoReturn:
+        global _exit_status
+        if threading.current_thread() is threading.main_thread():  # in a thread it ends the thread only
+            _exit_status = (status,)
+        original(status)
+
+    exit._prunescope = True  # type: ignore[attr-defined]
+    sys.exit = exit
 
 
 _finalizer_pid: int | None = None
