@@ -35,9 +35,11 @@ def pareto_candidates(session: Session, *, model: str | None, dataset: str | Non
     optionally of one model and dataset."""
     query = select(Run.id, Run.name, Run.strategy, Run.sparsity, Run.test_acc, Run.preset, Run.model_name,
                    Run.dataset_name, Run.config).where(*PARETO_DONE)
-    if model:
+    # "" selects the runs without one (a tracked run whose config names no model or dataset): as "no filter" it
+    # put every model's runs on one front, offered as the pair "on" in the dashboard.
+    if model is not None:
         query = query.where(Run.model_name == model)
-    if dataset:
+    if dataset is not None:
         query = query.where(Run.dataset_name == dataset)
     return [tuple(row) for row in session.execute(query.order_by(Run.id))]
 

@@ -76,3 +76,22 @@ def test_config_summary_of_a_dense_run_and_of_nothing() -> None:
     dense = {"training": {"epochs": 5, "optimizer": "adam"}, "pruning": None}
     assert config_summary(dense) == "5 epochs · adam · dense"
     assert "threshold 1.7·std" in config_summary({"training": {}, "pruning": {"threshold": {"std_scale": 1.7}}})
+
+
+def test_runs_naming_no_model_or_dataset_are_a_group_of_their_own(client: TestClient) -> None:
+    # A tracked run's empty pair was offered as "on (1)", and choosing it (dataset= and model= empty) drew every
+    # model's runs on one front.
+    completed(client, sparsity=0.5, acc=0.9, name="managed")
+    tracked = client.post("/api/tracked-runs", json={"name": "script", "lease": "x" * 43})
+    assert tracked.status_code == 201, tracked.text
+    db: Database = client.app.state.db  # type: ignore[attr-defined]
+    with db.writing() as session:
+        run = session.get(Run, tracked.json()["id"])
+        assert run is not None
+        run.status, run.sparsity, run.test_acc = "completed", 0.8, 0.85
+    groups = client.get("/api/pareto").json()["groups"]
+    assert {"dataset": "", "model": "", "runs": 1} in groups
+    alone = client.get("/api/pareto", params={"dataset": "", "model": ""}).json()
+    assert [p["name"] for p in alone["points"]] == ["script"]
+    both = client.get("/api/pareto").json()
+    assert sorted(p["name"] for p in both["points"]) == ["managed", "script"]

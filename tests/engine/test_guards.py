@@ -268,3 +268,15 @@ def test_a_short_run_ending_at_chance_with_an_emptied_layer_is_failed() -> None:
     unharmed = _guard()  # the same short run without an emptied layer gets no verdict
     unharmed.check(1, 2.3, 0.08, pruning_started=True, **short)
     unharmed.check(2, 2.3, 0.08, pruning_started=True, steps=12, last=True)
+
+
+def test_a_short_run_that_had_learnt_and_ends_at_chance_is_failed() -> None:
+    # gmp on 200 digits for 2 epochs (8 steps) at lr 0.2: 40 % after epoch 1, 8 % after the cut; it ended
+    # `completed`, and its sweep named it the best run.
+    guard = _guard()
+    guard.check(1, 1.6, 0.40, pruning_started=False, steps=4, last=False)
+    with pytest.raises(TrainingDiverged, match=r"ended at chance \(test acc 8 % .*best 40 %"):
+        guard.check(2, 2.3, 0.08, pruning_started=True, steps=4, last=True)
+    still_learning = _guard()  # below the learnt level: a short run may be on its way, no verdict
+    still_learning.check(1, 2.0, 0.25, pruning_started=False, steps=4, last=False)
+    still_learning.check(2, 2.3, 0.12, pruning_started=True, steps=4, last=True)

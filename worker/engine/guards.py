@@ -14,7 +14,8 @@ per epoch:
   near ln C may just not have learnt yet (a tiny learning rate, a handful of samples: an untrained network's
   loss is ln C or a little above), and is left alone.
 
-- at the run's last epoch, after at least `MIN_STEPS` steps in all, test accuracy at chance whatever came before:
+- at the run's last epoch, after at least `MIN_STEPS` steps in all (or any number, once it had learnt), test
+  accuracy at chance whatever came before:
   a run that never left chance (sparse from the start at 99.9 %, a layer emptied by a global ranking at step 0)
   is no result either, and must not end `completed`. When a pruned layer has no weight left, the message says so.
 
@@ -145,8 +146,10 @@ class CollapseGuard:
                 f"chance {100 / self.num_classes:.0f} %, best so far {100 * self.best_acc:.0f} %, "
                 f"train loss {train_loss:.3g}): {hint}")
         # A short run may still be on its way when it ends (no verdict under MIN_STEPS), unless a layer has no weight
-        # left: that network cannot recover, however long it trains.
-        if last and (self.total_steps >= MIN_STEPS or emptied) and test_acc <= self.chance_level:
+        # left (that network cannot recover, however long it trains) or it had learnt and fell back: a run of 8 steps
+        # at 40 % after its first epoch and 8 % after the cut that ended it is no result (it ended `completed`).
+        learnt = self.best_acc >= self.learnt_level
+        if last and (self.total_steps >= MIN_STEPS or emptied or learnt) and test_acc <= self.chance_level:
             best_loss = min(self.best_loss, train_loss)
             if self.best_acc < self.learnt_level and not emptied:  # test accuracy never left chance
                 if best_loss > NEAR_UNIFORM * uniform_loss:

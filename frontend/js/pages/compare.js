@@ -170,15 +170,20 @@ export async function comparePage(root, ctx) {
     }
     paretoEl.dataset.pair = view.pair || "";
     paretoNote.textContent = pareto.points.length
-      ? `${pareto.points.length} finished runs of ${model} on ${dataset}; ${front.length} on the front. Colour: the preset, else the strategy. Click a point to open its run.`
+      ? `${pareto.points.length} finished runs of ${pairLabel(dataset, model)}; ${front.length} on the front. Colour: the preset, else the strategy. Click a point to open its run.`
       : "No completed run has both a sparsity and an accuracy yet.";
     if (view.published && !published.length && pareto.points.length) paretoNote.textContent += " No published results for this model and dataset.";
+  }
+
+  // A tracked run's config may name no model or dataset: its pair read "on" (and the chart, unfiltered, mixed them).
+  function pairLabel(dataset, model) {
+    return `${model || "no model named"} on ${dataset || "no dataset named"}`;
   }
 
   function fillPairs(groups) {
     const value = (g) => `${g.dataset}|${g.model}`;
     if (!view.pair || !groups.some((g) => value(g) === view.pair)) view.pair = groups.length ? value(groups[0]) : null;
-    pairSelect.replaceChildren(...groups.map((g) => h("option", { value: value(g), text: `${g.model} on ${g.dataset} (${g.runs})` })));
+    pairSelect.replaceChildren(...groups.map((g) => h("option", { value: value(g), text: `${pairLabel(g.dataset, g.model)} (${g.runs})` })));
     if (view.pair) pairSelect.value = view.pair;
     pairSelect.disabled = groups.length < 2;
   }
