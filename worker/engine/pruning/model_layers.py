@@ -143,3 +143,19 @@ class OutputLayerWatch:
             layer.row_pruning = id(layer.weight) != last
             layer.refresh_keep()
         return True
+
+
+def check_state_fits(state: dict[str, Any], layers: list[PrunedLayer]) -> None:
+    """Refuse a Pruner state saved for other layers, naming the difference, before a Pruner loads any of it (torch's
+    size error or a bare KeyError came after its step and some masks had been loaded)."""
+    masks = state.get("masks")
+    if not isinstance(masks, dict):
+        raise ValueError("not a Pruner state_dict: it has no 'masks'")
+    mine = {layer.name: tuple(layer.mask.shape) for layer in layers}
+    saved = {name: tuple(getattr(mask, "shape", ())) for name, mask in masks.items()}
+    if set(saved) != set(mine):
+        raise ValueError(f"this Pruner state was saved for layers {sorted(saved)}, this Pruner prunes {sorted(mine)}: "
+                         "load it into a Pruner of the same model and pruning.layers")
+    wrong = [f"{name} {list(saved[name])} (here {list(shape)})" for name, shape in mine.items() if saved[name] != shape]
+    if wrong:
+        raise ValueError(f"this Pruner state's masks do not fit this model's weights: {', '.join(wrong)}")

@@ -41,7 +41,7 @@ from worker.engine.pruning.hooking import (
     warn_unstepped,
 )
 from worker.engine.pruning.layer import DenseCopy, PrunedLayer, PrunerHook
-from worker.engine.pruning.model_layers import OutputLayerWatch, refuse_output_only, take_layers
+from worker.engine.pruning.model_layers import OutputLayerWatch, check_state_fits, refuse_output_only, take_layers
 from worker.engine.pruning.ranking import n_m_pruned
 from worker.engine.pruning.recovery import RECOVERIES, Recovery
 from worker.engine.pruning.schedule import SparsitySchedule, warn_if_short
@@ -317,6 +317,7 @@ class Pruner:
                 "output_layers": None if self._output.pending else output}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_state_fits(state, self.layers)  # before anything changes: a mismatch left a half-loaded Pruner
         self.step = int(state["step"])
         self._started = bool(state["started"])
         self.generator.set_state(state["generator"])
