@@ -102,7 +102,7 @@ def test_a_weight_shared_by_two_modules_is_one_layer_with_one_mask() -> None:
     for kind in ("none", "splice"):
         model = Tied()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-        pruner = Pruner(model, optimizer, {"target_sparsity": 0.75, "criterion": "random",
+        pruner = Pruner(model, optimizer, {"target_sparsity": 0.75, "criterion": "magnitude",
                                            "recovery": {"kind": kind}, "schedule": CONSTANT},
                         epochs=1, steps_per_epoch=2)
         assert [layer.name for layer in pruner.layers] == ["inp.weight", "a.weight", "out.weight"]

@@ -314,6 +314,12 @@ export async function runsPage(root, ctx) {
         api(`/api/runs?${params}`, { signal: controller.signal }),
         state.group ? api(`/api/runs?${groupParams}`, { signal: controller.signal }) : null,
       ]);
+      if (!page.items.length && page.total && state.offset > 0) {
+        // An offset past the end (`/?offset=500`, or runs deleted meanwhile) showed "No runs yet" and "501–28 of
+        // 28": go to the last page instead.
+        state.offset = Math.floor((page.total - 1) / state.limit) * state.limit;
+        return refresh();
+      }
       errorBox.replaceChildren();
       renderRows(page.items);
       renderGroups(all);
