@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -280,3 +281,14 @@ def test_a_short_run_that_had_learnt_and_ends_at_chance_is_failed() -> None:
     still_learning = _guard()  # below the learnt level: a short run may be on its way, no verdict
     still_learning.check(1, 2.0, 0.25, pruning_started=False, steps=4, last=False)
     still_learning.check(2, 2.3, 0.12, pruning_started=True, steps=4, last=True)
+
+
+def test_a_loss_blown_up_under_a_strong_l1_penalty_names_the_penalty() -> None:
+    # Epoch 1 at 9.3e13 with l1 = 5: "lower training.lr ... so pruning is not the cause", and l1 was the cause.
+    guard = CollapseGuard(num_classes=10, hint="lower training.lr", l1=5.0)
+    with pytest.raises(TrainingDiverged, match=r"lower training.lr or pruning.regularization.l1 \(now 5\)"):
+        guard.check(1, math.inf, 0.1, pruning_started=False, steps=10, last=False)
+    plain = CollapseGuard(num_classes=10, hint="lower training.lr")
+    with pytest.raises(TrainingDiverged, match=r"lower training.lr: the loss was never below") as caught:
+        plain.check(1, math.inf, 0.1, pruning_started=False, steps=10, last=False)
+    assert "l1" not in str(caught.value)

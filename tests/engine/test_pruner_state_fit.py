@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ CONFIG = {"target_sparsity": 0.9, "schedule": {"kind": "cubic", "start_epoch": 0
 
 
 def pruner(*widths: int) -> tuple[Pruner, nn.Module]:
-    layers = [nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False)]
+    layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
     model = nn.Sequential(*layers)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     return Pruner(model, optimizer, CONFIG, epochs=2, steps_per_epoch=12), model

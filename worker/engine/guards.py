@@ -94,6 +94,7 @@ class CollapseGuard:
     num_classes: int
     hint: str
     emptied_hint: str = "a lower pruning.target_sparsity or threshold"
+    l1: float = 0.0  # the run's pruning.regularization.l1: a strong penalty blows the loss up as a high lr does
     best_loss: float = math.inf
     best_acc: float = 0.0
     exploded_epochs: int = 0
@@ -175,8 +176,11 @@ class CollapseGuard:
 
     @property
     def lr_hint(self) -> str:
-        return (f"lower training.lr: the loss was never below a uniform guess's (ln {self.num_classes} = "
-                f"{math.log(self.num_classes):.2f}), so pruning is not the cause")
+        # With an L1 penalty the message said "lower training.lr ... so pruning is not the cause" for l1 = 5, the cause.
+        what = (f"lower training.lr or pruning.regularization.l1 (now {self.l1:g})" if self.l1 > 0
+                else "lower training.lr")
+        return (f"{what}: the loss was never below a uniform guess's (ln {self.num_classes} = "
+                f"{math.log(self.num_classes):.2f}), so the pruning schedule is not the cause")
 
     def check_finite(self, epoch: int, train_loss: float) -> None:
         """A NaN/inf training loss fails the run at once (before its epoch is recorded: records hold finite values)."""

@@ -225,7 +225,8 @@ def run_training(config: RunConfig | dict[str, Any], *, data_dir: Path, device: 
         pruner = Pruner(model, optimizer, config.pruning, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
                         seed=training.seed, attach=False)
     shuffle = torch.Generator().manual_seed(training.seed)
-    guard = CollapseGuard(num_classes=data.num_classes, hint=advice(config), emptied_hint=emptied_advice(config))
+    guard = CollapseGuard(num_classes=data.num_classes, hint=advice(config), emptied_hint=emptied_advice(config),
+                          l1=config.pruning.regularization.l1 if config.pruning is not None else 0.0)
     config_doc = config.model_dump(mode="json")
 
     first_epoch, best_acc, final_acc, prior_wall = 1, 0.0, 0.0, 0.0
