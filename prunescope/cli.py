@@ -1,4 +1,4 @@
-"""The `prunescope` command: up, api, worker, train, submit, runs, show, cancel, delete, export, sweep."""
+"""The `prunescope` command: up, api, worker, train, submit, runs, show, cancel, delete, export, sweep, sync."""
 
 from __future__ import annotations
 
@@ -206,7 +206,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         config = RunConfig.model_validate(_read_config(args.config))
     except ValidationError as exc:
-        print(f"invalid config {args.config}:\n{exc}", file=sys.stderr)
+        # One line, as `submit` says it (pydantic's own text ran over several lines, with its documentation URLs).
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {' '.join(error['msg'].split())}"
+                             for error in exc.errors(include_url=False))
+        print(f"prunescope: invalid config {args.config}: {problems}", file=sys.stderr)
         return 2
     from worker.engine.training import train_main
 
@@ -226,8 +229,11 @@ def api_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         except ApiError as exc:
             print(f"prunescope: {exc}", file=sys.stderr)
             return 1
+        except BrokenPipeError:  # `prunescope export 1 | head -2`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush writes nowhere
+            return 141  # 128 + SIGPIPE, as a program the pipe ended
         except OSError as exc:  # writing an export or a model where no file can be written
-            print(f"prunescope: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            print(f"prunescope: cannot write {exc.filename or 'the output'}: {exc.strerror}", file=sys.stderr)
             return 1
 
     return run

@@ -333,3 +333,35 @@ def test_api_and_token_may_follow_the_command(api_url: str, client: Client, tmp_
     capsys.readouterr()
     assert cli.main(["--api", "http://127.0.0.1:9", "runs", "--api", api_url, "--limit", "5"]) == 0  # after wins
     assert "after-command" in capsys.readouterr().out
+
+
+def test_cli_export_into_a_closed_pipe_ends_quietly(api_url: str, client: Client,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # `prunescope export 1 | head -2` printed "prunescope: cannot write None: Broken pipe".
+    run = client.submit(config("piped", epochs=1))
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return devnull.fileno()
+
+    with open("/dev/null", "w") as devnull:
+        monkeypatch.setattr("sys.stdout", ClosedPipe())
+        code = cli.main(["--api", api_url, "--token", TOKEN, "export", str(run["id"]), "--format", "csv"])
+    assert code == 141
+    assert "cannot write" not in capsys.readouterr().err
+
+
+def test_cli_train_says_what_is_wrong_with_a_config_in_one_line(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # pydantic's own text: several lines, each error with "For further information visit https://...".
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"trainingg": {"epochs": 2}, "training": {"epochs": 0}}))
+    assert cli.main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "https://" not in err
+    assert f"prunescope: invalid config {path}: " in err
+    assert "trainingg: Extra inputs are not permitted" in err and "training.epochs: " in err

@@ -96,6 +96,9 @@ class Run:
         self.api = (api or os.environ.get("PRUNESCOPE_API_URL") or settings.api_url).rstrip("/")
         _check_api_url(self.api)
         token = token or os.environ.get("PRUNESCOPE_API_TOKEN") or settings.api_token
+        if config is not None and not isinstance(config, dict):  # "dictionary update sequence element #0" before
+            raise TypeError("prunescope.init: config must be a dict of the run's settings, not "
+                            f"{type(config).__name__}")
         lease = secrets.token_urlsafe(32)
         pruning_block = parse_pruning(pruning) if pruning is not None else None
         # Validated here, so a bad name, config or pruning block fails at the call with the API's located error.

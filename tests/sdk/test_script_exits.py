@@ -59,3 +59,10 @@ def test_decimal_and_fraction_are_logged_as_numbers(api: LiveApi, tmp_path: Path
         epoch = http.get(f"/api/runs/{run.id}/epochs").json()["items"][0]
     assert epoch["train_loss"] == 1.5
     assert epoch["extra"]["ratio"] == 0.25 and epoch["extra"]["huge"] is None  # inf: stored as null, as a float's
+
+
+@pytest.mark.parametrize("config", ["notadict", [("lr", 0.1)], 3])
+def test_a_config_that_is_not_a_dict_is_refused_by_name(tmp_path: Path, config: object) -> None:
+    # "ValueError: dictionary update sequence element #0 has length 1; 2 is required".
+    with pytest.raises(TypeError, match="config must be a dict"):
+        prunescope.init(name="bad-config", config=config, offline=True, dir=tmp_path)  # type: ignore[arg-type]
