@@ -303,6 +303,24 @@ def test_runs_list_filters_sorts_pages_and_moves_live(page: Any, worker: FakeWor
     assert page.get_by_label("Tag").input_value() == "paging"
 
 
+def test_a_hand_edited_runs_url_lists_runs_and_bad_range_values_are_said(page: Any, watch: PageWatch,
+                                                                          worker: FakeWorker) -> None:
+    # The API's raw 422 (a long pattern, cut off at the page's edge), and "nope" added to the Status choices; a
+    # Min sparsity of 150 was marked but dropped the filter without a word.
+    worker.submit("url-edited", epochs=2, tags=["url-edited"])
+    page.goto("/?tag=url-edited&sort=bogus&status=nope&offset=-1&limit=abc&min_acc=7")
+    page.locator("#runs-table td.name a", has_text="url-edited").wait_for()
+    assert page.locator(".notice.error").count() == 0
+    assert page.get_by_label("Status").input_value() == ""
+    assert page.locator("#filter-status option[value='nope']").count() == 0
+    page.get_by_label("Min sparsity %").fill("150")
+    note = page.locator("#filter-min_sparsity-note")
+    note.filter(has_text="not applied: a percentage from 0 to 100").wait_for()
+    page.get_by_label("Min sparsity %").fill("50")
+    page.wait_for_url(lambda url: "min_sparsity=0.5" in url)
+    assert note.inner_text() == ""
+
+
 def test_a_hostile_run_name_is_shown_as_text_everywhere(page: Any, watch: PageWatch, worker: FakeWorker) -> None:
     layers = ((f"{XSS}.weight", (20, 30)), ("<b onmouseover=alert(2)>bold", (10, 20)))
     run_id = worker.submit(XSS, epochs=3, tags=[XSS])

@@ -17,6 +17,7 @@ const COLUMNS = [
   { key: "duration", label: "Duration", num: true },
   { key: "created_at", label: "Created", sort: "created_at" },
 ];
+const SORTS = new Set(["id", ...COLUMNS.filter((c) => c.sort).map((c) => c.sort)].flatMap((key) => [key, `-${key}`]));
 // URL parameter -> API parameter; percentages in the URL and the form, fractions in the API.
 const TEXT_FILTERS = ["status", "tag", "q", "dataset", "model", "preset"];
 const RANGE_FILTERS = [
@@ -47,14 +48,20 @@ function runDuration(run, now = Date.now()) {
 
 export async function runsPage(root, ctx) {
   const q = ctx.query;
+  // A hand-edited URL (`?sort=bogus&status=nope&offset=-1&min_acc=7`) showed the API's raw 422, a long pattern cut
+  // off at the page's edge: what the list cannot use is left out, as an unknown page size already was.
   const state = {
-    sort: q.get("sort") || "-created_at",
+    sort: SORTS.has(q.get("sort")) ? q.get("sort") : "-created_at",
     limit: PAGE_SIZES.includes(Number(q.get("limit"))) ? Number(q.get("limit")) : 25,
-    offset: Math.max(0, Number(q.get("offset")) || 0),
+    offset: Math.max(0, Math.floor(Number(q.get("offset"))) || 0),
     group: ["tag", "preset"].includes(q.get("group")) ? q.get("group") : "",
   };
   for (const key of TEXT_FILTERS) state[key] = q.get(key) || "";
-  for (const [key] of RANGE_FILTERS) state[key] = q.get(key) || "";
+  if (state.status && !STATUSES.includes(state.status)) state.status = "";
+  for (const [key] of RANGE_FILTERS) {
+    const value = q.get(key) ?? "";
+    state[key] = value.trim() !== "" && Number(value) >= 0 && Number(value) <= 1 ? value : "";
+  }
   const selected = new Set();
   const [catalog, presets] = await Promise.all([
     loadCatalog(),
@@ -97,12 +104,18 @@ export async function runsPage(root, ctx) {
         const ok = input.value.trim() !== "" && Number.isFinite(v) && v >= 0 && v <= 100;
         // "9e" shows in the box but reads as "": marked, and the filter in force is kept rather than dropped.
         const unreadable = Boolean(input.validity?.badInput);
-        input.setAttribute("aria-invalid", String(unreadable || (input.value.trim() !== "" && !ok)));
+        const bad = unreadable || (input.value.trim() !== "" && !ok);
+        input.setAttribute("aria-invalid", String(bad));
+        // Said, not only marked: a value out of range dropped the filter and listed every run without a word.
+        note.textContent = !bad ? "" : unreadable ? "not a number: the filter in force is kept"
+          : "not applied: a percentage from 0 to 100";
         if (!unreadable) setFilter(key, ok ? String(v / 100) : "");
       });
     });
     filterInputs[key] = input;
-    return filterBox(key, label, input);
+    const note = h("span", { class: "filter-note", id: `filter-${key}-note`, "aria-live": "polite" });
+    input.setAttribute("aria-describedby", note.id);
+    return h("div", { class: "filter" }, h("label", { for: `filter-${key}`, text: label }), input, note);
   });
   const groupSelect = h("select", { id: "group-by", onchange: () => { state.group = groupSelect.value; refresh(); } },
     h("option", { value: "", text: "no grouping" }), h("option", { value: "tag", text: "tag" }), h("option", { value: "preset", text: "preset" }));
