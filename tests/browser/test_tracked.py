@@ -84,3 +84,18 @@ def test_a_managed_run_has_no_tracked_marker_and_no_steps_chart(page: Any, token
     page.goto(f"{token_base_url}/?q=managed-plain")
     page.locator(f"tr[data-run-id='{run_id}']").wait_for()
     assert page.locator(f"tr[data-run-id='{run_id}'] .kind-marker").count() == 0
+
+
+def test_a_single_other_scalar_is_named_on_its_chart(page: Any, token_base_url: str, tmp_path: Path) -> None:
+    # With one series Plotly drew no legend and the axis had no title: its name showed only on hover.
+    run = prunescope.init(name="one-extra", api=token_base_url, token=API_TOKEN, dir=tmp_path, epochs=2)
+    try:
+        run.log(epoch=1, train_loss=0.5, grad_norm=1.5)
+        run.log(epoch=2, train_loss=0.4, grad_norm=1.2)
+    finally:
+        run.finish()
+    page.goto(f"{token_base_url}/runs/{run.id}")
+    wait_points(page, "chart-extra", 2)
+    layout = page.evaluate("() => { const l = document.getElementById('chart-extra').layout; "
+                           "return [l.showlegend, l.yaxis.title.text]; }")
+    assert layout == [True, "grad_norm"]

@@ -125,7 +125,11 @@ export function metricCharts(uirev) {
       draw(charts.extra, extras.map((name, i) => ({
         x, y: sorted.map((e) => { const v = e.extra?.[name]; return typeof v === "number" ? v : null; }),
         name: plotlyText(name), mode, connectgaps: false, marker: { size: 4 }, line: { color: PALETTE[i % PALETTE.length] },
-      })), baseLayout({ xaxis: xaxisOf(charts.extra), hovermode: "x unified" }), uirev, as("extra", "other logged scalars"));
+      // One series gets no legend from Plotly: its name went unsaid but on hover. The legend always shows, and a
+      // single scalar names its axis.
+      })), baseLayout({ xaxis: xaxisOf(charts.extra), hovermode: "x unified", showlegend: true,
+        ...(extras.length === 1 ? { yaxis: { title: { text: plotlyText(extras[0]) } } } : {}) }),
+      uirev, as("extra", "other logged scalars"));
     }
 
     if (!names.length) {
