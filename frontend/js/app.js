@@ -14,11 +14,11 @@ import { h, setStatuses } from "./dom.js";
 const ROUTES = [
   { pattern: /^\/$/, page: runsPage, nav: "runs", title: "Runs" },
   { pattern: /^\/runs\/new$/, page: newRunPage, nav: "new", title: "New run" },
-  { pattern: /^\/runs\/(\d+)$/, page: runPage, nav: "runs", title: "Run" },
+  { pattern: /^\/runs\/([^/]+)$/, page: runPage, nav: "runs", title: "Run" }, // after /runs/new; a bad id: "no such run"
   { pattern: /^\/compare$/, page: comparePage, nav: "compare", title: "Compare" },
   { pattern: /^\/workers$/, page: workersPage, nav: "workers", title: "Workers" },
   { pattern: /^\/sweeps$/, page: sweepsPage, nav: "sweeps", title: "Sweeps" },
-  { pattern: /^\/sweeps\/(\d+)$/, page: sweepPage, nav: "sweeps", title: "Sweep" },
+  { pattern: /^\/sweeps\/([^/]+)$/, page: sweepPage, nav: "sweeps", title: "Sweep" },
 ];
 
 const main = document.getElementById("app");

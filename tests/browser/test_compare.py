@@ -89,3 +89,35 @@ def test_a_sweep_that_does_not_exist_is_said_so(page: Any, watch: Any) -> None:
     watch.expect_failed_request("/api/sweeps/999")
     page.goto("/sweeps/999")
     page.locator(".notice.error", has_text="There is no sweep 999.").wait_for()
+
+
+def test_unknown_ids_are_named_and_the_runs_that_exist_are_compared(page: Any, worker: FakeWorker,
+                                                                    watch: Any) -> None:
+    # One unknown id blanked the comparison: "Could not load the runs: run 99999 not found", run 17 not shown either.
+    watch.expect_failed_request("/api/")
+    a = worker.submit("partial-a", epochs=2, training={"epochs": 2})
+    b = worker.submit("partial-b", epochs=2, training={"epochs": 2, "lr": 0.02})
+    worker.complete(a, 2)
+    worker.complete(b, 2)
+    page.goto(f"/compare?ids={a},abc,999999,{b},0,99999999999")
+    table = page.locator("#compare-table")
+    table.wait_for()
+    assert table.locator("tbody td.name").all_inner_texts() == [f"#{a} partial-a", f"#{b} partial-b"]
+    notice = page.locator("#compare-left-out")
+    notice.wait_for()
+    text = notice.inner_text()
+    assert "not found: 999999" in text, text
+    assert "not a valid id: abc, 0, 99999999999" in text, text
+    assert "Could not load" not in page.locator("#app").inner_text()
+    names = chart(page, "compare-test_acc", "el.data.map((t) => t.name)")
+    assert names == [f"#{a} partial-a", f"#{b} partial-b"]
+    page.locator("#config-diff-table tr[data-field='training.lr']").wait_for()
+
+
+def test_a_comparison_of_unknown_ids_only_names_them(page: Any, watch: Any) -> None:
+    watch.expect_failed_request("/api/")
+    page.goto("/compare?ids=999998,x")
+    notice = page.locator("#compare-left-out")
+    notice.wait_for()
+    assert "not found: 999998" in notice.inner_text() and "not a valid id: x" in notice.inner_text()
+    assert page.locator("#compare-table tbody tr").count() == 0

@@ -4,6 +4,7 @@ values, charts for what a tracked run logged, and pages that say what a finished
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,21 @@ def test_the_sweep_chart_labels_do_not_print_over_each_other(page: Any, worker: 
     else:
         assert titles == ["pruning.granularity", "model.name", "training.lr", "final sparsity", "final accuracy"]
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_an_unknown_preset_in_the_address_is_named_and_the_defaults_kept(page: Any, worker: FakeWorker) -> None:
+    # ?preset=nonexistent silently opened the default form, where ?clone=999999 says the run could not be loaded.
+    defaults = worker.client.get("/api/options").json()["defaults"]
+    page.goto("/runs/new?preset=<b>nonexistent</b>")
+    notice = page.locator("#preset-unknown")
+    notice.wait_for()
+    assert "<b>nonexistent</b>" in notice.inner_text()  # as text, never markup
+    assert notice.locator("b").count() == 0
+    assert page.get_by_label("Preset", exact=True).input_value() == ""
+    body = json.loads(page.locator("#config-preview").text_content())
+    assert body["preset"] is None
+    assert body["training"]["epochs"] == defaults["training"]["epochs"]
+    page.goto("/runs/new?preset=gmp")  # a known preset opens with no notice
+    page.get_by_label("Preset", exact=True).wait_for()
+    assert page.get_by_label("Preset", exact=True).input_value() == "gmp"
+    assert page.locator("#preset-unknown").count() == 0

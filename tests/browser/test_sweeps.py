@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import FakeWorker, screenshot
+from tests.browser.conftest import FakeWorker, screenshot, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -143,3 +143,19 @@ def test_a_sweep_over_granularities_carries_what_every_combination_needs(page: A
     page.get_by_label("Granularity").select_option(["unstructured", "neuron"])
     body = json.loads(page.locator("#config-preview").text_content())
     assert body["base"]["pruning"]["target_sparsity"] == target and body["base"]["pruning"]["n_m"] is None
+
+
+def test_a_sweep_cancelled_before_any_run_completed_says_none_did(page: Any, worker: FakeWorker) -> None:
+    # After "Cancel all runs" the chart still said "Waiting for the first completed run", which never comes.
+    body = {"name": "never-done", "base": {**BASE, "device": "cuda"}, "grid": {"training.lr": [0.05, 0.1]}}
+    sweep = worker.client.post("/api/sweeps", json=body).json()
+    page.goto(f"/sweeps/{sweep['id']}")
+    waiting = "() => document.getElementById('chart-sweep')?.layout?.annotations?.[0]?.text"
+    wait_js(page, waiting)
+    assert page.evaluate(waiting) == "Waiting for the first completed run"
+    page.get_by_role("button", name="Cancel all runs (2)").click()
+    page.get_by_role("dialog").get_by_role("button", name="Yes, cancel all").click()
+    page.locator("#sweep-runs .badge.cancelled").nth(1).wait_for()
+    wait_js(page, f"() => ({waiting})() === 'No run of this sweep completed'")
+    assert not page.locator("#cancel-sweep").is_visible()
+    assert "completed yet" not in page.locator(".run-header .facts").inner_text()

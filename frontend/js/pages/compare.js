@@ -5,6 +5,7 @@ import { api, ApiError, isAbort } from "../api.js";
 import { baseLayout, draw, emptyLayout, epochAxis, keepEpochTicks, lineMode, onChart, PALETTE, plotlyReady, purge, smooth } from "../charts.js";
 import { h, pct, plotlyText, statusBadge } from "../dom.js";
 import { flattenConfig, formatValue } from "./run-config.js";
+import { parseId } from "./run.js";
 
 const METRICS = [
   { key: "test_acc", title: "Test accuracy", format: ".1~%", loss: false },
@@ -14,20 +15,47 @@ const METRICS = [
 ];
 const PUBLISHED_SYMBOLS = ["diamond", "star", "triangle-up", "square", "cross", "x", "pentagon", "hexagon"];
 
-/** `GET /api/compare` when the API has it; otherwise the same shape from each run's epochs. */
+/** The ids of `?ids=` that can exist, in order without repeats, and the parts that are no id (as typed). */
+export function readIds(text) {
+  const ids = [];
+  const invalid = [];
+  for (const part of (text || "").split(",").map((s) => s.trim()).filter(Boolean)) {
+    const id = parseId(part);
+    if (id === null) { if (!invalid.includes(part)) invalid.push(part); } else if (!ids.includes(id)) ids.push(id);
+  }
+  return { ids, invalid };
+}
+
+const notFound = (error) => error instanceof ApiError && error.status === 404;
+
+/** `GET /api/compare` of the runs that exist, and the ids that name no run (on its 404 each run is looked up);
+ * without that endpoint, the same shape from each run's epochs. */
 async function loadRuns(ids, signal) {
   try {
-    const body = await api(`/api/compare?ids=${ids.join(",")}`, { signal });
-    return body.runs;
+    return { runs: (await api(`/api/compare?ids=${ids.join(",")}`, { signal })).runs, missing: [] };
   } catch (error) {
-    if (isAbort(error) || !(error instanceof ApiError) || error.status !== 404) throw error;
+    if (isAbort(error) || !notFound(error)) throw error;
   }
-  return Promise.all(ids.map(async (id) => {
-    const [run, list] = await Promise.all([api(`/api/runs/${id}`, { signal }), api(`/api/runs/${id}/epochs`, { signal })]);
+  const found = await Promise.all(ids.map((id) => api(`/api/runs/${id}`, { signal }).catch((error) => {
+    if (notFound(error)) return null;
+    throw error;
+  })));
+  const missing = ids.filter((id, i) => !found[i]);
+  const present = found.filter(Boolean);
+  if (missing.length && present.length) {
+    try {
+      return { runs: (await api(`/api/compare?ids=${present.map((run) => run.id).join(",")}`, { signal })).runs, missing };
+    } catch (error) {
+      if (isAbort(error) || !notFound(error)) throw error;
+    }
+  }
+  const runs = await Promise.all(present.map(async (run) => {
+    const list = await api(`/api/runs/${run.id}/epochs`, { signal });
     const x = list.items.map((e) => e.epoch);
     const series = Object.fromEntries(METRICS.map(({ key }) => [key, { x, y: list.items.map((e) => e[key] ?? null) }]));
     return { id: run.id, name: run.name, status: run.status, strategy: run.strategy, series };
   }));
+  return { runs, missing };
 }
 
 /** Accuracy/sparsity points of finished runs and the ids on the Pareto front (more of both is better). */
@@ -52,7 +80,9 @@ export function configRows(configs) {
 export async function comparePage(root, ctx) {
   const chartsLoaded = plotlyReady();
   chartsLoaded.catch(() => {});
-  const ids = [...new Set((ctx.query.get("ids") || "").split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0))];
+  const asked = readIds(ctx.query.get("ids"));
+  let ids = asked.ids; // once loaded: the ids of the runs shown
+  const leftOut = h("div", { class: "notice", id: "compare-left-out", role: "status", hidden: true });
   const view = { log: false, smoothing: 0, showAll: false, pair: null, published: false };
   root.append(h("h1", { text: "Compare runs" }));
   const chosen = h("div");
@@ -70,7 +100,7 @@ export async function comparePage(root, ctx) {
     h("label", { class: "chart-option" }, h("input", { type: "checkbox", id: "compare-log",
       onchange: (event) => { view.log = event.target.checked; renderCurves(); } }), " Log scale (losses)"),
     h("label", { class: "chart-option", for: "compare-smoothing" }, "Smoothing ", smoothing));
-  root.append(chosen, configBox);
+  root.append(leftOut, chosen, configBox);
   const curves = h("div", { id: "compare-curves" }, curveOptions, h("div", { class: "charts" },
     metricCharts.map((m) => h("section", { class: "card" }, h("h2", { text: m.title }), m.el))));
   root.append(curves, h("div", { class: "charts spaced" },
@@ -232,14 +262,22 @@ export async function comparePage(root, ctx) {
   }
 
   const loadConfigs = (list) => Promise.all(list.map((run) => api(`/api/runs/${run.id}`, { signal: ctx.signal }).then((d) => d.config)));
-  const results = await Promise.allSettled([ids.length ? loadRuns(ids, ctx.signal).then(async (list) => [list, await loadConfigs(list)])
-    : Promise.resolve([[], []]), loadPareto()]);
+  let missing = [];
+  const results = await Promise.allSettled([ids.length ? loadRuns(ids, ctx.signal).then(async (found) => [found, await loadConfigs(found.runs)])
+    : Promise.resolve([{ runs: [], missing: [] }, []]), loadPareto()]);
   if (ctx.signal.aborted) return;
-  if (results[0].status === "fulfilled") [runs, configs] = results[0].value;
-  else chosen.append(h("div", { class: "notice error", role: "alert", text: `Could not load the runs: ${results[0].reason.message}` }));
+  if (results[0].status === "fulfilled") {
+    [{ runs, missing }, configs] = results[0].value;
+    ids = runs.map((run) => run.id);
+  } else chosen.append(h("div", { class: "notice error", role: "alert", text: `Could not load the runs: ${results[0].reason.message}` }));
   if (results[1].status === "fulfilled") pareto = results[1].value;
   else paretoNote.textContent = `Could not load finished runs: ${results[1].reason.message}`;
   if (results[0].status === "fulfilled") renderChosen();
+  // Ids that name no run, or are no id at all, are left out of the comparison, and said so.
+  const left = [missing.length ? `not found: ${missing.join(", ")}` : "",
+    asked.invalid.length ? `not a valid id: ${asked.invalid.join(", ")}` : ""].filter(Boolean);
+  leftOut.textContent = left.length ? `Left out of the comparison (${left.join("; ")}).` : "";
+  leftOut.hidden = !left.length;
   renderConfigs();
   renderCurves();
   renderPareto();

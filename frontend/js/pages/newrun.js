@@ -120,6 +120,12 @@ export async function newRunPage(root, ctx) {
   } else if (cloneResult?.error) {
     root.append(h("div", { class: "notice error", text: `Could not load the run to clone: ${cloneResult.error.message}` }));
   }
+  // ?preset=NAME that no preset has (with the presets loaded): said, and the form keeps the API's defaults.
+  const askedPreset = ctx.query.get("preset");
+  if (askedPreset && !cloneResult?.run && !presetResult.error && !presets.some((p) => p.name === askedPreset)) {
+    root.append(h("div", { class: "notice error", id: "preset-unknown", role: "alert",
+      text: `There is no preset “${askedPreset}”; the form starts from the defaults.` }));
+  }
   root.append(formEl);
 
   // ---- visibility (in sweep mode: a field shows when it applies to any chosen combination) -----------

@@ -12,9 +12,20 @@ import { configPanel, headlineFigures, noWorkerNote, statusNotice, waitingFor } 
 import { renderMarkdown } from "../markdown.js";
 
 const POLL_MS = 2000;
+const MAX_ID = 2 ** 31 - 1; // ids are whole numbers 1..MAX_ID (the API's range)
+
+/** A run or sweep id as the address spells it: the number when it can exist, else null (never rounded). */
+export function parseId(text) {
+  const digits = String(text ?? "").trim();
+  if (!/^\d{1,10}$/.test(digits)) return null;
+  const id = Number(digits);
+  return id >= 1 && id <= MAX_ID ? id : null;
+}
 
 export async function runPage(root, ctx) {
-  const runId = Number(ctx.params[0]);
+  const runId = parseId(ctx.params[0]);
+  // An id that cannot exist is not asked about: the page says there is no such run, as the address names it.
+  if (runId === null) { loadFailure(root, "run", ctx.params[0], null, true); return; }
   const base = `/api/runs/${runId}`;
   let run;
   // The run, its epochs and the chart library load at once; the page skeleton goes up before the charts.
@@ -26,7 +37,7 @@ export async function runPage(root, ctx) {
     run = await api(base, { signal: ctx.signal });
   } catch (error) {
     if (isAbort(error)) return;
-    loadFailure(root, "run", runId, error, error instanceof ApiError && error.status === 404);
+    loadFailure(root, "run", ctx.params[0], error, error instanceof ApiError && error.status === 404);
     return;
   }
   ctx.setTitle(run.name);

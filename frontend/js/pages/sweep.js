@@ -4,6 +4,7 @@
 import { api, ApiError, isAbort } from "../api.js";
 import { baseLayout, draw, emptyLayout, plotlyReady, purge } from "../charts.js";
 import { confirmDialog, dateTime, h, isActive, loadFailure, pct, plotlyText, progressBar, statusBadge } from "../dom.js";
+import { parseId } from "./run.js";
 import { fractionBar, statusCounts } from "./sweeps.js";
 
 const POLL_MS = 2000;
@@ -116,7 +117,9 @@ const TITLE_ANGLE = -35;
 const NARROW = "(max-width: 640px)";
 
 export async function sweepPage(root, ctx) {
-  const sweepId = Number(ctx.params[0]);
+  const sweepId = parseId(ctx.params[0]);
+  // An id that cannot exist is not asked about: the page says there is no such sweep, as the address names it.
+  if (sweepId === null) { loadFailure(root, "sweep", ctx.params[0], null, true); return; }
   const base = `/api/sweeps/${sweepId}`;
   const chartsLoaded = plotlyReady();
   chartsLoaded.catch(() => {});
@@ -125,7 +128,7 @@ export async function sweepPage(root, ctx) {
     sweep = await api(base, { signal: ctx.signal });
   } catch (error) {
     if (isAbort(error)) return;
-    loadFailure(root, "sweep", sweepId, error, error instanceof ApiError && error.status === 404);
+    loadFailure(root, "sweep", ctx.params[0], error, error instanceof ApiError && error.status === 404);
     return;
   }
   ctx.setTitle(sweep.name);
@@ -160,6 +163,8 @@ export async function sweepPage(root, ctx) {
   narrowQuery.addEventListener("change", onNarrow);
   ctx.onCleanup(() => narrowQuery.removeEventListener("change", onNarrow));
 
+  const settled = () => !sweep.runs.some((r) => isActive(r.status)); // no run of it queued or running
+
   function render() {
     title.textContent = sweep.name;
     counts.replaceChildren(statusCounts(sweep.status_counts));
@@ -169,7 +174,8 @@ export async function sweepPage(root, ctx) {
       h("div", {}, h("dt", { text: "created" }), h("dd", { text: dateTime(sweep.created_at) })),
       h("div", {}, h("dt", { text: "grid" }), h("dd", { text: paths.map((p) => `${p} ∈ {${sweep.grid[p].map(show).join(", ")}}`).join(" × ") })),
       h("div", {}, h("dt", { text: "best run" }), h("dd", {}, sweep.best_run_id
-        ? h("a", { href: `/runs/${sweep.best_run_id}`, text: `#${sweep.best_run_id}` }) : "none completed yet")));
+        ? h("a", { href: `/runs/${sweep.best_run_id}`, text: `#${sweep.best_run_id}` })
+        : settled() && !sweep.runs.some((r) => r.status === "completed") ? "none completed" : "none completed yet")));
     const active = sweep.runs.filter((r) => isActive(r.status));
     const stoppable = active.filter((r) => !r.cancel_requested);
     cancelAll.hidden = !active.length;
@@ -201,7 +207,11 @@ export async function sweepPage(root, ctx) {
     const done = sweep.runs.filter((r) => r.status === "completed" && r.test_acc !== null && r.sparsity !== null);
     const exportAs = { filename: `sweep-${sweep.id}-parallel`, title: `${sweep.name}: varied fields against results` };
     if (!done.length) {
-      draw(chartEl, [], emptyLayout("Waiting for the first completed run"), "sweep", exportAs);
+      // With no run left queued or running (all cancelled or failed, say), no completed run will come.
+      const message = !settled() ? "Waiting for the first completed run"
+        : sweep.runs.some((r) => r.status === "completed") ? "No completed run reported both sparsity and accuracy"
+          : "No run of this sweep completed";
+      draw(chartEl, [], emptyLayout(message), "sweep", exportAs);
       chartCaption.textContent = "";
       return;
     }
