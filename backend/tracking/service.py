@@ -73,7 +73,11 @@ def create_tracked_run(session: Session, body: TrackedRunCreate) -> TrackedRunCr
               worker=body.host or "sdk", last_heartbeat_at=now, created_at=now)
     session.add(run)
     session.flush()
+    if body.started_at is not None:  # uploaded by `prunescope sync`: it ran then, not now
+        run.created_at = run.dispatched_at = body.started_at
     runs.set_status(session, run, "running", reason="tracked run started by its script")
+    if body.started_at is not None:
+        run.started_at = body.started_at
     return TrackedRunCreated(id=run.id, lease=lease, status=run.status, created=True)
 
 
@@ -196,6 +200,8 @@ def finish_tracked_run(session: Session, run: Run, body: TrackedFinish) -> None:
         run.epochs_total = run.epochs_done or run.epochs_total  # ended on purpose: max_steps before max_epochs
     run.error = None if status == "completed" else run.error
     runs.set_status(session, run, status, error=body.error)
+    if body.finished_at is not None:  # a run synced later ended when its script ended it (never before it started)
+        run.finished_at = max(body.finished_at, run.started_at) if run.started_at is not None else body.finished_at
 
 
 def end_silent_run(session: Session, run: Run, silent_seconds: float) -> None:

@@ -6,6 +6,7 @@ Writes need the API token; every call about a created run also carries its lease
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -70,6 +71,22 @@ class TrackingMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+EARLIEST_SCRIPT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _script_time(value: datetime) -> datetime:
+    """A time the script's clock gave (a run spooled offline and uploaded later keeps when it ran): in UTC, from
+    2000 on, and not ahead of the server's clock by more than a few minutes."""
+    moment = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    if moment < EARLIEST_SCRIPT_TIME or moment > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError(f"{value.isoformat()} is before 2000 or ahead of the server's clock")
+    return moment
+
+
+ScriptTime = Annotated[datetime, AfterValidator(_script_time)]
+
+
 class TrackedRunCreate(TrackingMessage):
     """Create a tracked run; repeating the request with the same `lease` answers the same run (idempotent)."""
 
@@ -89,6 +106,9 @@ class TrackedRunCreate(TrackingMessage):
         default="", description="Where the script runs, shown as the run's worker")
     epochs: int | None = Field(default=None, ge=1, le=MAX_EPOCHS, description="Epochs the script plans to run")
     pruning: PruningConfig | None = Field(default=None, description="A run config's `pruning` block, when known")
+    started_at: ScriptTime | None = Field(
+        default=None, description="When the script started the run, for one uploaded later by `prunescope sync` "
+                                  "(default: now)")
 
 
 class TrackedRunCreated(BaseModel):
@@ -144,3 +164,6 @@ class TrackedFinish(TrackingMessage):
     status: TrackedStatus
     error: str | None = Field(default=None, max_length=20000, pattern=NO_NUL)
     summary: RunSummary | None = None
+    finished_at: ScriptTime | None = Field(
+        default=None, description="When the script ended the run, for one uploaded later by `prunescope sync` "
+                                  "(default: now)")

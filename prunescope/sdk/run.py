@@ -16,6 +16,7 @@ import sys
 import threading
 import traceback
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -92,6 +93,7 @@ class Run:
                  api: str | None = None, token: str | None = None, *, dir: str | Path | None = None,
                  offline: bool = False, epochs: int | None = None, pruning: Any = None,
                  flush_seconds: float = 0.25) -> None:
+        _script_goes_on()
         settings = get_settings()
         self.api = (api or os.environ.get("PRUNESCOPE_API_URL") or settings.api_url).rstrip("/")
         _check_api_url(self.api)
@@ -108,7 +110,8 @@ class Run:
             "pruning": pruning_block.model_dump(mode="json") if pruning_block else None})
         wire = body.model_dump(mode="json", exclude_none=True)
         root = Path(dir) if dir is not None else settings.home / "spool"
-        meta = {**wire, "api": self.api, "run_id": None}
+        # When it started, for an upload by `prunescope sync` (the API stamps a run it sees created with its clock).
+        meta = {**wire, "api": self.api, "run_id": None, "started_at": _now()}
         self.spool = spooling.Spool(root / spooling.run_dir_name(body.name, lease), meta)
         transport = None if offline else Transport(self.api, token, lease)
         run_id = None
@@ -164,6 +167,7 @@ class Run:
         Record fields (train_loss, test_acc, lr, ...) go to their columns, other scalars are kept as well.
         Raises `RunCancelled` once the run was cancelled from the dashboard."""
         self._check()
+        _script_goes_on()
         for label, number in (("epoch", epoch), ("step", step)):
             # `epoch=True` was epoch 1 and `epoch=2.5` refused only later: a whole number (Python or numpy) or nothing.
             if number is not None and (isinstance(number, bool) or not isinstance(number, numbers.Integral)):
@@ -238,7 +242,7 @@ class Run:
         if status not in ("completed", "failed", "cancelled"):
             raise ValueError(f"status must be completed, failed or cancelled, not {status!r}")
         self._finished = True
-        body: dict[str, Any] = {"status": status}
+        body: dict[str, Any] = {"status": status, "finished_at": _now()}  # sent when spooled (see Sender)
         if error:
             body["error"] = error[-20000:].replace("\x00", "")
         if summary:
@@ -267,6 +271,10 @@ class Run:
         else:
             text = "".join(traceback.format_exception(kind, exc, tb)[-12:])
             self.finish("failed", error=f"{type(exc).__name__}: {exc}\n{text}")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def _check_api_url(url: str) -> None:
@@ -317,6 +325,16 @@ def _finish_open_runs() -> None:
 
 
 _exit_status: tuple[Any] | None = None  # what the main thread last called sys.exit with
+
+
+def _script_goes_on() -> None:
+    """A sys.exit the script caught (argparse's error inside `try`, a test's pytest.raises) did not end it: a run
+    started or logged afterwards must not end failed for it."""
+    global _exit_status
+    _exit_status = None
+
+
+os.register_at_fork(after_in_child=_script_goes_on)  # a forked child's end is its own, not its parent's sys.exit
 
 
 def _record_exit_status() -> None:

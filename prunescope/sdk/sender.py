@@ -112,7 +112,9 @@ class Sender:
                     self._send(epochs, points, setup)
                 if finish is not None:
                     assert self.transport is not None and self.run_id is not None
-                    self.transport.finish(self.run_id, finish)
+                    # Online, the API's clock stamps the end; the script's time goes only with a spooled finish,
+                    # to the API `prunescope sync` uploads it to.
+                    self.transport.finish(self.run_id, {k: v for k, v in finish.items() if k != "finished_at"})
                 return
             except ApiUnreachable as exc:
                 log.warning("prunescope: %s; spooling to %s (`prunescope sync` uploads it)", exc, self.spool.path)

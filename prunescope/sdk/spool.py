@@ -158,7 +158,7 @@ def upload(path: Path, transport: Transport, meta: dict[str, Any], start: int = 
     """Send a spool's records from byte `start` on to the run its lease created (creating it if needed)."""
     epochs, points, setup, finish, end = read_records(path, start)
     created = transport.create({key: meta[key] for key in ("name", "tags", "config", "lease", "host", "epochs",
-                                                           "pruning") if meta.get(key) is not None})
+                                                           "pruning", "started_at") if meta.get(key) is not None})
     run_id = int(created["id"])
     for body in batch_bodies(epochs, points, setup or None):
         transport.batch(run_id, body)

@@ -66,3 +66,23 @@ def test_a_config_that_is_not_a_dict_is_refused_by_name(tmp_path: Path, config: 
     # "ValueError: dictionary update sequence element #0 has length 1; 2 is required".
     with pytest.raises(TypeError, match="config must be a dict"):
         prunescope.init(name="bad-config", config=config, offline=True, dir=tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_sys_exit_the_script_caught_does_not_fail_its_runs(api: LiveApi, tmp_path: Path) -> None:
+    # argparse's sys.exit(2) caught, then the script went on: its run must not end failed at exit.
+    script = tmp_path / "caught.py"
+    script.write_text(textwrap.dedent("""
+        import argparse, sys
+        import prunescope
+        run = prunescope.init(name="caught-exit", api=sys.argv[1], token=sys.argv[2], dir=sys.argv[3])
+        try:
+            argparse.ArgumentParser().parse_args(["--no-such-flag"])
+        except SystemExit:
+            pass
+        run.log(epoch=1, train_loss=0.5)
+    """))
+    done = subprocess.run([sys.executable, str(script), api.url, TOKEN, str(tmp_path / "spool")], text=True,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    detail, epochs = stored(api, "caught-exit")
+    assert (detail["status"], epochs) == ("completed", [1])
