@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import decimal
 import math
 import multiprocessing.util
 import numbers
 import os
 import secrets
-import signal
 import socket
 import sys
-import threading
 import traceback
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import numpy as np
@@ -28,6 +25,7 @@ from prunescope.config import get_settings
 from prunescope.contract.config import PruningConfig, parse_pruning
 from prunescope.contract.records import EpochMetrics
 from prunescope.contract.tracking import TrackedEpoch, TrackedPoint, TrackedRunCreate
+from prunescope.sdk import endings
 from prunescope.sdk import spool as spooling
 from prunescope.sdk.sender import Sender
 from prunescope.sdk.transport import ApiUnreachable, RunCancelled, TrackingError, Transport
@@ -93,7 +91,7 @@ class Run:
                  api: str | None = None, token: str | None = None, *, dir: str | Path | None = None,
                  offline: bool = False, epochs: int | None = None, pruning: Any = None,
                  flush_seconds: float = 0.25) -> None:
-        _script_goes_on()
+        endings.script_goes_on()
         settings = get_settings()
         self.api = (api or os.environ.get("PRUNESCOPE_API_URL") or settings.api_url).rstrip("/")
         _check_api_url(self.api)
@@ -133,8 +131,7 @@ class Run:
         self._pid = os.getpid()  # its sender thread lives in this process only (a fork copies no threads)
         _open_runs.add(self)
         _finish_at_child_exit()
-        _finish_at_sigterm()
-        _record_exit_status()
+        endings.install(lambda: any(run._pid == os.getpid() for run in list(_open_runs)))
 
     @property
     def id(self) -> int | None:
@@ -167,7 +164,7 @@ class Run:
         Record fields (train_loss, test_acc, lr, ...) go to their columns, other scalars are kept as well.
         Raises `RunCancelled` once the run was cancelled from the dashboard."""
         self._check()
-        _script_goes_on()
+        endings.script_goes_on()
         for label, number in (("epoch", epoch), ("step", step)):
             # `epoch=True` was epoch 1 and `epoch=2.5` refused only later: a whole number (Python or numpy) or nothing.
             if number is not None and (isinstance(number, bool) or not isinstance(number, numbers.Integral)):
@@ -241,23 +238,17 @@ class Run:
             status = "cancelled"
         if status not in ("completed", "failed", "cancelled"):
             raise ValueError(f"status must be completed, failed or cancelled, not {status!r}")
-        self._finished = True
-        body: dict[str, Any] = {"status": status, "finished_at": _now()}  # sent when spooled (see Sender)
-        if error:
-            body["error"] = error[-20000:].replace("\x00", "")
-        if summary:
-            body["summary"] = summary
-        global _finishing
-        _finishing += 1  # a SIGTERM meanwhile waits for this finish (see `_on_sigterm`)
-        try:
+        with endings.finishing():  # before the run counts as finished: a SIGTERM from here on waits for it
+            self._finished = True
+            body: dict[str, Any] = {"status": status, "finished_at": _now()}  # sent when spooled (see Sender)
+            if error:
+                body["error"] = error[-20000:].replace("\x00", "")
+            if summary:
+                body["summary"] = summary
             self._sender.close(body, timeout)
             if self._sender.transport is not None:
                 self._sender.transport.close()
             _open_runs.discard(self)
-        finally:
-            _finishing -= 1
-            if not _finishing and _deferred_signal is not None:
-                _on_sigterm(_deferred_signal, None)
 
     def __enter__(self) -> Run:
         return self
@@ -312,79 +303,15 @@ sys.excepthook = _fail_open_runs
 @atexit.register
 def _finish_open_runs() -> None:
     # A script that ended without finish(): what it logged is still sent or spooled and fsync'd. Only this process's
-    # runs: a forked child holds copies of its parent's, whose sender threads it does not have. A script that ended
-    # with sys.exit(status) other than 0 or None ends them failed (they ended `completed`, as after a clean end).
-    failed = _exit_status is not None and _exit_status[0] not in (0, None)
+    # runs: a forked child holds copies of its parent's, whose sender threads it does not have. How they end:
+    # `endings.exit_verdict` (failed after SIGTERM or sys.exit with a status other than 0; completed otherwise).
+    status, error = endings.exit_verdict()
     for run in list(_open_runs):
         if run._pid == os.getpid():
-            if failed:
-                assert _exit_status is not None
-                run.finish("failed", error=f"SystemExit: the script called sys.exit({_exit_status[0]!r})")
-            else:
-                run.finish("completed")
-
-
-_exit_status: tuple[Any] | None = None  # what the main thread last called sys.exit with
-
-
-def _script_goes_on() -> None:
-    """A sys.exit the script caught (argparse's error inside `try`, a test's pytest.raises) did not end it: a run
-    started or logged afterwards must not end failed for it."""
-    global _exit_status
-    _exit_status = None
-
-
-os.register_at_fork(after_in_child=_script_goes_on)  # a forked child's end is its own, not its parent's sys.exit
-
-
-def _record_exit_status() -> None:
-    """Wrap sys.exit (once) to keep the status the main thread exits with, for the runs still open at exit."""
-    if getattr(sys.exit, "_prunescope", False):
-        return
-    original = sys.exit
-
-    def exit(status: Any = None) -> NoReturn:
-        global _exit_status
-        if threading.current_thread() is threading.main_thread():  # in a thread it ends the thread only
-            _exit_status = (status,)
-        original(status)
-
-    exit._prunescope = True  # type: ignore[attr-defined]
-    sys.exit = exit
+            run.finish(status, error=error)
 
 
 _finalizer_pid: int | None = None
-_finishing = 0  # finish() calls under way in this process
-_deferred_signal: int | None = None  # a SIGTERM that came during one of them
-SIGTERM_FINISH_SECONDS = 10.0  # within `docker stop`'s 10 s and SLURM's 30 s before SIGKILL
-
-
-def _finish_at_sigterm() -> None:
-    """SIGTERM (a scheduler's time limit or preemption, `kill`, `docker stop`) killed the script at once: the records
-    logged in the sender's last fraction of a second were lost, and the run stayed `running` until the API's
-    heartbeat timeout failed it. Where the script has no SIGTERM handler of its own (installed from the main thread,
-    when the first run starts), the process's open runs now end `failed`, naming the signal, with everything logged
-    sent or spooled; then the process dies of SIGTERM as it would have. A handler the script (or a framework)
-    installs, before or after, is left alone and replaces this one."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    global _deferred_signal
-    if _finishing:  # a finish interrupted now could lose its records: the signal waits for it to end
-        _deferred_signal = signum
-        return
-    _deferred_signal = None
-    mine = [run for run in list(_open_runs) if run._pid == os.getpid()]
-    for run in mine:
-        with contextlib.suppress(Exception):  # dying anyway: one run's trouble must not keep the others from ending
-            run.finish("failed", error=f"the process received {signal.Signals(signum).name} (terminated) while the "
-                                       "run was open", timeout=SIGTERM_FINISH_SECONDS / len(mine))
-    signal.signal(signum, signal.SIG_DFL)  # and die of the signal, as without this handler
-    os.kill(os.getpid(), signum)
 
 
 def _finish_at_child_exit() -> None:
