@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import ValidationError
@@ -114,7 +115,7 @@ class RunSession:
     def _train(self, answer: StartResponse) -> tuple[WorkerOutcome, RunSummary | None, str | None]:
         assert self.active is not None
         try:
-            config = parse_run_config(answer.config or {})
+            config = stored_config(answer.config or {})
         except (ValidationError, ValueError) as exc:
             return WorkerOutcome.FAILED, None, f"the stored config is not valid: {exc}"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -277,6 +278,27 @@ class RunSession:
             if time.monotonic() > deadline:
                 return False
         return True
+
+
+LABELS = ("name", "tags", "preset")
+
+
+def stored_config(doc: dict[str, Any]) -> RunConfig:
+    """A stored run's config as the engine takes it. Its labels were checked when it was submitted, by the rules
+    of then: a run queued with a tab in its name before labels had to be one line must still train (it failed with
+    "the stored config is not valid"); its other fields are checked as ever."""
+    try:
+        return parse_run_config(doc)
+    except ValidationError as exc:
+        if not all(error["loc"] and error["loc"][0] in LABELS for error in exc.errors()):
+            raise
+    one_line = {key: [_one_line(tag) for tag in value] if isinstance(value, list) else _one_line(value)
+                for key, value in doc.items() if key in LABELS}
+    return parse_run_config({**doc, **one_line})
+
+
+def _one_line(value: Any) -> Any:
+    return re.sub(r"[\x00-\x1f\x7f]", " ", value) if isinstance(value, str) else value
 
 
 def _storable(error: str) -> str:

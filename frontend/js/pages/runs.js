@@ -17,6 +17,7 @@ const COLUMNS = [
   { key: "duration", label: "Duration", num: true },
   { key: "created_at", label: "Created", sort: "created_at" },
 ];
+const MAX_OFFSET = 1e9; // the API's bound (a larger one, or 1e400 read as Infinity, was its raw 422)
 const SORTS = new Set(["id", ...COLUMNS.filter((c) => c.sort).map((c) => c.sort)].flatMap((key) => [key, `-${key}`]));
 // URL parameter -> API parameter; percentages in the URL and the form, fractions in the API.
 const TEXT_FILTERS = ["status", "tag", "q", "dataset", "model", "preset"];
@@ -53,7 +54,7 @@ export async function runsPage(root, ctx) {
   const state = {
     sort: SORTS.has(q.get("sort")) ? q.get("sort") : "-created_at",
     limit: PAGE_SIZES.includes(Number(q.get("limit"))) ? Number(q.get("limit")) : 25,
-    offset: Math.max(0, Math.floor(Number(q.get("offset"))) || 0),
+    offset: Math.min(MAX_OFFSET, Math.max(0, Math.floor(Number(q.get("offset"))) || 0)),
     group: ["tag", "preset"].includes(q.get("group")) ? q.get("group") : "",
   };
   for (const key of TEXT_FILTERS) state[key] = q.get(key) || "";
