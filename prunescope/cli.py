@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument("--status")
     runs.add_argument("--tag")
     runs.add_argument("--strategy")
+    runs.add_argument("--search", "-q", dest="q", help="text in the name or strategy, as the dashboard's Search")
     runs.add_argument("--sweep", type=int, dest="sweep_id")
     runs.add_argument("--sort", default="-created_at", help="a column, `-` first for descending: --sort=-test_acc")
     runs.add_argument("--limit", type=int, default=20)
@@ -275,8 +276,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 @api_command
 def cmd_runs(args: argparse.Namespace) -> int:
-    page = _client(args).runs(status=args.status, tag=args.tag, strategy=args.strategy, sweep_id=args.sweep_id,
-                              sort=args.sort, limit=args.limit, offset=args.offset or None)
+    page = _client(args).runs(status=args.status, tag=args.tag, strategy=args.strategy, q=args.q,
+                              sweep_id=args.sweep_id, sort=args.sort, limit=args.limit, offset=args.offset or None)
     print(f"{'id':>5}  {'status':<10} {'epochs':>7}  {'sparsity':>8}  {'test acc':>8}  {'strategy':<32} name")
     for run in page["items"]:
         epochs = f"{run['epochs_done']}/{run['epochs_total']}"
@@ -284,7 +285,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
               f"{_number(run['test_acc']):>8}  {run['strategy'][:32]:<32} {run['name']}")
     first = args.offset + 1
     print(f"({first}–{args.offset + len(page['items'])} of {page['total']})" if page["items"]
-          else f"(none of {page['total']} from {first})")
+          else f"(no runs from {first}: {page['total']} in all)" if args.offset and page["total"] else "(no runs)")
     return 0
 
 

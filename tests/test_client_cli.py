@@ -365,3 +365,18 @@ def test_cli_train_says_what_is_wrong_with_a_config_in_one_line(tmp_path: Path,
     assert err.count("\n") == 1 and "https://" not in err
     assert f"prunescope: invalid config {path}: " in err
     assert "trainingg: Extra inputs are not permitted" in err and "training.epochs: " in err
+
+
+def test_cli_runs_searches_by_text_and_says_when_a_page_is_past_the_end(api_url: str, client: Client,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # No text filter (the dashboard's Search had none in the CLI); a page past the end read "(none of 27 from 100000)".
+    client.submit(config("needle-run", epochs=1))
+    client.submit(config("haystack-run", epochs=1))
+    base = ["--api", api_url, "--token", TOKEN]
+    assert cli.main([*base, "runs", "--search", "needle"]) == 0
+    table = capsys.readouterr().out
+    assert "needle-run" in table and "haystack-run" not in table
+    assert cli.main([*base, "runs", "-q", "needle", "--offset", "100000"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "(no runs from 100001: 1 in all)"
+    assert cli.main([*base, "runs", "-q", "no-run-has-this-name"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "(no runs)"
