@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from prunescope import maskcodec
 from prunescope.config import Settings
 from prunescope.contract import EpochRecord, RunConfig, RunSummary, WorkerOutcome, parse_run_config
+from prunescope.contract.records import CONTROL_CHARACTERS
 from prunescope.contract.worker_api import (
     MAX_REPORT_BATCH,
     ArtifactName,
@@ -298,7 +299,7 @@ def stored_config(doc: dict[str, Any]) -> RunConfig:
 
 
 def _one_line(value: Any) -> Any:
-    return re.sub(r"[\x00-\x1f\x7f]", " ", value) if isinstance(value, str) else value
+    return re.sub(f"[{CONTROL_CHARACTERS}]", " ", value) if isinstance(value, str) else value
 
 
 def _storable(error: str) -> str:

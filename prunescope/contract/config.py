@@ -22,6 +22,7 @@ from prunescope.contract.base import Loc, Problem, Strict, choices, raise_proble
 from prunescope.contract.datasets import TRAIN_SAMPLES, steps_per_epoch
 from prunescope.contract.extensions import builtin_or_registered
 from prunescope.contract.pruning_rules import dense_recovery_end_problem, drop_phase_problem, pruning_problems, within
+from prunescope.contract.records import CONTROL_CHARACTERS
 from prunescope.contract.sources import (
     PLUGIN_NAME,
     WIDTH_MODELS,
@@ -52,7 +53,7 @@ REGROWTH_RECOVERIES: tuple[RecoveryKind, ...] = ("random", "gradient")
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it as bad input, not a 500
 # A label shown on one line (a run's, sweep's or tracked scalar's name, a tag): no control character either. A name
 # holding a newline, a bell or an escape sequence was stored as sent, and broke the runs list, the CLI's table and CSV.
-ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+ONE_LINE = rf"^[^{CONTROL_CHARACTERS}]*$"
 MAX_EPOCHS = 1000
 
 

@@ -18,7 +18,8 @@ MAX_FREE_FORM_ITEMS = 10_000
 # parameter name (`features.0.weight`, a ModuleDict's `enc/fc` or `слой`: PyTorch refuses only "" and "." in a
 # module's name), so anything but control characters (PostgreSQL cannot store a NUL). An exported npz entry is made
 # safe from it where it is a path (`backend.results.service.npz_keys`); a CSV cell where it is a formula.
-LAYER_NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f"  # in a regex class: what a name on one line cannot hold
+LAYER_NAME_PATTERN = rf"^[^{CONTROL_CHARACTERS}]+$"
 LayerName = Annotated[str, Field(min_length=1, max_length=200, pattern=LAYER_NAME_PATTERN,
                                  examples=["features.0.weight"])]
 
